@@ -1,0 +1,273 @@
+//! Starting, resuming and finishing a scan: the rows of `scans` and `scan_ranges`.
+//!
+//! Receives: the scan's target (store, bucket, prefix, optional key range) and the user's
+//! `--restart`/`--full`. Sends on: a `ScanPlan` — the scan row to continue, its mode and the
+//! ranges with their checkpoints — and, at the end, the final state. Invariants: at most one
+//! unfinished scan per target (an unfinished one is always resumed unless `--restart`
+//! abandons it); a scan is `complete` only when every range is listed and no object of its
+//! keyspace is still owed a HEAD.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::head::HeadJob;
+use crate::keyspace::KeyRange;
+use crate::timefmt;
+
+/// What a scan covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub store: String,
+    pub bucket: String,
+    pub prefix: String,
+    /// Optional key range (start_after, end_key] within the prefix (sharded scans).
+    pub start_after: Option<String>,
+    pub end_key: Option<String>,
+}
+
+impl Target {
+    /// The keys of the target: its prefix within its range.
+    pub fn keys(&self) -> KeyRange {
+        KeyRange::prefix(&self.prefix).intersect(&KeyRange::between(
+            self.start_after.as_deref(),
+            self.end_key.as_deref(),
+        ))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// HEAD every listed object.
+    Full,
+    /// HEAD only objects whose listing differs from the stored one (or never HEADed).
+    Rescan,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Rescan => "rescan",
+        }
+    }
+}
+
+/// One key range of a scan and its listing checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeState {
+    pub range_no: i64,
+    pub start_after: Option<String>,
+    pub end_key: Option<String>,
+    pub token: Option<String>,
+    pub last_key: Option<String>,
+    pub done: bool,
+}
+
+/// The scan to run.
+#[derive(Debug, Clone)]
+pub struct ScanPlan {
+    pub scan_id: i64,
+    pub bucket_id: i64,
+    pub mode: Mode,
+    pub record_created: bool,
+    /// This continues an interrupted scan.
+    pub resumed: bool,
+    /// The unfinished scan that `--restart` abandoned.
+    pub abandoned: Option<i64>,
+    pub ranges: Vec<RangeState>,
+}
+
+/// Resumes the target's unfinished scan, or starts a new one, in one transaction.
+pub fn begin(
+    conn: &mut Connection,
+    target: &Target,
+    restart: bool,
+    full: bool,
+) -> rusqlite::Result<ScanPlan> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute(
+        "INSERT INTO buckets (store, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        params![target.store, target.bucket],
+    )?;
+    let bucket_id: i64 = tx.query_row(
+        "SELECT bucket_id FROM buckets WHERE store = ?1 AND name = ?2",
+        params![target.store, target.bucket],
+        |r| r.get(0),
+    )?;
+    let now = timefmt::now();
+    let unfinished: Option<(i64, String, bool)> = tx
+        .query_row(
+            "SELECT scan_id, mode, record_created FROM scans
+             WHERE bucket_id = ?1 AND prefix = ?2 AND start_after IS ?3 AND end_key IS ?4
+               AND state IN ('running', 'interrupted')
+             ORDER BY scan_id DESC LIMIT 1",
+            params![bucket_id, target.prefix, target.start_after, target.end_key],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let mut abandoned = None;
+    if let Some((scan_id, mode, record_created)) = unfinished {
+        if !restart {
+            tx.execute(
+                "UPDATE scans SET state = 'running', updated_at = ?2 WHERE scan_id = ?1",
+                params![scan_id, now],
+            )?;
+            let ranges = load_ranges(&tx, scan_id)?;
+            tx.commit()?;
+            let mode = if mode == "rescan" {
+                Mode::Rescan
+            } else {
+                Mode::Full
+            };
+            return Ok(ScanPlan {
+                scan_id,
+                bucket_id,
+                mode,
+                record_created,
+                resumed: true,
+                abandoned,
+                ranges,
+            });
+        }
+        tx.execute(
+            "UPDATE scans SET state = 'abandoned', finished_at = ?2, updated_at = ?2 WHERE scan_id = ?1",
+            params![scan_id, now],
+        )?;
+        abandoned = Some(scan_id);
+    }
+    let covered: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM scans
+             WHERE bucket_id = ?1 AND state = 'complete'
+               AND substr(?2, 1, length(prefix)) = prefix
+               AND ((start_after IS NULL AND end_key IS NULL)
+                    OR (prefix = ?2 AND start_after IS ?3 AND end_key IS ?4)))",
+        params![bucket_id, target.prefix, target.start_after, target.end_key],
+        |r| r.get(0),
+    )?;
+    let mode = if covered && !full {
+        Mode::Rescan
+    } else {
+        Mode::Full
+    };
+    tx.execute(
+        "INSERT INTO scans (bucket_id, prefix, start_after, end_key, mode, state, record_created, started_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?7)",
+        params![bucket_id, target.prefix, target.start_after, target.end_key, mode.as_str(), covered, now],
+    )?;
+    let scan_id = tx.last_insert_rowid();
+    tx.execute(
+        "INSERT INTO scan_ranges (scan_id, range_no, start_after, end_key, state) VALUES (?1, 0, ?2, ?3, 'listing')",
+        params![scan_id, target.start_after, target.end_key],
+    )?;
+    let ranges = load_ranges(&tx, scan_id)?;
+    tx.commit()?;
+    Ok(ScanPlan {
+        scan_id,
+        bucket_id,
+        mode,
+        record_created: covered,
+        resumed: false,
+        abandoned,
+        ranges,
+    })
+}
+
+fn load_ranges(conn: &Connection, scan_id: i64) -> rusqlite::Result<Vec<RangeState>> {
+    let mut stmt = conn.prepare(
+        "SELECT range_no, start_after, end_key, token, last_key, state = 'done'
+         FROM scan_ranges WHERE scan_id = ?1 ORDER BY range_no",
+    )?;
+    let rows = stmt.query_map([scan_id], |r| {
+        Ok(RangeState {
+            range_no: r.get(0)?,
+            start_after: r.get(1)?,
+            end_key: r.get(2)?,
+            token: r.get(3)?,
+            last_key: r.get(4)?,
+            done: r.get(5)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Up to `limit` objects of `keys` owed a HEAD, after key `after`, in key order. The resume
+/// feeder pages through these with keyset pagination (the partial index makes it cheap).
+pub fn due_heads(
+    conn: &Connection,
+    bucket_id: i64,
+    keys: &KeyRange,
+    after: Option<&str>,
+    limit: i64,
+) -> rusqlite::Result<Vec<HeadJob>> {
+    let window = match after {
+        Some(k) => keys.intersect(&KeyRange::between(Some(k), None)),
+        None => keys.clone(),
+    };
+    let (frag, mut args) = window.sql("key");
+    let sql = format!(
+        "SELECT object_id, key FROM objects INDEXED BY objects_head_due
+         WHERE bucket_id = :b AND head_due = 1{frag} ORDER BY key LIMIT :n"
+    );
+    args.push((":b", &bucket_id));
+    args.push((":n", &limit));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(args.as_slice(), |r| {
+        Ok(HeadJob {
+            object_id: r.get(0)?,
+            key: r.get(1)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// How a run of the scan ended, as `finish` records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub state: &'static str,
+    /// Objects of the keyspace still owed a HEAD.
+    pub due: i64,
+    /// Objects of the keyspace whose HEAD failed (state `error`).
+    pub errors: i64,
+}
+
+/// Records the end of this run: `complete` if everything is listed and HEADed, else
+/// `interrupted` (resumable), with the fatal error if there was one.
+pub fn finish(
+    conn: &mut Connection,
+    plan: &ScanPlan,
+    keys: &KeyRange,
+    last_error: Option<&str>,
+) -> rusqlite::Result<Finished> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let listed: bool = tx.query_row(
+        "SELECT NOT EXISTS (SELECT 1 FROM scan_ranges WHERE scan_id = ?1 AND state != 'done')",
+        [plan.scan_id],
+        |r| r.get(0),
+    )?;
+    let (frag, mut args) = keys.sql("o.key");
+    args.push((":b", &plan.bucket_id));
+    let due: i64 = tx.query_row(
+        &format!("SELECT count(*) FROM objects o INDEXED BY objects_head_due WHERE o.bucket_id = :b AND o.head_due = 1{frag}"),
+        args.as_slice(),
+        |r| r.get(0),
+    )?;
+    let errors: i64 = tx.query_row(
+        &format!(
+            "SELECT count(*) FROM object_errors e JOIN objects o USING (object_id)
+             WHERE o.bucket_id = :b AND o.state = 'error'{frag}"
+        ),
+        args.as_slice(),
+        |r| r.get(0),
+    )?;
+    let complete = listed && due == 0 && last_error.is_none();
+    let state = if complete { "complete" } else { "interrupted" };
+    let now = timefmt::now();
+    tx.execute(
+        "UPDATE scans SET state = ?2, updated_at = ?3,
+             finished_at = CASE WHEN ?2 = 'complete' THEN ?3 END, last_error = ?4
+         WHERE scan_id = ?1",
+        params![plan.scan_id, state, now, last_error],
+    )?;
+    tx.commit()?;
+    Ok(Finished { state, due, errors })
+}

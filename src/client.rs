@@ -1,0 +1,135 @@
+//! Building the one S3 client a command shares, and naming the store it talks to.
+//!
+//! Receives: the connection flags (endpoint, region, profile, addressing, signing, timeout).
+//! Sends on: an `aws_sdk_s3::Client` with the SDK's own retries off (s3meta's retry loop
+//! counts every attempt) and the store id used in the database. Invariant: one client per
+//! command, so its connection pool is shared and connections are reused, never churned.
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    Region, RequestChecksumCalculation, ResponseChecksumValidation, StalledStreamProtectionConfig,
+};
+
+use crate::error::Error;
+
+/// The store id of AWS S3 itself (no custom endpoint).
+pub const AWS_STORE: &str = "aws";
+
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    pub endpoint_url: Option<String>,
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    /// `Some(true)` path-style, `Some(false)` virtual-host style, `None`: path-style exactly
+    /// when a custom endpoint is used.
+    pub path_style: Option<bool>,
+    pub no_sign_request: bool,
+    /// Per-attempt timeout of each request.
+    pub timeout: Duration,
+}
+
+/// The client and the store id it talks to.
+#[derive(Debug, Clone)]
+pub struct S3 {
+    pub client: aws_sdk_s3::Client,
+    pub store: String,
+}
+
+pub async fn build(opts: &ClientOptions) -> Result<S3, Error> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(profile) = &opts.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(region) = &opts.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(url) = &opts.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    if opts.no_sign_request {
+        loader = loader.no_credentials();
+    }
+    let shared = loader.load().await;
+    let endpoint = shared.endpoint_url().map(str::to_string);
+    let store = match &endpoint {
+        Some(url) => normalize_endpoint(url)?,
+        None => AWS_STORE.to_string(),
+    };
+    let mut config = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(opts.path_style.unwrap_or(endpoint.is_some()))
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(opts.timeout.min(Duration::from_secs(10)))
+                .operation_attempt_timeout(opts.timeout)
+                .build(),
+        )
+        // HEAD and LIST carry no payload to checksum, and our per-attempt timeout already
+        // bounds a stalled response: these two only cost CPU per request.
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
+    if shared.region().is_none() {
+        // Most S3-compatible stores accept any region; AWS redirects and we say so.
+        config = config.region(Region::new("us-east-1"));
+    }
+    Ok(S3 {
+        client: aws_sdk_s3::Client::from_conf(config.build()),
+        store,
+    })
+}
+
+/// Normalizes an endpoint URL into a store id: lower-case scheme and host, no default port,
+/// no trailing slash. `HTTP://Minio.local:80/` and `http://minio.local` are one store.
+pub fn normalize_endpoint(url: &str) -> Result<String, Error> {
+    let bad = |reason: &str| {
+        Error::BadInput(format!(
+            "endpoint URL `{url}` {reason}: expected e.g. http://127.0.0.1:9000 or https://s3.example.com"
+        ))
+    };
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("has no scheme"))?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return Err(bad("must start with http:// or https://"));
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    if authority.is_empty() {
+        return Err(bad("has no host"));
+    }
+    let mut authority = authority.to_ascii_lowercase();
+    let default_port = if scheme == "http" { ":80" } else { ":443" };
+    if authority.ends_with(default_port) {
+        authority.truncate(authority.len() - default_port.len());
+    }
+    Ok(format!("{scheme}://{authority}{path}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_endpoints() {
+        assert_eq!(
+            normalize_endpoint("HTTP://Minio.local:80/").unwrap(),
+            "http://minio.local"
+        );
+        assert_eq!(
+            normalize_endpoint("https://s3.example.com:443/base/").unwrap(),
+            "https://s3.example.com/base"
+        );
+        assert_eq!(
+            normalize_endpoint("http://127.0.0.1:9000").unwrap(),
+            "http://127.0.0.1:9000"
+        );
+        assert!(normalize_endpoint("127.0.0.1:9000").is_err());
+        assert!(normalize_endpoint("ftp://x").is_err());
+    }
+}

@@ -1,0 +1,189 @@
+//! Opening the database: pragmas, identification, and schema migrations.
+//!
+//! Receives: a path. Sends on: a configured `rusqlite::Connection` — read-write (created and
+//! migrated as needed) for the scan's single writer, or read-only for queries. Invariants: a
+//! file that is not an s3meta database, or one written by a newer s3meta, is refused before
+//! anything in it is modified; migrations run in one exclusive transaction, so a database is
+//! at one schema version or the next, never between.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::{Error, Result};
+
+/// `PRAGMA application_id` of s3meta databases: "S3MT".
+pub const APPLICATION_ID: i64 = 0x5333_4d54;
+
+/// The embedded migrations; the index + 1 is the `user_version` each one brings a database to.
+const MIGRATIONS: &[&str] = &[include_str!("../schema/0001_init.sql")];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// How long a statement waits for another SQLite connection's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens (creating if needed) and migrates the database for writing.
+pub fn open_rw(path: &Path) -> Result<Connection> {
+    let db = |e| Error::db(path, e);
+    let conn = Connection::open(path).map_err(db)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+    let version = check_identity(&conn, path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(db)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(db)?;
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+    if version < SCHEMA_VERSION {
+        migrate(&conn, path)?;
+    }
+    Ok(conn)
+}
+
+/// Opens an existing database read-only (`query_only`), never creating one.
+pub fn open_ro(path: &Path) -> Result<Connection> {
+    if !path.exists() {
+        return Err(Error::NoDatabase {
+            path: path.to_path_buf(),
+        });
+    }
+    let db = |e| Error::db(path, e);
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(db)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+    let version = check_identity(&conn, path)?;
+    if version == 0 {
+        return Err(Error::NotOurDatabase {
+            path: path.to_path_buf(),
+            detail: "it holds no s3meta tables".into(),
+        });
+    }
+    if version < SCHEMA_VERSION {
+        return Err(Error::BadInput(format!(
+            "{} has schema version {version}; run `s3meta scan` (which upgrades it) with this s3meta first",
+            path.display()
+        )));
+    }
+    conn.pragma_update(None, "query_only", "ON").map_err(db)?;
+    Ok(conn)
+}
+
+/// Returns the schema version of an s3meta (or empty) database; refuses anything else.
+fn check_identity(conn: &Connection, path: &Path) -> Result<i64> {
+    let db = |e| Error::db(path, e);
+    let app_id: i64 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .map_err(db)?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(db)?;
+    if app_id == 0 {
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+            .map_err(db)?;
+        if tables > 0 {
+            return Err(Error::NotOurDatabase {
+                path: path.to_path_buf(),
+                detail: "it is an SQLite database of another program".into(),
+            });
+        }
+        return Ok(0);
+    }
+    if app_id != APPLICATION_ID {
+        return Err(Error::NotOurDatabase {
+            path: path.to_path_buf(),
+            detail: format!("its application_id is {app_id:#x}"),
+        });
+    }
+    if version > SCHEMA_VERSION {
+        return Err(Error::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            known: SCHEMA_VERSION,
+        });
+    }
+    Ok(version)
+}
+
+/// Applies the missing migrations in one exclusive transaction.
+fn migrate(conn: &Connection, path: &Path) -> Result<()> {
+    let db = |e| Error::db(path, e);
+    conn.execute_batch("BEGIN EXCLUSIVE").map_err(db)?;
+    let result = (|| {
+        // Read again under the lock: another process may have migrated meanwhile.
+        let version = check_identity(conn, path)?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            conn.execute_batch(sql).map_err(db)?;
+            conn.pragma_update(None, "user_version", i as i64 + 1)
+                .map_err(db)?;
+        }
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(db)?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(db),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_migrates_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        drop(open_rw(&path).unwrap());
+        let conn = open_rw(&path).unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        let ro = open_ro(&path).unwrap();
+        let err = ro.execute("DELETE FROM objects", []).unwrap_err();
+        assert!(err.to_string().contains("readonly"), "{err}");
+    }
+
+    #[test]
+    fn refuses_newer_foreign_and_garbage_files_without_touching_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let newer = dir.path().join("newer.db");
+        drop(open_rw(&newer).unwrap());
+        Connection::open(&newer)
+            .unwrap()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        assert!(matches!(open_rw(&newer), Err(Error::TooNew { .. })));
+        assert!(matches!(open_ro(&newer), Err(Error::TooNew { .. })));
+
+        let foreign = dir.path().join("foreign.db");
+        Connection::open(&foreign)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x)")
+            .unwrap();
+        assert!(matches!(
+            open_rw(&foreign),
+            Err(Error::NotOurDatabase { .. })
+        ));
+
+        let garbage = dir.path().join("garbage.db");
+        let bytes = vec![b'x'; 8192];
+        std::fs::write(&garbage, &bytes).unwrap();
+        assert!(matches!(
+            open_rw(&garbage),
+            Err(Error::NotOurDatabase { .. })
+        ));
+        assert_eq!(std::fs::read(&garbage).unwrap(), bytes);
+
+        let missing = dir.path().join("missing.db");
+        assert!(matches!(open_ro(&missing), Err(Error::NoDatabase { .. })));
+        assert!(!missing.exists());
+    }
+}

@@ -1,0 +1,130 @@
+//! The errors of s3meta's library, each carrying the context a person needs to act on it.
+//!
+//! Receives: failures from the S3 client, SQLite and the file system. Sends on: one `Error`
+//! whose `Display` is the single line printed before exit code 1. Invariant: a cause is kept
+//! as `#[source]`, never flattened into a string, so `-v` logs can show the whole chain.
+
+use std::path::PathBuf;
+
+/// Everything that stops a command. Per-object HEAD failures are *not* errors of this kind:
+/// they are recorded in the database and the scan goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid S3 URL `{url}`: {reason}")]
+    BadUrl { url: String, reason: String },
+
+    #[error("invalid argument: {0}")]
+    BadInput(String),
+
+    #[error("{path}: {source}")]
+    Db {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error("{path}: the disk is full: free some space, then run the same command to resume")]
+    DiskFull {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error("{path} is not an s3meta database ({detail}): pass another --db")]
+    NotOurDatabase { path: PathBuf, detail: String },
+
+    #[error(
+        "{path} was written by a newer s3meta (schema version {found}, this build knows up to {known}): upgrade s3meta"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+
+    #[error("database {path} does not exist: run `s3meta scan` first, or pass --db")]
+    NoDatabase { path: PathBuf },
+
+    #[error(
+        "another s3meta process is writing to {path} (lock {lock}): wait for it to finish, or use another --db"
+    )]
+    Locked { path: PathBuf, lock: PathBuf },
+
+    #[error(
+        "{path} is locked by another SQLite connection: stop the program holding it (e.g. an open sqlite3 write), then retry"
+    )]
+    DbBusy {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error("cannot open lock file {path}: {source}")]
+    LockFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("bucket `{bucket}` does not exist at {store}: check the name or --endpoint-url")]
+    NoSuchBucket { bucket: String, store: String },
+
+    #[error(
+        "access denied listing s3://{bucket}/{prefix} at {store} (HTTP {status}): check the credentials and the s3:ListBucket permission"
+    )]
+    ListDenied {
+        bucket: String,
+        prefix: String,
+        store: String,
+        status: u16,
+    },
+
+    #[error(
+        "listing s3://{bucket}/{prefix} at {store} failed after {attempts} attempt(s): {detail}"
+    )]
+    ListFailed {
+        bucket: String,
+        prefix: String,
+        store: String,
+        attempts: u32,
+        detail: String,
+    },
+
+    #[error("S3 client setup failed: {0}")]
+    ClientSetup(String),
+
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Wraps a SQLite error with the database path, picking the variant a person can act on.
+    pub fn db(path: impl Into<PathBuf>, source: rusqlite::Error) -> Error {
+        use rusqlite::ErrorCode;
+        let path = path.into();
+        match source.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => Error::DiskFull { path, source },
+            Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
+                Error::DbBusy { path, source }
+            }
+            Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
+                Error::NotOurDatabase {
+                    path,
+                    detail: format!("{source}; it may be corrupted"),
+                }
+            }
+            _ => Error::Db { path, source },
+        }
+    }
+
+    /// Wraps an error from tokio-rusqlite's background thread.
+    pub fn from_async_db(path: impl Into<PathBuf>, e: tokio_rusqlite::Error<Error>) -> Error {
+        match e {
+            tokio_rusqlite::Error::Error(inner) => inner,
+            tokio_rusqlite::Error::Close((_, source)) => Error::db(path, source),
+            other => Error::Internal(format!("database thread: {other}")),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,210 @@
+//! The HEAD pool: a bounded number of HeadObject requests in flight over one shared client.
+//!
+//! Receives: `HeadJob`s (objects the writer marked `head_due`) from the lister and the resume
+//! feeder. Sends on: one `HeadOutcome` per job to the writer — the object's system and custom
+//! metadata, `Gone` on 404, or the failure after retries. Invariants: at most `concurrency`
+//! HEADs are in flight (a semaphore permit moves into each task); a job whose HEAD is cut off
+//! by cancellation sends nothing, so its row stays `head_due` and a resume HEADs it again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::lister::strip_quotes;
+use crate::retry::{self, Failure, Outcome, Policy};
+use crate::rfc2047;
+use crate::stats::Stats;
+use crate::timefmt;
+use crate::writer::WriterMsg;
+
+/// An object the writer decided to HEAD.
+#[derive(Debug, Clone)]
+pub struct HeadJob {
+    pub object_id: i64,
+    pub key: String,
+}
+
+/// What HEAD said of one object.
+#[derive(Debug)]
+pub struct HeadOutcome {
+    pub object_id: i64,
+    pub result: HeadResult,
+}
+
+#[derive(Debug)]
+pub enum HeadResult {
+    Ok(Box<HeadFields>),
+    /// 404: deleted between LIST and HEAD.
+    Gone,
+    Failed {
+        failure: Failure,
+        attempts: u32,
+    },
+}
+
+/// The fields of a successful HEAD, as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeadFields {
+    pub etag: Option<String>,
+    pub size: Option<i64>,
+    pub last_modified: Option<String>,
+    pub content_type: Option<String>,
+    pub cache_control: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_language: Option<String>,
+    pub content_disposition: Option<String>,
+    pub expires: Option<String>,
+    pub storage_class: Option<String>,
+    pub version_id: Option<String>,
+    pub missing_meta: Option<i32>,
+    /// Custom metadata, names lower-case, values RFC 2047-decoded, sorted by name.
+    pub metadata: Vec<(String, String)>,
+}
+
+/// What the pool needs besides its jobs.
+#[derive(Debug)]
+pub struct HeadPool {
+    pub client: aws_sdk_s3::Client,
+    pub bucket: String,
+    pub concurrency: usize,
+    pub policy: Policy,
+    pub stats: Arc<Stats>,
+    pub cancel: CancellationToken,
+    /// How long in-flight HEADs may run on after cancellation before they are abandoned.
+    pub grace: Duration,
+}
+
+impl HeadPool {
+    /// Runs until `jobs` closes (all HEADs done) or the scan is cancelled.
+    pub async fn run(
+        self: Arc<Self>,
+        mut jobs: mpsc::Receiver<HeadJob>,
+        results: mpsc::Sender<WriterMsg>,
+    ) {
+        let permits = Arc::new(Semaphore::new(self.concurrency));
+        Stats::add(&self.stats.concurrency, self.concurrency as u64);
+        let mut tasks = JoinSet::new();
+        loop {
+            // Cancel safety: acquire_owned and recv are both cancel-safe; a job received is
+            // always spawned.
+            let permit = tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+            };
+            let job = tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                j = jobs.recv() => match j { Some(j) => j, None => break },
+            };
+            let (pool, results) = (self.clone(), results.clone());
+            tasks.spawn(async move {
+                let outcome = pool.head(&job).await;
+                drop(permit);
+                if let Some(result) = outcome {
+                    let msg = WriterMsg::Head(HeadOutcome {
+                        object_id: job.object_id,
+                        result,
+                    });
+                    let _ = results.send(msg).await;
+                }
+            });
+            while tasks.try_join_next().is_some() {}
+        }
+        drop(jobs);
+        self.drain(tasks).await;
+    }
+
+    /// Waits for in-flight HEADs; after cancellation only for the grace period.
+    async fn drain(&self, mut tasks: JoinSet<()>) {
+        let all = async { while tasks.join_next().await.is_some() {} };
+        if self.cancel.is_cancelled() {
+            if tokio::time::timeout(self.grace, all).await.is_err() {
+                tracing::warn!(
+                    "abandoning HEADs still running after the grace period; a resume repeats them"
+                );
+            }
+        } else {
+            all.await;
+        }
+    }
+
+    /// HEADs one object with retries; `None` when cancelled before an answer.
+    async fn head(&self, job: &HeadJob) -> Option<HeadResult> {
+        let subject = format!("HEAD {:?}", job.key);
+        let outcome = retry::run(
+            &self.policy,
+            &self.stats,
+            &self.stats.head_requests,
+            &subject,
+            &self.cancel,
+            &(),
+            || async {
+                match self
+                    .client
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(&job.key)
+                    .send()
+                    .await
+                {
+                    Ok(out) => Ok(Some(out)),
+                    Err(e) => {
+                        let failure = Failure::from_sdk(&e);
+                        if failure.status == Some(404) {
+                            Ok(None)
+                        } else {
+                            Err(failure)
+                        }
+                    }
+                }
+            },
+        )
+        .await;
+        match outcome {
+            Outcome::Ok(Some(out)) => Some(HeadResult::Ok(Box::new(fields(out)))),
+            Outcome::Ok(None) => Some(HeadResult::Gone),
+            Outcome::Failed { failure, attempts } => {
+                tracing::info!(
+                    "HEAD {:?} failed after {attempts} attempt(s): {failure}",
+                    job.key
+                );
+                Some(HeadResult::Failed { failure, attempts })
+            }
+            Outcome::Cancelled => None,
+        }
+    }
+}
+
+fn fields(out: HeadObjectOutput) -> HeadFields {
+    let mut metadata: Vec<(String, String)> = out
+        .metadata()
+        .into_iter()
+        .flatten()
+        .map(|(name, value)| {
+            (
+                name.to_ascii_lowercase(),
+                rfc2047::decode(value).into_owned(),
+            )
+        })
+        .collect();
+    metadata.sort_unstable();
+    let s = |v: Option<&str>| v.map(str::to_string);
+    HeadFields {
+        etag: out.e_tag().map(strip_quotes),
+        size: out.content_length(),
+        last_modified: out.last_modified().map(timefmt::from_smithy),
+        content_type: s(out.content_type()),
+        cache_control: s(out.cache_control()),
+        content_encoding: s(out.content_encoding()),
+        content_language: s(out.content_language()),
+        content_disposition: s(out.content_disposition()),
+        expires: s(out.expires_string()),
+        storage_class: out.storage_class().map(|c| c.as_str().to_string()),
+        version_id: s(out.version_id()),
+        missing_meta: out.missing_meta(),
+        metadata,
+    }
+}

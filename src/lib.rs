@@ -1,0 +1,30 @@
+//! s3meta: index the custom metadata of S3 objects into SQLite, resumably.
+//!
+//! The scan pipeline, one module per stage: `lister` (ListObjectsV2 pages) → `writer` (the
+//! single SQLite writer, committing each page with its checkpoint) → `head` (the bounded HEAD
+//! pool) → `writer` again (HEAD results). `scan` wires them; `checkpoint` starts, resumes and
+//! finishes scans; `db` opens and migrates; `retry` is the one retry loop; `canonical` defines
+//! database equality for tests.
+
+#![forbid(unsafe_code)]
+
+pub mod canonical;
+pub mod checkpoint;
+pub mod cli;
+pub mod client;
+pub mod db;
+pub mod error;
+pub mod head;
+pub mod keyspace;
+pub mod lister;
+pub mod lock;
+pub mod progress;
+pub mod retry;
+pub mod rfc2047;
+pub mod s3url;
+pub mod scan;
+pub mod stats;
+pub mod timefmt;
+pub mod writer;
+
+pub use error::{Error, Result};

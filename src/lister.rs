@@ -1,0 +1,363 @@
+//! The lister: pages through ListObjectsV2 for one key range of a scan.
+//!
+//! Receives: a range and its checkpoint (continuation token, last committed key). Sends on:
+//! each page to the writer, which commits its rows with the new checkpoint in one transaction
+//! and answers with the objects that need a HEAD; those go to the HEAD pool. Invariants: the
+//! next page is requested before the current one's HEADs are queued, so listing never waits
+//! for HEADs; a page is queued for HEAD only after its checkpoint is committed; keys must
+//! arrive in strictly increasing byte order, or the per-page deletion logic would be wrong, so
+//! anything else stops the scan.
+
+use std::sync::Arc;
+
+use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
+use aws_sdk_s3::types::EncodingType;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::RangeState;
+use crate::error::Error;
+use crate::head::HeadJob;
+use crate::keyspace::KeyRange;
+use crate::retry::{self, Failure, Outcome, Policy};
+use crate::stats::Stats;
+use crate::timefmt;
+use crate::writer::{ListedObject, PageMsg, WriterMsg};
+
+/// What every range of one scan lists with.
+#[derive(Debug)]
+pub struct Lister {
+    pub client: aws_sdk_s3::Client,
+    pub store: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub page_size: i32,
+    pub policy: Policy,
+    pub stats: Arc<Stats>,
+    pub cancel: CancellationToken,
+}
+
+/// Where the next ListObjectsV2 request starts.
+#[derive(Debug, Clone)]
+struct Cursor {
+    token: Option<String>,
+    start_after: Option<String>,
+}
+
+/// One page as listed, keys decoded.
+#[derive(Debug)]
+struct Page {
+    entries: Vec<ListedObject>,
+    next_token: Option<String>,
+    truncated: bool,
+}
+
+impl Lister {
+    /// Lists `range` from its checkpoint to its end. Returns `Ok(false)` if cancelled first.
+    pub async fn run(
+        self: Arc<Self>,
+        range: RangeState,
+        range_keys: Arc<KeyRange>,
+        writer: mpsc::Sender<WriterMsg>,
+        heads: mpsc::Sender<HeadJob>,
+    ) -> Result<bool, Error> {
+        if range.done {
+            return Ok(true);
+        }
+        let resume_token = range.token.clone();
+        let mut prev_last = range.last_key.clone().or(range.start_after.clone());
+        let mut fetch = self.clone().spawn_fetch(Cursor {
+            token: range.token.clone(),
+            start_after: prev_last.clone(),
+        });
+        let mut first = true;
+        loop {
+            // Cancel safety: aborting the fetch loses only an uncommitted page.
+            let joined = tokio::select! {
+                _ = self.cancel.cancelled() => { fetch.abort(); return Ok(false); }
+                r = &mut fetch => r,
+            };
+            let mut page = match joined.map_err(|e| Error::Internal(format!("lister: {e}")))? {
+                Ok(p) => p,
+                Err(ListError::TokenRejected(f)) if first && resume_token.is_some() => {
+                    tracing::warn!(
+                        "the store rejected the saved continuation token ({f}); resuming after the last committed key instead"
+                    );
+                    fetch = self.clone().spawn_fetch(Cursor {
+                        token: None,
+                        start_after: prev_last.clone(),
+                    });
+                    first = false;
+                    continue;
+                }
+                Err(e) => return Err(self.fatal(e)),
+            };
+            first = false;
+            let mut done = !page.truncated;
+            self.check_order(&page, prev_last.as_deref())?;
+            // Keys are in order, so the first key outside the range ends it.
+            let inside = page
+                .entries
+                .iter()
+                .take_while(|o| range_keys.contains(&o.key))
+                .count();
+            if inside < page.entries.len() {
+                page.entries.truncate(inside);
+                done = true;
+            }
+            if !done {
+                if page.next_token.is_none() {
+                    return Err(Error::Internal(
+                        "the store said the listing is truncated but gave no continuation token"
+                            .into(),
+                    ));
+                }
+                fetch = self.clone().spawn_fetch(Cursor {
+                    token: page.next_token.clone(),
+                    start_after: None,
+                });
+            }
+            let last_key = page.entries.last().map(|o| o.key.clone());
+            let jobs = self
+                .commit(
+                    &writer,
+                    &range,
+                    &range_keys,
+                    prev_last.clone(),
+                    last_key.clone(),
+                    page,
+                    done,
+                )
+                .await?;
+            if let Some(k) = last_key {
+                prev_last = Some(k);
+            }
+            for job in jobs {
+                // Cancel safety: an unsent job stays `head_due` in the database.
+                tokio::select! {
+                    _ = self.cancel.cancelled() => { fetch.abort(); return Ok(false); }
+                    r = heads.send(job) => if r.is_err() { return Ok(false); },
+                }
+            }
+            if done {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Hands the page to the writer and waits for its commit.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit(
+        &self,
+        writer: &mpsc::Sender<WriterMsg>,
+        range: &RangeState,
+        keys: &Arc<KeyRange>,
+        prev_last: Option<String>,
+        last_key: Option<String>,
+        page: Page,
+        done: bool,
+    ) -> Result<Vec<HeadJob>, Error> {
+        let (reply, committed) = oneshot::channel();
+        let msg = PageMsg {
+            range_no: range.range_no,
+            keys: keys.clone(),
+            prev_last,
+            last_key,
+            entries: page.entries,
+            next_token: if done { None } else { page.next_token },
+            done,
+            reply,
+        };
+        let writer_gone = || Error::Internal("the database writer stopped".into());
+        writer
+            .send(WriterMsg::Page(msg))
+            .await
+            .map_err(|_| writer_gone())?;
+        committed.await.map_err(|_| writer_gone())
+    }
+
+    fn check_order(&self, page: &Page, prev_last: Option<&str>) -> Result<(), Error> {
+        let mut prev = prev_last;
+        for o in &page.entries {
+            if prev.is_some_and(|p| o.key.as_str() <= p) {
+                return Err(Error::Internal(format!(
+                    "the store listed {:?} after {:?}: s3meta needs listings in UTF-8 byte order, as S3 sends them",
+                    o.key,
+                    prev.unwrap_or_default()
+                )));
+            }
+            prev = Some(&o.key);
+        }
+        Ok(())
+    }
+
+    fn spawn_fetch(self: Arc<Self>, cursor: Cursor) -> JoinHandle<Result<Page, ListError>> {
+        tokio::spawn(async move { self.fetch(cursor).await })
+    }
+
+    async fn fetch(&self, cursor: Cursor) -> Result<Page, ListError> {
+        let subject = format!("LIST s3://{}/{}", self.bucket, self.prefix);
+        let outcome = retry::run(
+            &self.policy,
+            &self.stats,
+            &self.stats.list_requests,
+            &subject,
+            &self.cancel,
+            &(),
+            || async {
+                let mut req = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .max_keys(self.page_size)
+                    .encoding_type(EncodingType::Url);
+                if !self.prefix.is_empty() {
+                    req = req.prefix(&self.prefix);
+                }
+                if let Some(t) = &cursor.token {
+                    req = req.continuation_token(t);
+                } else if let Some(s) = &cursor.start_after {
+                    req = req.start_after(s);
+                }
+                req.send().await.map_err(|e| Failure::from_sdk(&e))
+            },
+        )
+        .await;
+        match outcome {
+            Outcome::Ok(out) => decode_page(out).map_err(ListError::Decode),
+            Outcome::Cancelled => Err(ListError::Cancelled),
+            Outcome::Failed { failure, .. }
+                if cursor.token.is_some() && failure.status == Some(400) =>
+            {
+                Err(ListError::TokenRejected(failure))
+            }
+            Outcome::Failed { failure, attempts } => Err(ListError::Failed { failure, attempts }),
+        }
+    }
+
+    fn fatal(&self, e: ListError) -> Error {
+        let (failure, attempts) = match e {
+            ListError::Failed { failure, attempts } => (failure, attempts),
+            ListError::TokenRejected(failure) => (failure, 1),
+            ListError::Decode(msg) => return Error::Internal(msg),
+            ListError::Cancelled => return Error::Internal("listing cancelled".into()),
+        };
+        let (bucket, prefix, store) =
+            (self.bucket.clone(), self.prefix.clone(), self.store.clone());
+        match failure.status {
+            Some(404) => Error::NoSuchBucket { bucket, store },
+            Some(status @ (401 | 403)) => Error::ListDenied {
+                bucket,
+                prefix,
+                store,
+                status,
+            },
+            Some(301 | 307) => Error::ListFailed {
+                bucket,
+                prefix,
+                store,
+                attempts,
+                detail: "the bucket is in another region: pass --region".into(),
+            },
+            None => Error::ListFailed {
+                bucket,
+                prefix,
+                store,
+                attempts,
+                detail: format!(
+                    "cannot reach the store ({failure}): check --endpoint-url and the network"
+                ),
+            },
+            Some(_) => Error::ListFailed {
+                bucket,
+                prefix,
+                store,
+                attempts,
+                detail: failure.to_string(),
+            },
+        }
+    }
+}
+
+#[derive(Debug)]
+enum ListError {
+    Failed { failure: Failure, attempts: u32 },
+    TokenRejected(Failure),
+    Decode(String),
+    Cancelled,
+}
+
+fn decode_page(out: ListObjectsV2Output) -> Result<Page, String> {
+    let encoded = out.encoding_type() == Some(&EncodingType::Url);
+    let mut entries = Vec::with_capacity(out.contents().len());
+    for o in out.contents() {
+        let raw = o.key().ok_or("the store listed an object without a key")?;
+        let key = if encoded {
+            url_decode(raw).ok_or_else(|| format!("the store listed an undecodable key {raw:?}"))?
+        } else {
+            raw.to_string()
+        };
+        entries.push(ListedObject {
+            key,
+            etag: o.e_tag().map(strip_quotes),
+            size: o.size(),
+            last_modified: o.last_modified().map(timefmt::from_smithy),
+            storage_class: o.storage_class().map(|s| s.as_str().to_string()),
+        });
+    }
+    Ok(Page {
+        entries,
+        next_token: out.next_continuation_token().map(str::to_string),
+        truncated: out.is_truncated().unwrap_or(false),
+    })
+}
+
+/// ETags are stored without their quotes (`"abc"` → `abc`).
+pub fn strip_quotes(etag: &str) -> String {
+    etag.trim_matches('"').to_string()
+}
+
+/// Decodes an `encoding-type=url` key: `%XX` escapes, and `+` for a space as S3 sends it.
+pub fn url_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_decodes_keys() {
+        assert_eq!(url_decode("a+b%2Bc%0A%F0%9F%8E%89").unwrap(), "a b+c\n🎉");
+        assert_eq!(url_decode("plain/key").unwrap(), "plain/key");
+        assert_eq!(url_decode("%zz"), None);
+        assert_eq!(url_decode("%ff"), None);
+    }
+
+    #[test]
+    fn strips_etag_quotes() {
+        assert_eq!(strip_quotes("\"abc-2\""), "abc-2");
+        assert_eq!(strip_quotes("abc"), "abc");
+    }
+}

@@ -1,0 +1,60 @@
+//! The advisory lock that keeps two scans off one database.
+//!
+//! Receives: the database path. Sends on: a guard holding an exclusive OS lock (`flock`) on
+//! `<db>.lock`. Invariant: the OS drops the lock when the process ends in any way, `kill -9`
+//! included, so a killed scan never blocks the resume.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+
+/// Held for the whole of a write command; dropping it releases the lock.
+#[derive(Debug)]
+pub struct DbLock {
+    _file: File,
+    pub path: PathBuf,
+}
+
+pub fn lock_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Takes the lock without waiting; another holder is reported as `Error::Locked`.
+pub fn acquire(db: &Path) -> Result<DbLock, Error> {
+    let path = lock_path(db);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| Error::LockFile {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(DbLock { _file: file, path }),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked {
+            path: db.to_path_buf(),
+            lock: path,
+        }),
+        Err(TryLockError::Error(source)) => Err(Error::LockFile { path, source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_holder_is_refused_until_the_first_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("x.db");
+        let first = acquire(&db).unwrap();
+        assert!(matches!(acquire(&db), Err(Error::Locked { .. })));
+        drop(first);
+        acquire(&db).unwrap();
+    }
+}

@@ -1,0 +1,138 @@
+//! The progress line and the final summary, both on stderr.
+//!
+//! Receives: the live `Stats`. Sends on: an indicatif spinner redrawn a few times a second
+//! when stderr is a terminal, and one summary line at the end. Invariant: drawing reads
+//! counters only; it never blocks or slows a pipeline stage.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::task::JoinHandle;
+
+use crate::scan::{Outcome, ScanReport};
+use crate::stats::{Snapshot, Stats};
+
+/// A running progress line; `finish` clears it.
+pub struct Progress {
+    bar: Option<(ProgressBar, JoinHandle<()>)>,
+}
+
+impl Progress {
+    pub fn start(stats: Arc<Stats>, enabled: bool) -> Progress {
+        if !enabled {
+            return Progress { bar: None };
+        }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                .expect("valid template"),
+        );
+        let (b, started) = (bar.clone(), Instant::now());
+        let ticker = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                let s = stats.snapshot();
+                let concurrency = stats.concurrency.load(Relaxed);
+                b.set_message(line(&s, started.elapsed(), concurrency));
+                b.tick();
+            }
+        });
+        Progress {
+            bar: Some((bar, ticker)),
+        }
+    }
+
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.bar {
+            Some((bar, _)) => bar.suspend(f),
+            None => f(),
+        }
+    }
+
+    pub fn finish(self) {
+        if let Some((bar, ticker)) = self.bar {
+            ticker.abort();
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn line(s: &Snapshot, elapsed: Duration, concurrency: u64) -> String {
+    let mut text = format!(
+        "listed {} · HEAD {} · skipped {} · errors {} · {} obj/s",
+        thousands(s.listed),
+        thousands(s.headed),
+        thousands(s.skipped),
+        thousands(s.failed),
+        thousands(rate(s.listed, elapsed)),
+    );
+    if s.throttled > 0 {
+        text.push_str(&format!(
+            " · throttled {} (concurrency {concurrency})",
+            thousands(s.throttled)
+        ));
+    }
+    text
+}
+
+fn rate(n: u64, elapsed: Duration) -> u64 {
+    let secs = elapsed.as_secs_f64();
+    if secs > 0.0 {
+        (n as f64 / secs) as u64
+    } else {
+        0
+    }
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The one-line summary printed at the end of a scan unless `-q`.
+pub fn summary(target: &str, r: &ScanReport) -> String {
+    let s = &r.stats;
+    let verb = match r.outcome {
+        Outcome::Complete => "scanned",
+        Outcome::CompleteWithErrors => "scanned (with errors)",
+        Outcome::Interrupted => "interrupted",
+    };
+    format!(
+        "{verb} {target} ({} scan {}{}): {} objects listed, {} HEADs ({} with custom metadata), {} skipped unchanged, {} gone, {} errors, {:.1}s, {} objects/s",
+        r.mode.as_str(),
+        r.scan_id,
+        if r.resumed { ", resumed" } else { "" },
+        thousands(s.listed),
+        thousands(s.headed),
+        thousands(s.with_metadata),
+        thousands(s.skipped),
+        thousands(s.gone),
+        thousands(r.errors as u64),
+        r.elapsed.as_secs_f64(),
+        thousands(rate(s.listed.max(s.headed), r.elapsed)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+}

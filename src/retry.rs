@@ -1,0 +1,263 @@
+//! Our own retry loop (the SDK's retries are off), so that every attempt is visible.
+//!
+//! Receives: an async attempt (one HTTP request) and the policy. Sends on: the value, or the
+//! last failure with the number of attempts made. Invariants: every attempt is counted in
+//! `Stats` and every retry logged at debug as "retry N of M" with its subject and status;
+//! back-off is exponential with full jitter, and a cancelled scan stops retrying at once.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use tokio_util::sync::CancellationToken;
+
+use crate::stats::Stats;
+
+/// How often and how patiently to retry.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub max_attempts: u32,
+    /// The first back-off; it doubles with each retry, up to `cap`, and is fully jittered.
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Policy {
+    fn backoff(&self, retry: u32) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << retry.min(20))
+            .min(self.cap);
+        ceiling.mul_f64(fastrand::f64())
+    }
+}
+
+/// One failed attempt, as the stages and the database see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The HTTP status, when a response arrived.
+    pub status: Option<u16>,
+    /// The S3 error code (`SlowDown`, `AccessDenied`); HEAD error responses have none.
+    pub code: Option<String>,
+    pub message: String,
+    pub retryable: bool,
+    /// 503 SlowDown or 429: the store asks us to slow down.
+    pub throttled: bool,
+}
+
+impl Failure {
+    /// Classifies an SDK error. HEAD errors have no body, so the status decides.
+    pub fn from_sdk<E>(err: &SdkError<E, HttpResponse>) -> Failure
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let transport = |message: String| Failure {
+            status: None,
+            code: None,
+            message,
+            retryable: true,
+            throttled: false,
+        };
+        match err {
+            SdkError::TimeoutError(_) => transport("timed out".into()),
+            SdkError::DispatchFailure(d) => Failure {
+                retryable: !d.is_user(),
+                ..transport(format!("{}", DisplayErrorContext(err)))
+            },
+            SdkError::ResponseError(_) => transport(format!(
+                "connection dropped or response unreadable: {}",
+                DisplayErrorContext(err)
+            )),
+            SdkError::ServiceError(ctx) => {
+                let status = ctx.raw().status().as_u16();
+                let code = ctx.err().code().map(str::to_string);
+                let message = ctx
+                    .err()
+                    .message()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("HTTP {status}"));
+                Failure::from_status(status, code, message)
+            }
+            _ => Failure {
+                retryable: false,
+                ..transport(format!("{}", DisplayErrorContext(err)))
+            },
+        }
+    }
+
+    pub fn from_status(status: u16, code: Option<String>, message: String) -> Failure {
+        let throttled = status == 429
+            || status == 503
+            || matches!(
+                code.as_deref(),
+                Some("SlowDown" | "Throttling" | "ThrottlingException")
+            );
+        let retryable = throttled
+            || matches!(status, 408 | 500 | 502 | 504)
+            || code.as_deref() == Some("RequestTimeout");
+        Failure {
+            status: Some(status),
+            code,
+            message,
+            retryable,
+            throttled,
+        }
+    }
+}
+
+impl Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.status, &self.code) {
+            (Some(s), Some(c)) => write!(f, "HTTP {s} {c}: {}", self.message),
+            (Some(s), None) => write!(f, "HTTP {s}: {}", self.message),
+            _ => write!(f, "{}", self.message),
+        }
+    }
+}
+
+/// What a retried operation ended with.
+#[derive(Debug)]
+pub enum Outcome<T> {
+    Ok(T),
+    Failed { failure: Failure, attempts: u32 },
+    Cancelled,
+}
+
+/// Hooks for an adaptive concurrency limit: told of every attempt's result.
+pub trait Feedback: Sync {
+    fn on_success(&self) {}
+    fn on_throttle(&self) {}
+}
+
+impl Feedback for () {}
+
+/// Runs `attempt` until it succeeds, fails permanently, runs out of attempts, or `cancel` fires.
+pub async fn run<T, F, Fut>(
+    policy: &Policy,
+    stats: &Stats,
+    requests: &AtomicU64,
+    subject: &(dyn Display + Sync),
+    cancel: &CancellationToken,
+    feedback: &dyn Feedback,
+    mut attempt: F,
+) -> Outcome<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Failure>>,
+{
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        Stats::add(requests, 1);
+        let failure = match attempt().await {
+            Ok(v) => {
+                feedback.on_success();
+                return Outcome::Ok(v);
+            }
+            Err(f) => f,
+        };
+        if failure.throttled {
+            Stats::add(&stats.throttled, 1);
+            feedback.on_throttle();
+        }
+        if !failure.retryable || attempts >= policy.max_attempts {
+            return Outcome::Failed { failure, attempts };
+        }
+        Stats::add(&stats.retries, 1);
+        tracing::debug!(
+            "retry {} of {} for {subject}: {failure}",
+            attempts,
+            policy.max_attempts - 1
+        );
+        // Cancel safety: the sleep holds nothing; dropping it loses no work.
+        tokio::select! {
+            _ = cancel.cancelled() => return Outcome::Cancelled,
+            _ = tokio::time::sleep(policy.backoff(attempts - 1)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(max_attempts: u32) -> Policy {
+        Policy {
+            max_attempts,
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(20),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_retryable_failures_and_counts_every_attempt() {
+        let stats = Stats::default();
+        let mut calls = 0;
+        let out = run(
+            &policy(5),
+            &stats,
+            &stats.head_requests,
+            &"k",
+            &CancellationToken::new(),
+            &(),
+            || {
+                calls += 1;
+                let n = calls;
+                async move {
+                    if n < 3 {
+                        Err(Failure::from_status(
+                            503,
+                            Some("SlowDown".into()),
+                            "slow".into(),
+                        ))
+                    } else {
+                        Ok(n)
+                    }
+                }
+            },
+        )
+        .await;
+        assert!(matches!(out, Outcome::Ok(3)));
+        let s = stats.snapshot();
+        assert_eq!((s.head_requests, s.retries, s.throttled), (3, 2, 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stops_at_permanent_failures_and_at_max_attempts() {
+        let stats = Stats::default();
+        let out: Outcome<()> = run(
+            &policy(5),
+            &stats,
+            &stats.head_requests,
+            &"k",
+            &CancellationToken::new(),
+            &(),
+            || async { Err(Failure::from_status(403, None, "HTTP 403".into())) },
+        )
+        .await;
+        assert!(matches!(out, Outcome::Failed { attempts: 1, .. }));
+        let out: Outcome<()> = run(
+            &policy(4),
+            &stats,
+            &stats.head_requests,
+            &"k",
+            &CancellationToken::new(),
+            &(),
+            || async { Err(Failure::from_status(500, None, "HTTP 500".into())) },
+        )
+        .await;
+        assert!(matches!(out, Outcome::Failed { attempts: 4, .. }));
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let p = policy(10);
+        for retry in 0..30 {
+            assert!(p.backoff(retry) <= Duration::from_secs(20));
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The scan pipeline, wired end to end: lock → open → plan → (feeder, listers) → HEAD pool →
+//! writer → finish.
+//!
+//! Receives: the scan's configuration, an S3 client, the database path and a cancellation
+//! token (tests pass their own). Sends on: a `ScanReport`. Invariants: every stage talks over
+//! a bounded channel and ends by dropping its senders; the writer is the only writer; a
+//! fatal error in any stage cancels the others, lets the writer commit what it has, and
+//! leaves the scan resumable.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::{self, Mode, ScanPlan, Target};
+use crate::db;
+use crate::error::Error;
+use crate::head::{HeadJob, HeadPool};
+use crate::keyspace::KeyRange;
+use crate::lister::Lister;
+use crate::lock;
+use crate::retry::Policy;
+use crate::stats::{Snapshot, Stats};
+use crate::writer::{self, WriterCtx, WriterMsg};
+
+/// Capacity of the writer's inbox, in messages.
+const WRITER_QUEUE: usize = 1024;
+/// How many owed HEADs the resume feeder reads per query.
+const FEED_CHUNK: i64 = 1000;
+
+#[derive(Debug, Clone)]
+pub struct ScanConfig {
+    pub target: Target,
+    /// HEAD requests in flight at most.
+    pub concurrency: usize,
+    /// Keys per LIST request (1..=1000).
+    pub page_size: i32,
+    pub policy: Policy,
+    pub restart: bool,
+    pub full: bool,
+    /// How long in-flight HEADs may finish after Ctrl-C.
+    pub grace: Duration,
+}
+
+/// How a scan run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Complete,
+    /// Complete, but some objects could not be read (exit code 3).
+    CompleteWithErrors,
+    /// Stopped before the end; the same command resumes it (exit code 130).
+    Interrupted,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScanReport {
+    pub scan_id: i64,
+    pub mode: Mode,
+    pub resumed: bool,
+    pub outcome: Outcome,
+    /// What this run did (not earlier runs of a resumed scan).
+    pub stats: Snapshot,
+    /// Objects of the keyspace in error, and still owed a HEAD, at the end.
+    pub errors: i64,
+    pub due: i64,
+    pub elapsed: Duration,
+}
+
+/// Runs (or resumes) one scan to its end, to cancellation, or to a fatal error.
+pub async fn run(
+    cfg: &ScanConfig,
+    client: aws_sdk_s3::Client,
+    db_path: &Path,
+    cancel: CancellationToken,
+    stats: Arc<Stats>,
+) -> Result<ScanReport, Error> {
+    let started = Instant::now();
+    let _lock = lock::acquire(db_path)?;
+    let mut conn = db::open_rw(db_path)?;
+    let plan = checkpoint::begin(&mut conn, &cfg.target, cfg.restart, cfg.full)
+        .map_err(|e| Error::db(db_path, e))?;
+    if let Some(old) = plan.abandoned {
+        tracing::info!("abandoned unfinished scan {old} (--restart); its committed rows stay");
+    }
+    if plan.resumed {
+        tracing::info!("resuming scan {}", plan.scan_id);
+    }
+    let conn = tokio_rusqlite::Connection::from(conn);
+    let work = cancel.child_token();
+    let fatal = run_pipeline(cfg, client, db_path, &plan, &conn, &work, &stats).await;
+    let keys = cfg.target.keys();
+    let message = fatal.as_ref().err().map(|e| e.to_string());
+    let (plan2, path) = (plan.clone(), db_path.to_path_buf());
+    let finished = conn
+        .call(move |c| {
+            checkpoint::finish(c, &plan2, &keys, message.as_deref())
+                .map_err(|e| Error::db(&path, e))
+        })
+        .await
+        .map_err(|e| Error::from_async_db(db_path, e))?;
+    fatal?;
+    let outcome = if finished.state != "complete" {
+        Outcome::Interrupted
+    } else if finished.errors > 0 {
+        Outcome::CompleteWithErrors
+    } else {
+        Outcome::Complete
+    };
+    Ok(ScanReport {
+        scan_id: plan.scan_id,
+        mode: plan.mode,
+        resumed: plan.resumed,
+        outcome,
+        stats: stats.snapshot(),
+        errors: finished.errors,
+        due: finished.due,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Starts every stage and waits for all of them; returns the first fatal error.
+async fn run_pipeline(
+    cfg: &ScanConfig,
+    client: aws_sdk_s3::Client,
+    db_path: &Path,
+    plan: &ScanPlan,
+    conn: &tokio_rusqlite::Connection,
+    work: &CancellationToken,
+    stats: &Arc<Stats>,
+) -> Result<(), Error> {
+    let ctx = Arc::new(WriterCtx {
+        scan_id: plan.scan_id,
+        bucket_id: plan.bucket_id,
+        mode: plan.mode,
+        record_created: plan.record_created,
+        path: db_path.to_path_buf(),
+    });
+    let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
+    let writer = tokio::spawn(writer::run(conn.clone(), ctx, writer_rx, stats.clone()));
+    let (jobs_tx, jobs_rx) = mpsc::channel(cfg.concurrency.max(cfg.page_size as usize));
+    let pool = Arc::new(HeadPool {
+        client: client.clone(),
+        bucket: cfg.target.bucket.clone(),
+        concurrency: cfg.concurrency,
+        policy: cfg.policy.clone(),
+        stats: stats.clone(),
+        cancel: work.clone(),
+        grace: cfg.grace,
+    });
+    let heads = tokio::spawn(pool.run(jobs_rx, writer_tx.clone()));
+
+    let lister = Arc::new(Lister {
+        client,
+        store: cfg.target.store.clone(),
+        bucket: cfg.target.bucket.clone(),
+        prefix: cfg.target.prefix.clone(),
+        page_size: cfg.page_size,
+        policy: cfg.policy.clone(),
+        stats: stats.clone(),
+        cancel: work.clone(),
+    });
+    let produced = produce(cfg, plan, conn, db_path, lister, writer_tx, jobs_tx, work).await;
+    if produced.is_err() {
+        work.cancel();
+    }
+    let headed = heads
+        .await
+        .map_err(|e| Error::Internal(format!("HEAD pool: {e}")));
+    let written = writer
+        .await
+        .map_err(|e| Error::Internal(format!("writer: {e}")))
+        .and_then(|r| r);
+    // The writer's own error explains a lister's "writer stopped", so it comes first.
+    written.and(produced).and(headed)
+}
+
+/// Feeds the HEADs a resumed scan still owes, then runs one lister per unfinished range.
+#[allow(clippy::too_many_arguments)]
+async fn produce(
+    cfg: &ScanConfig,
+    plan: &ScanPlan,
+    conn: &tokio_rusqlite::Connection,
+    db_path: &Path,
+    lister: Arc<Lister>,
+    writer_tx: mpsc::Sender<WriterMsg>,
+    jobs_tx: mpsc::Sender<HeadJob>,
+    work: &CancellationToken,
+) -> Result<(), Error> {
+    let scope = cfg.target.keys();
+    for range in &plan.ranges {
+        // Only keys up to the committed checkpoint: later ones will be listed again.
+        let Some(last) = &range.last_key else {
+            continue;
+        };
+        let keys = scope.intersect(&KeyRange::between(range.start_after.as_deref(), Some(last)));
+        feed_due(conn, db_path, plan.bucket_id, keys, &jobs_tx, work).await?;
+    }
+    let mut listers = JoinSet::new();
+    for range in plan.ranges.iter().filter(|r| !r.done) {
+        let keys = Arc::new(scope.intersect(&KeyRange::between(
+            range.start_after.as_deref(),
+            range.end_key.as_deref(),
+        )));
+        listers.spawn(
+            lister
+                .clone()
+                .run(range.clone(), keys, writer_tx.clone(), jobs_tx.clone()),
+        );
+    }
+    drop((writer_tx, jobs_tx));
+    let mut result = Ok(());
+    while let Some(joined) = listers.join_next().await {
+        let r = joined
+            .map_err(|e| Error::Internal(format!("lister: {e}")))
+            .and_then(|r| r);
+        if let Err(e) = r {
+            work.cancel();
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    result
+}
+
+/// Queues, in key order and a chunk at a time, the objects of `keys` still owed a HEAD.
+async fn feed_due(
+    conn: &tokio_rusqlite::Connection,
+    db_path: &Path,
+    bucket_id: i64,
+    keys: KeyRange,
+    jobs_tx: &mpsc::Sender<HeadJob>,
+    work: &CancellationToken,
+) -> Result<(), Error> {
+    let mut after: Option<String> = None;
+    loop {
+        let (k, a, path) = (keys.clone(), after.clone(), PathBuf::from(db_path));
+        let chunk = conn
+            .call(move |c| {
+                checkpoint::due_heads(c, bucket_id, &k, a.as_deref(), FEED_CHUNK)
+                    .map_err(|e| Error::db(&path, e))
+            })
+            .await
+            .map_err(|e| Error::from_async_db(db_path, e))?;
+        let Some(last) = chunk.last() else {
+            return Ok(());
+        };
+        after = Some(last.key.clone());
+        for job in chunk {
+            // Cancel safety: an unsent job stays `head_due` in the database.
+            tokio::select! {
+                _ = work.cancelled() => return Ok(()),
+                r = jobs_tx.send(job) => if r.is_err() { return Ok(()) },
+            }
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The unsigned admin endpoint on the S3 port, for a benchmark that runs the server in
+//! another process: `GET /__admin/stats` (JSON counters and the server's CPU seconds) and
+//! `POST /__admin/reset` (zero the counters).
+//!
+//! Receives every request first; answers those under `/__admin/` and passes on the rest.
+//! Invariant: admin requests are never counted, so reading stats does not change them
+//! (`__admin` is not a valid bucket name, so no S3 path is shadowed).
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+
+use crate::control::Op;
+use crate::frontend::{RespBody, full};
+use crate::state::State;
+
+const PREFIX: &str = "/__admin/";
+
+/// The admin answer, or `None` for a request that is not an admin request.
+pub(crate) fn respond<B>(state: &State, req: &Request<B>) -> Option<Response<RespBody>> {
+    let what = req.uri().path().strip_prefix(PREFIX)?;
+    let resp = match (req.method(), what) {
+        (&Method::GET, "stats") => {
+            let mut resp = Response::new(full(stats_json(state, cpu_seconds())));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
+        (&Method::POST, "reset") => {
+            state.reset_counters();
+            status(StatusCode::NO_CONTENT)
+        }
+        _ => status(StatusCode::NOT_FOUND),
+    };
+    Some(resp)
+}
+
+fn status(code: StatusCode) -> Response<RespBody> {
+    let mut resp = Response::new(full(""));
+    *resp.status_mut() = code;
+    resp
+}
+
+/// `{"requests":{"list":N,…},"total":N,"in_flight":{…},"peak_in_flight":{…},"cpu_seconds":F}`
+/// (`cpu_seconds` is `null` where `/proc/self/stat` is unreadable).
+pub(crate) fn stats_json(state: &State, cpu: Option<f64>) -> String {
+    let by_op = |f: &dyn Fn(Op) -> u64| {
+        let fields: Vec<String> = Op::ALL
+            .iter()
+            .map(|op| format!("\"{}\":{}", op.name(), f(*op)))
+            .collect();
+        format!("{{{}}}", fields.join(","))
+    };
+    let cpu = cpu.map_or_else(|| "null".to_owned(), |s| format!("{s:.3}"));
+    format!(
+        "{{\"requests\":{},\"total\":{},\"in_flight\":{},\"peak_in_flight\":{},\"cpu_seconds\":{cpu}}}",
+        by_op(&|op| state.requests(op)),
+        state.total_requests(),
+        by_op(&|op| state.in_flight(op)),
+        by_op(&|op| state.peak_in_flight(op)),
+    )
+}
+
+/// User plus system CPU time of this process, from `/proc/self/stat` (Linux, 100 ticks/s).
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    parse_cpu_seconds(&stat)
+}
+
+fn parse_cpu_seconds(stat: &str) -> Option<f64> {
+    // The command name (field 2) is parenthesised and may hold spaces and ')'.
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_comm.split_whitespace();
+    // After the name come field 3 (state) onwards; utime and stime are fields 14 and 15.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_stat_with_odd_command_names() {
+        let stat = "42 (a) b) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 1 0";
+        assert_eq!(parse_cpu_seconds(stat), Some(3.25));
+        assert!(cpu_seconds().is_some());
+    }
+
+    #[test]
+    fn stats_json_lists_every_op() {
+        let state = State::new();
+        drop(state.control.arrive(Op::Head));
+        let json = stats_json(&state, Some(1.5));
+        assert!(json.starts_with("{\"requests\":{\"list\":0,\"head\":1,"));
+        assert!(json.contains("\"total\":1,"));
+        assert!(json.ends_with("\"cpu_seconds\":1.500}"));
+    }
+}

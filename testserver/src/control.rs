@@ -1,0 +1,407 @@
+//! Request counters and fault-injection rules, consulted by the HTTP front end for every S3
+//! request before the S3 layer sees it.
+//!
+//! Receives: one `arrive(op)` per request (the returned guard leaves on drop), then queries
+//! for the slowdown threshold, holds, latency and the first matching [`Fault`].
+//! Invariant: a request is counted (in `requests`, `total` and `in_flight`) before any rule
+//! is applied to it, so a request answered by an injected fault is counted like any other,
+//! and `wait_for_requests`/[`Gate`]s are woken only after the counters moved.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// The kind of an S3 request, as classified from its method, path and query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `GET /bucket` (ListObjectsV2, or V1).
+    List,
+    /// `HEAD /bucket/key`.
+    Head,
+    /// `GET /bucket/key`.
+    Get,
+    /// `PUT /bucket/key` without `x-amz-copy-source`.
+    Put,
+    /// `DELETE /bucket/key`.
+    Delete,
+    /// `PUT /bucket/key` with `x-amz-copy-source`.
+    Copy,
+    /// `PUT /bucket`.
+    CreateBucket,
+    /// Anything else (HeadBucket, sub-resources, unknown paths).
+    Other,
+}
+
+const OPS: usize = 8;
+
+impl Op {
+    /// Every op, in a stable order (the order of the admin JSON).
+    pub const ALL: [Op; OPS] = [
+        Op::List,
+        Op::Head,
+        Op::Get,
+        Op::Put,
+        Op::Delete,
+        Op::Copy,
+        Op::CreateBucket,
+        Op::Other,
+    ];
+
+    /// Lower-case name used in the admin JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::List => "list",
+            Op::Head => "head",
+            Op::Get => "get",
+            Op::Put => "put",
+            Op::Delete => "delete",
+            Op::Copy => "copy",
+            Op::CreateBucket => "create_bucket",
+            Op::Other => "other",
+        }
+    }
+
+    fn idx(self) -> usize {
+        self as usize
+    }
+}
+
+/// What an injected fault does to the request it matches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Answer with this HTTP status and an S3 error body (503 `SlowDown`, 500 `InternalError`,
+    /// 403 `AccessDenied`, 404 `NoSuchKey`/`NoSuchBucket`, 400 `InvalidRequest`); HEAD
+    /// responses carry no body.
+    Status(u16),
+    /// Wait this long, then answer normally.
+    Delay(Duration),
+    /// Close the TCP connection: before any response for every op but List; for List after
+    /// the headers and half of the body were sent.
+    DropConnection,
+    /// Never answer; the connection stays open until the client gives up (or
+    /// [`STALL_CAP`] passes, then it is closed).
+    Stall,
+}
+
+/// The longest a [`Action::Stall`] holds a connection, so a forgotten stall cannot hang a
+/// test run.
+pub const STALL_CAP: Duration = Duration::from_secs(60);
+
+/// An injected fault: the first fault (in insertion order) that matches a request and has
+/// uses left decides what happens to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// The op it applies to; `None` for every op.
+    pub op: Option<Op>,
+    /// Exact object key (HEAD, GET, PUT, DELETE, COPY destination); `None` for any key.
+    pub key: Option<String>,
+    /// 1-based page number of a listing (1 = no continuation token); `None` for any page.
+    pub page: Option<u32>,
+    /// What to do.
+    pub action: Action,
+    /// `None`: forever; `Some(n)`: the first `n` matching requests only.
+    pub times: Option<u32>,
+}
+
+impl Fault {
+    /// A fault for every request of `op` (every op when `None`), forever.
+    pub fn new(op: Option<Op>, action: Action) -> Fault {
+        Fault {
+            op,
+            key: None,
+            page: None,
+            action,
+            times: None,
+        }
+    }
+
+    /// A fault for every HEAD of `key`, forever.
+    pub fn head(key: &str, action: Action) -> Fault {
+        Fault {
+            key: Some(key.to_owned()),
+            ..Fault::new(Some(Op::Head), action)
+        }
+    }
+
+    /// A fault for every request for page `page` (1-based) of any listing, forever.
+    pub fn list_page(page: u32, action: Action) -> Fault {
+        Fault {
+            page: Some(page),
+            ..Fault::new(Some(Op::List), action)
+        }
+    }
+
+    /// The same fault, limited to its first `n` matching requests.
+    pub fn times(self, n: u32) -> Fault {
+        Fault {
+            times: Some(n),
+            ..self
+        }
+    }
+
+    fn matches(&self, req: &RequestInfo) -> bool {
+        self.op.is_none_or(|op| op == req.op)
+            && self
+                .key
+                .as_deref()
+                .is_none_or(|k| req.key.as_deref() == Some(k))
+            && self
+                .page
+                .is_none_or(|p| req.op == Op::List && req.page == p)
+    }
+}
+
+/// When held requests are released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// Open once `n` requests of `op` have arrived (counting the held ones).
+    Requests {
+        /// The op whose arrivals are counted.
+        op: Op,
+        /// How many arrivals open the gate.
+        n: u64,
+    },
+}
+
+/// What the front end knows about a request when it consults the rules.
+#[derive(Clone, Debug)]
+pub(crate) struct RequestInfo {
+    pub op: Op,
+    pub bucket: Option<String>,
+    pub key: Option<String>,
+    /// 1-based listing page; 1 for anything that is not a continued listing.
+    pub page: u32,
+}
+
+const NO_LIMIT: u64 = u64::MAX;
+
+/// Counters and rules; lives inside [`crate::State`].
+pub(crate) struct Control {
+    requests: [AtomicU64; OPS],
+    in_flight: [AtomicU64; OPS],
+    peak: [AtomicU64; OPS],
+    total: AtomicU64,
+    /// Bumped after every arrival and every rule change, to wake waiters.
+    changes: watch::Sender<u64>,
+    faults: Mutex<Vec<(Fault, u32)>>,
+    holds: Mutex<HashMap<Op, Gate>>,
+    /// Microseconds; index `OPS` applies to every op.
+    latency_us: [AtomicU64; OPS + 1],
+    slowdown_above: [AtomicU64; OPS],
+}
+
+/// Keeps a request counted as in flight until dropped (also when hyper drops the request
+/// future because the client went away).
+pub(crate) struct InFlight<'a> {
+    control: &'a Control,
+    op: Op,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.control.in_flight[self.op.idx()].fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Control {
+    pub fn new() -> Control {
+        Control {
+            requests: Default::default(),
+            in_flight: Default::default(),
+            peak: Default::default(),
+            total: AtomicU64::new(0),
+            changes: watch::Sender::new(0),
+            faults: Mutex::new(Vec::new()),
+            holds: Mutex::new(HashMap::new()),
+            latency_us: Default::default(),
+            slowdown_above: std::array::from_fn(|_| AtomicU64::new(NO_LIMIT)),
+        }
+    }
+
+    /// Counts a request that has just arrived.
+    pub fn arrive(&self, op: Op) -> InFlight<'_> {
+        let i = op.idx();
+        self.requests[i].fetch_add(1, Ordering::SeqCst);
+        self.total.fetch_add(1, Ordering::SeqCst);
+        let now = self.in_flight[i].fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak[i].fetch_max(now, Ordering::SeqCst);
+        self.changes.send_modify(|n| *n += 1);
+        InFlight { control: self, op }
+    }
+
+    pub fn requests(&self, op: Op) -> u64 {
+        self.requests[op.idx()].load(Ordering::SeqCst)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::SeqCst)
+    }
+
+    pub fn in_flight(&self, op: Op) -> u64 {
+        self.in_flight[op.idx()].load(Ordering::SeqCst)
+    }
+
+    pub fn peak_in_flight(&self, op: Op) -> u64 {
+        self.peak[op.idx()].load(Ordering::SeqCst)
+    }
+
+    /// Zeroes the request counts; peaks restart from what is in flight now.
+    pub fn reset_counters(&self) {
+        for i in 0..OPS {
+            self.requests[i].store(0, Ordering::SeqCst);
+            let live = self.in_flight[i].load(Ordering::SeqCst);
+            self.peak[i].store(live, Ordering::SeqCst);
+        }
+        self.total.store(0, Ordering::SeqCst);
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Resolves once `cond` holds; re-checked after every arrival and rule change.
+    pub async fn wait_until(&self, cond: impl Fn() -> bool) {
+        let mut rx = self.changes.subscribe();
+        // The sender lives as long as `self`, so this cannot fail.
+        let _ = rx.wait_for(|_| cond()).await;
+    }
+
+    pub fn add_fault(&self, fault: Fault) {
+        lock(&self.faults).push((fault, 0));
+    }
+
+    /// Removes every fault, hold, latency and slowdown rule.
+    pub fn clear(&self) {
+        lock(&self.faults).clear();
+        lock(&self.holds).clear();
+        for l in &self.latency_us {
+            l.store(0, Ordering::SeqCst);
+        }
+        for s in &self.slowdown_above {
+            s.store(NO_LIMIT, Ordering::SeqCst);
+        }
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// The action of the first matching fault with uses left, consuming one use.
+    pub fn take_fault(&self, req: &RequestInfo) -> Option<Action> {
+        let mut faults = lock(&self.faults);
+        let (fault, used) = faults
+            .iter_mut()
+            .find(|(f, used)| f.matches(req) && f.times.is_none_or(|n| *used < n))?;
+        *used += 1;
+        Some(fault.action.clone())
+    }
+
+    pub fn set_latency(&self, op: Option<Op>, d: Duration) {
+        let i = op.map_or(OPS, Op::idx);
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.latency_us[i].store(us, Ordering::SeqCst);
+    }
+
+    /// The latency for every op plus the latency for `op`.
+    pub fn latency(&self, op: Op) -> Duration {
+        let all = self.latency_us[OPS].load(Ordering::SeqCst);
+        let own = self.latency_us[op.idx()].load(Ordering::SeqCst);
+        Duration::from_micros(all.saturating_add(own))
+    }
+
+    pub fn set_slowdown_above(&self, op: Op, k: Option<u64>) {
+        self.slowdown_above[op.idx()].store(k.unwrap_or(NO_LIMIT), Ordering::SeqCst);
+    }
+
+    /// Whether more than the configured number of `op` requests are in flight.
+    pub fn over_slowdown_limit(&self, op: Op) -> bool {
+        let limit = self.slowdown_above[op.idx()].load(Ordering::SeqCst);
+        limit != NO_LIMIT && self.in_flight(op) > limit
+    }
+
+    pub fn hold(&self, op: Op, gate: Gate) {
+        lock(&self.holds).insert(op, gate);
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    pub fn release(&self, op: Op) {
+        lock(&self.holds).remove(&op);
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Waits while a hold on `op` has a closed gate.
+    pub async fn pass_hold(&self, op: Op) {
+        self.wait_until(|| match lock(&self.holds).get(&op) {
+            None => true,
+            Some(Gate::Requests { op: counted, n }) => self.requests(*counted) >= *n,
+        })
+        .await;
+    }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked (every critical
+/// section here is a single push, insert or scan).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(op: Op, key: Option<&str>, page: u32) -> RequestInfo {
+        RequestInfo {
+            op,
+            bucket: Some("b".into()),
+            key: key.map(str::to_owned),
+            page,
+        }
+    }
+
+    #[test]
+    fn faults_match_in_order_and_run_out() {
+        let c = Control::new();
+        c.add_fault(Fault::head("k", Action::Status(503)).times(2));
+        c.add_fault(Fault::new(Some(Op::Head), Action::Status(500)));
+        let r = req(Op::Head, Some("k"), 1);
+        assert_eq!(c.take_fault(&r), Some(Action::Status(503)));
+        assert_eq!(c.take_fault(&r), Some(Action::Status(503)));
+        assert_eq!(c.take_fault(&r), Some(Action::Status(500)));
+        assert_eq!(c.take_fault(&req(Op::List, None, 1)), None);
+    }
+
+    #[test]
+    fn page_faults_only_match_listings_of_that_page() {
+        let c = Control::new();
+        c.add_fault(Fault::list_page(2, Action::DropConnection));
+        assert_eq!(c.take_fault(&req(Op::List, None, 1)), None);
+        assert_eq!(c.take_fault(&req(Op::Head, Some("x"), 2)), None);
+        assert_eq!(
+            c.take_fault(&req(Op::List, None, 2)),
+            Some(Action::DropConnection)
+        );
+    }
+
+    #[test]
+    fn counters_track_in_flight_and_peak() {
+        let c = Control::new();
+        let a = c.arrive(Op::Head);
+        let b = c.arrive(Op::Head);
+        assert_eq!((c.in_flight(Op::Head), c.peak_in_flight(Op::Head)), (2, 2));
+        drop(a);
+        drop(b);
+        let _c = c.arrive(Op::Head);
+        assert_eq!((c.requests(Op::Head), c.total()), (3, 3));
+        assert_eq!((c.in_flight(Op::Head), c.peak_in_flight(Op::Head)), (1, 2));
+        c.reset_counters();
+        assert_eq!((c.requests(Op::Head), c.peak_in_flight(Op::Head)), (0, 1));
+    }
+
+    #[test]
+    fn latency_adds_the_global_and_per_op_values() {
+        let c = Control::new();
+        c.set_latency(None, Duration::from_millis(2));
+        c.set_latency(Some(Op::Head), Duration::from_millis(3));
+        assert_eq!(c.latency(Op::Head), Duration::from_millis(5));
+        assert_eq!(c.latency(Op::List), Duration::from_millis(2));
+        c.clear();
+        assert_eq!(c.latency(Op::Head), Duration::ZERO);
+    }
+}

@@ -1,0 +1,173 @@
+//! [`State`]: the server's data and knobs, shared by the S3 layer, the HTTP front end and
+//! the tests that drive them.
+//!
+//! Every method takes `&self` (interior mutability), so a test holding an `Arc<State>` can
+//! seed objects, inject faults and read counters while requests are being served, and a
+//! restarted server given the same `Arc` serves the same data.
+//! Invariant: tokens carry the epoch they were issued in; `rotate_tokens` bumps it, so
+//! every earlier token is refused.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::control::{Control, Fault, Gate, Op};
+use crate::store::{Obj, ObjectSpec, Store};
+
+/// The server's objects, counters and injected faults.
+pub struct State {
+    pub(crate) store: Store,
+    pub(crate) control: Control,
+    listing_etags: AtomicBool,
+    token_epoch: AtomicU64,
+}
+
+impl State {
+    /// An empty server state: no buckets, no faults, listings with ETags.
+    pub fn new() -> Arc<State> {
+        Arc::new(State {
+            store: Store::default(),
+            control: Control::new(),
+            listing_etags: AtomicBool::new(true),
+            token_epoch: AtomicU64::new(0),
+        })
+    }
+
+    /// Creates `bucket` if it does not exist.
+    pub fn create_bucket(&self, bucket: &str) {
+        self.store.create_bucket(bucket);
+    }
+
+    /// Stores an object (creating the bucket if needed) with `body` and user metadata
+    /// `meta`; returns its ETag (hex MD5, no quotes).
+    pub fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: &[u8],
+        meta: &[(&str, &str)],
+    ) -> String {
+        let spec = ObjectSpec {
+            body: Some(body.to_vec()),
+            meta: meta
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..ObjectSpec::default()
+        };
+        self.put_object_with(bucket, key, spec)
+    }
+
+    /// Stores an object described field by field (creating the bucket if needed); returns
+    /// its ETag (no quotes).
+    pub fn put_object_with(&self, bucket: &str, key: &str, spec: ObjectSpec) -> String {
+        let obj = Obj::from_spec(spec);
+        let etag = obj.etag().to_owned();
+        // Cannot fail: `create` is set.
+        let _ = self.store.put(bucket, key, obj, true);
+        etag
+    }
+
+    /// Removes an object; whether it existed.
+    pub fn delete_object(&self, bucket: &str, key: &str) -> bool {
+        self.store.delete(bucket, key).unwrap_or(false)
+    }
+
+    /// Adds `n` deterministic objects `data/{i % 100:02}/obj-{i:08}` (bucket created if
+    /// needed): bodies of 16–63 bytes derived from `seed`; two of every three objects carry
+    /// the metadata `owner`, `project` and `checksum`. A million take a few seconds and
+    /// about 100 MB.
+    pub fn fill(&self, bucket: &str, n: usize, seed: u64) {
+        self.store.fill(bucket, n, seed);
+    }
+
+    /// Number of objects in `bucket` (0 if it does not exist).
+    pub fn object_count(&self, bucket: &str) -> usize {
+        self.store.object_count(bucket)
+    }
+
+    /// `false`: listing entries carry no ETag (like s3s-fs). Default `true`.
+    pub fn set_listing_etags(&self, on: bool) {
+        self.listing_etags.store(on, Ordering::SeqCst);
+    }
+
+    pub(crate) fn listing_etags(&self) -> bool {
+        self.listing_etags.load(Ordering::SeqCst)
+    }
+
+    /// Requests of `op` that have arrived (including ones answered by a fault).
+    pub fn requests(&self, op: Op) -> u64 {
+        self.control.requests(op)
+    }
+
+    /// Requests of every op that have arrived (admin requests are not counted).
+    pub fn total_requests(&self) -> u64 {
+        self.control.total()
+    }
+
+    /// Requests of `op` arrived and not yet answered (or abandoned).
+    pub fn in_flight(&self, op: Op) -> u64 {
+        self.control.in_flight(op)
+    }
+
+    /// Most requests of `op` in flight at once since start or `reset_counters`.
+    pub fn peak_in_flight(&self, op: Op) -> u64 {
+        self.control.peak_in_flight(op)
+    }
+
+    /// Zeroes request counts; peaks restart from what is in flight now.
+    pub fn reset_counters(&self) {
+        self.control.reset_counters();
+    }
+
+    /// Resolves once `n` requests of `op` (of any op when `None`) have arrived.
+    pub async fn wait_for_requests(&self, op: Option<Op>, n: u64) {
+        self.control
+            .wait_until(|| match op {
+                Some(op) => self.requests(op) >= n,
+                None => self.total_requests() >= n,
+            })
+            .await;
+    }
+
+    /// Adds a fault after the existing ones (the first match wins).
+    pub fn add_fault(&self, fault: Fault) {
+        self.control.add_fault(fault);
+    }
+
+    /// Removes every fault, hold, latency and slowdown rule.
+    pub fn clear_faults(&self) {
+        self.control.clear();
+    }
+
+    /// Adds `d` to every request of `op` (of every op when `None`; both add up).
+    pub fn set_latency(&self, op: Option<Op>, d: Duration) {
+        self.control.set_latency(op, d);
+    }
+
+    /// Answers 503 SlowDown whenever more than `k` requests of `op` are in flight, counting
+    /// the new one; `None` turns it off.
+    pub fn slowdown_above_in_flight(&self, op: Op, k: Option<u64>) {
+        self.control.set_slowdown_above(op, k);
+    }
+
+    /// Holds every request of `op` unanswered until `until` opens, then lets them all go
+    /// (and later ones pass while it stays open).
+    pub fn hold(&self, op: Op, until: Gate) {
+        self.control.hold(op, until);
+    }
+
+    /// Removes the hold on `op`, releasing its held requests now.
+    pub fn release(&self, op: Op) {
+        self.control.release(op);
+    }
+
+    /// Makes every continuation token issued so far invalid (400 InvalidArgument).
+    pub fn rotate_tokens(&self) {
+        self.token_epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn token_epoch(&self) -> u64 {
+        self.token_epoch.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,370 @@
+//! The in-memory object store: buckets of objects kept in UTF-8 byte order of their keys.
+//!
+//! Receives writes from the S3 layer and from tests (`put`, `delete`, `fill`); answers
+//! lookups and listing scans. Invariants: a rewrite of a key always gets a strictly later
+//! `last_modified_ms` than the version it replaces; objects made by `fill` keep only
+//! their size, ETag and a seed (their body and metadata are regenerated on demand), so a
+//! million of them fit in about 100 MB.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{PoisonError, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use md5::{Digest, Md5};
+
+/// Content-Type S3 stores when a PUT names none.
+pub const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
+
+/// How a test describes an object to [`crate::State::put_object_with`]; every field is
+/// optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectSpec {
+    /// The body; when `None` the object is `body_len` zero bytes that are not stored.
+    pub body: Option<Vec<u8>>,
+    /// Size when `body` is `None` (default 0).
+    pub body_len: Option<u64>,
+    /// ETag without quotes (quotes are stripped if given). Default: hex MD5 of `body`, or
+    /// for a body given only as `body_len`, hex MD5 of the decimal length.
+    pub etag: Option<String>,
+    /// User metadata; names are lower-cased when stored, as S3 does.
+    pub meta: Vec<(String, String)>,
+    /// Default `binary/octet-stream`.
+    pub content_type: Option<String>,
+    /// `Cache-Control`.
+    pub cache_control: Option<String>,
+    /// `Content-Encoding`.
+    pub content_encoding: Option<String>,
+    /// `Content-Language`.
+    pub content_language: Option<String>,
+    /// `Content-Disposition`.
+    pub content_disposition: Option<String>,
+    /// `Expires`, returned verbatim (S3 keeps whatever string was sent).
+    pub expires: Option<String>,
+    /// Storage class; `None` is `STANDARD`.
+    pub storage_class: Option<String>,
+    /// Value of `x-amz-missing-meta` on HEAD/GET.
+    pub missing_meta: Option<u32>,
+}
+
+/// Everything about an object except size, ETag and time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Details {
+    /// `None`: `size` zero bytes.
+    pub body: Option<Bytes>,
+    /// Sorted by name, names lower-case.
+    pub meta: Vec<(String, String)>,
+    pub content_type: String,
+    pub cache_control: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_language: Option<String>,
+    pub content_disposition: Option<String>,
+    pub expires: Option<String>,
+    /// `None` is `STANDARD`.
+    pub storage_class: Option<String>,
+    pub missing_meta: Option<u32>,
+}
+
+#[derive(Clone, Debug)]
+enum Attrs {
+    /// Made by `fill`: details regenerated from the seed.
+    Generated {
+        seed: u64,
+        with_meta: bool,
+    },
+    Full(Box<Details>),
+}
+
+/// One stored object.
+#[derive(Clone, Debug)]
+pub(crate) struct Obj {
+    pub size: u64,
+    pub last_modified_ms: i64,
+    etag: Box<str>,
+    attrs: Attrs,
+}
+
+impl Obj {
+    /// Builds an object from a test's description; time is set by `Store::put`.
+    pub fn from_spec(spec: ObjectSpec) -> Obj {
+        let size = spec
+            .body
+            .as_ref()
+            .map_or(spec.body_len.unwrap_or(0), |b| b.len() as u64);
+        let etag = match (&spec.etag, &spec.body) {
+            (Some(e), _) => e.trim_matches('"').to_owned(),
+            (None, Some(body)) => md5_hex(body),
+            (None, None) => md5_hex(size.to_string().as_bytes()),
+        };
+        let mut meta: Vec<(String, String)> = spec
+            .meta
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        meta.sort();
+        let details = Details {
+            body: spec.body.map(Bytes::from),
+            meta,
+            content_type: spec
+                .content_type
+                .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_owned()),
+            cache_control: spec.cache_control,
+            content_encoding: spec.content_encoding,
+            content_language: spec.content_language,
+            content_disposition: spec.content_disposition,
+            expires: spec.expires,
+            storage_class: spec.storage_class,
+            missing_meta: spec.missing_meta,
+        };
+        Obj::with_details(size, etag, details)
+    }
+
+    /// An object with explicit details; time is set by `Store::put`.
+    pub fn with_details(size: u64, etag: String, details: Details) -> Obj {
+        Obj {
+            size,
+            last_modified_ms: 0,
+            etag: etag.into_boxed_str(),
+            attrs: Attrs::Full(Box::new(details)),
+        }
+    }
+
+    /// ETag without quotes.
+    pub fn etag(&self) -> &str {
+        &self.etag
+    }
+
+    pub fn storage_class(&self) -> &str {
+        match &self.attrs {
+            Attrs::Full(d) => d.storage_class.as_deref().unwrap_or("STANDARD"),
+            Attrs::Generated { .. } => "STANDARD",
+        }
+    }
+
+    pub fn details(&self) -> Cow<'_, Details> {
+        match &self.attrs {
+            Attrs::Full(d) => Cow::Borrowed(d),
+            Attrs::Generated { seed, with_meta } => {
+                Cow::Owned(generated_details(*seed, *with_meta, self.size))
+            }
+        }
+    }
+
+    /// The body bytes (zeros when only a length was given).
+    pub fn body(&self) -> Bytes {
+        match self.details().body.clone() {
+            Some(b) => b,
+            None => Bytes::from(vec![0; usize::try_from(self.size).unwrap_or(usize::MAX)]),
+        }
+    }
+}
+
+pub(crate) type Bucket = BTreeMap<Box<str>, Obj>;
+
+/// The bucket named in an operation does not exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct NoSuchBucket;
+
+/// Buckets by name.
+#[derive(Default)]
+pub(crate) struct Store {
+    buckets: RwLock<HashMap<String, Bucket>>,
+}
+
+impl Store {
+    pub fn create_bucket(&self, bucket: &str) {
+        self.write().entry(bucket.to_owned()).or_default();
+    }
+
+    pub fn bucket_exists(&self, bucket: &str) -> bool {
+        self.read().contains_key(bucket)
+    }
+
+    /// Stores `obj` (creating the bucket if needed, when `create` is set) and returns its
+    /// `last_modified_ms`.
+    pub fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        mut obj: Obj,
+        create: bool,
+    ) -> Result<i64, NoSuchBucket> {
+        let mut buckets = self.write();
+        if create && !buckets.contains_key(bucket) {
+            buckets.insert(bucket.to_owned(), Bucket::new());
+        }
+        let objects = buckets.get_mut(bucket).ok_or(NoSuchBucket)?;
+        let mut lm = now_ms();
+        if let Some(old) = objects.get(key) {
+            lm = lm.max(old.last_modified_ms + 1);
+        }
+        obj.last_modified_ms = lm;
+        objects.insert(key.into(), obj);
+        Ok(lm)
+    }
+
+    /// Whether the key existed.
+    pub fn delete(&self, bucket: &str, key: &str) -> Result<bool, NoSuchBucket> {
+        let mut buckets = self.write();
+        let objects = buckets.get_mut(bucket).ok_or(NoSuchBucket)?;
+        Ok(objects.remove(key).is_some())
+    }
+
+    pub fn get(&self, bucket: &str, key: &str) -> Result<Option<Obj>, NoSuchBucket> {
+        let buckets = self.read();
+        let objects = buckets.get(bucket).ok_or(NoSuchBucket)?;
+        Ok(objects.get(key).cloned())
+    }
+
+    pub fn object_count(&self, bucket: &str) -> usize {
+        self.read().get(bucket).map_or(0, BTreeMap::len)
+    }
+
+    /// Runs `f` on the bucket's objects under the read lock.
+    pub fn with_bucket<T>(
+        &self,
+        bucket: &str,
+        f: impl FnOnce(&Bucket) -> T,
+    ) -> Result<T, NoSuchBucket> {
+        self.read().get(bucket).map(f).ok_or(NoSuchBucket)
+    }
+
+    /// Adds `n` generated objects to `bucket` (created if needed); see [`fill_entries`].
+    pub fn fill(&self, bucket: &str, n: usize, seed: u64) {
+        // Built outside the lock and in key order, so `append` packs the tree's nodes full.
+        let mut entries = fill_entries(n, seed, now_ms());
+        let mut buckets = self.write();
+        let objects = buckets.entry(bucket.to_owned()).or_default();
+        objects.append(&mut entries);
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Bucket>> {
+        self.buckets.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Bucket>> {
+        self.buckets.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Objects `data/{i % 100:02}/obj-{i:08}` for `i` in `0..n`: bodies of 16–63 bytes derived
+/// from `seed`, and for two of every three objects (`i % 3 != 2`) the metadata `owner`,
+/// `project` and `checksum`.
+fn fill_entries(n: usize, seed: u64, lm: i64) -> Bucket {
+    let mut batch = Vec::with_capacity(n);
+    for dir in 0..100.min(n) {
+        for i in (dir..n).step_by(100) {
+            let h = splitmix64(seed ^ splitmix64(i as u64));
+            let size = 16 + h % 48;
+            let obj = Obj {
+                size,
+                last_modified_ms: lm,
+                etag: md5_hex(&generated_body(h, size)).into_boxed_str(),
+                attrs: Attrs::Generated {
+                    seed: h,
+                    with_meta: i % 3 != 2,
+                },
+            };
+            batch.push((format!("data/{dir:02}/obj-{i:08}").into_boxed_str(), obj));
+        }
+    }
+    // `collect` sorts (linear here: already in key order for n < 10^8) and builds the tree
+    // with full nodes, where inserting one by one would leave them half empty.
+    batch.into_iter().collect()
+}
+
+const OWNERS: [&str; 5] = ["alice", "bob", "carol", "dave", "erin"];
+
+fn generated_details(h: u64, with_meta: bool, size: u64) -> Details {
+    let meta = if with_meta {
+        vec![
+            ("checksum".to_owned(), format!("{h:016x}")),
+            ("owner".to_owned(), OWNERS[(h % 5) as usize].to_owned()),
+            ("project".to_owned(), format!("proj-{:02}", (h >> 8) % 40)),
+        ]
+    } else {
+        Vec::new()
+    };
+    Details {
+        body: Some(generated_body(h, size)),
+        meta,
+        content_type: "application/octet-stream".to_owned(),
+        ..Details::default()
+    }
+}
+
+fn generated_body(h: u64, size: u64) -> Bytes {
+    let letters = h.to_le_bytes();
+    (0..size)
+        .map(|j| b'a' + letters[(j % 8) as usize] % 26)
+        .collect()
+}
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Lower-case hex MD5, the ETag of a single-part upload.
+pub(crate) fn md5_hex(data: &[u8]) -> String {
+    let digest: [u8; 16] = Md5::digest(data).into();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrite_gets_a_strictly_later_time() {
+        let s = Store::default();
+        let spec = || Obj::from_spec(ObjectSpec::default());
+        let first = s.put("b", "k", spec(), true).unwrap();
+        let mut last = first;
+        for _ in 0..50 {
+            let next = s.put("b", "k", spec(), true).unwrap();
+            assert!(next > last);
+            last = next;
+        }
+    }
+
+    #[test]
+    fn spec_defaults_and_lowercases_names() {
+        let obj = Obj::from_spec(ObjectSpec {
+            body: Some(b"hello".to_vec()),
+            meta: vec![("Owner".into(), "x".into())],
+            ..ObjectSpec::default()
+        });
+        assert_eq!(obj.etag(), "5d41402abc4b2a76b9719d911017c592");
+        assert_eq!(obj.size, 5);
+        let d = obj.details();
+        assert_eq!(d.meta, vec![("owner".to_owned(), "x".to_owned())]);
+        assert_eq!(d.content_type, DEFAULT_CONTENT_TYPE);
+        assert_eq!(obj.storage_class(), "STANDARD");
+    }
+
+    #[test]
+    fn fill_is_deterministic_and_two_thirds_have_metadata() {
+        let a = fill_entries(300, 7, 0);
+        let b = fill_entries(300, 7, 0);
+        assert_eq!(a.len(), 300);
+        let with_meta = a.values().filter(|o| !o.details().meta.is_empty()).count();
+        assert_eq!(with_meta, 200);
+        for ((ka, oa), (kb, ob)) in a.iter().zip(&b) {
+            assert_eq!((ka, oa.etag(), oa.size), (kb, ob.etag(), ob.size));
+            assert_eq!(oa.etag(), md5_hex(&oa.body()));
+        }
+        assert!(a.contains_key("data/07/obj-00000107"));
+    }
+}

@@ -1,0 +1,180 @@
+//! Shared helpers for the integration tests: a test server, a client with static test
+//! credentials, library scans with a fresh token, the built binary with an isolated AWS
+//! environment, and the canonical dump.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_s3::config::{Credentials, SharedCredentialsProvider};
+use s3meta::checkpoint::Target;
+use s3meta::client::{self, ClientOptions, S3};
+use s3meta::retry::Policy;
+use s3meta::scan::{self, ScanConfig, ScanReport};
+use s3meta::stats::Stats;
+use s3meta_testserver::{ACCESS_KEY, REGION, SECRET_KEY, TestServer};
+use tokio_util::sync::CancellationToken;
+
+pub use s3meta_testserver::{Action, Fault, Gate, ObjectSpec, Op, State};
+
+/// A test server, a scratch directory and a database path in it.
+pub struct Env {
+    pub server: TestServer,
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+}
+
+impl Env {
+    pub async fn new() -> Env {
+        let server = TestServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s3meta.db");
+        Env { server, dir, db }
+    }
+
+    pub fn state(&self) -> &Arc<State> {
+        self.server.state()
+    }
+
+    pub fn s3(&self) -> S3 {
+        s3_for(&self.server.endpoint(), SECRET_KEY)
+    }
+
+    /// A scan of `s3://bucket/prefix` with test-friendly retry settings.
+    pub fn config(&self, bucket: &str, prefix: &str) -> ScanConfig {
+        ScanConfig {
+            target: Target {
+                store: self.s3().store,
+                bucket: bucket.into(),
+                prefix: prefix.into(),
+                start_after: None,
+                end_key: None,
+            },
+            concurrency: 16,
+            page_size: 100,
+            policy: Policy {
+                max_attempts: 5,
+                base: Duration::from_millis(1),
+                cap: Duration::from_millis(20),
+            },
+            restart: false,
+            full: false,
+            grace: Duration::from_secs(5),
+        }
+    }
+
+    /// Runs a scan through the library into `db` (default: the env's database).
+    pub async fn scan_into(&self, cfg: &ScanConfig, db: &Path) -> s3meta::Result<ScanReport> {
+        scan::run(
+            cfg,
+            self.s3().client,
+            db,
+            CancellationToken::new(),
+            Arc::new(Stats::default()),
+        )
+        .await
+    }
+
+    pub async fn scan(&self, cfg: &ScanConfig) -> s3meta::Result<ScanReport> {
+        self.scan_into(cfg, &self.db).await
+    }
+
+    /// The built binary, with an environment that can never reach the host's AWS setup.
+    pub fn bin(&self) -> Command {
+        bin_for(&self.server.endpoint(), self.dir.path())
+    }
+}
+
+/// A client exactly as s3meta builds it, with static credentials.
+pub fn s3_for(endpoint: &str, secret: &str) -> S3 {
+    let shared = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            ACCESS_KEY, secret, None, None, "test",
+        )))
+        .build();
+    let opts = ClientOptions {
+        timeout: Duration::from_secs(5),
+        ..ClientOptions::default()
+    };
+    client::from_shared(&shared, &opts).unwrap()
+}
+
+pub fn bin_for(endpoint: &str, dir: &Path) -> Command {
+    let empty = dir.join("empty-aws-file");
+    std::fs::write(&empty, "").unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_s3meta"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", REGION)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", &empty)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &empty)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs a command to its end without blocking the async runtime.
+pub async fn output(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The canonical dump of a database.
+pub fn dump(db: &Path) -> String {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    s3meta::canonical::dump(&conn).unwrap()
+}
+
+/// Runs a query on a database and returns the first column of each row as text.
+pub fn column(db: &Path, sql: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn.prepare(sql).unwrap();
+    stmt.query_map([], |r| {
+        let v: rusqlite::types::Value = r.get(0)?;
+        Ok(match v {
+            rusqlite::types::Value::Null => "NULL".to_string(),
+            rusqlite::types::Value::Integer(i) => i.to_string(),
+            rusqlite::types::Value::Text(t) => t,
+            other => format!("{other:?}"),
+        })
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+pub fn count(db: &Path, sql: &str) -> i64 {
+    column(db, sql)[0].parse().unwrap()
+}
+
+/// Fills `bucket` with `n` objects under `prefix`, two thirds with metadata.
+pub fn fill(state: &State, bucket: &str, prefix: &str, n: usize) {
+    for i in 0..n {
+        let key = format!("{prefix}obj-{i:05}");
+        let owner = format!("user{}", i % 7);
+        if i % 3 == 2 {
+            state.put_object(bucket, &key, b"x", &[]);
+        } else {
+            state.put_object(
+                bucket,
+                &key,
+                key.as_bytes(),
+                &[("owner", &owner), ("project", "apollo")],
+            );
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! Shared helpers for the integration tests: a test server, a client with static test
 //! credentials, library scans with a fresh token, the built binary with an isolated AWS
 //! environment, and the canonical dump.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -1,0 +1,389 @@
+//! Fault injection and counters as a client sees them over the wire: injected statuses,
+//! dropped connections, stalls, delays, slowdown above an in-flight limit, holds, token
+//! rotation and the admin stats.
+
+mod common;
+
+use std::time::Duration;
+
+use aws_sdk_s3::error::{ProvideErrorMetadata as _, SdkError};
+use common::{client, client_with_timeout, raw_exchange, raw_get, status};
+use s3meta_testserver::{Action, Fault, Gate, Op, TestServer};
+use tokio::time::Instant;
+
+const BUCKET: &str = "bkt";
+
+async fn server_with(keys: &[&str]) -> TestServer {
+    let server = TestServer::start().await;
+    for key in keys {
+        server.state().put_object(BUCKET, key, b"data", &[]);
+    }
+    server
+}
+
+#[tokio::test]
+async fn injected_statuses_reach_the_client_as_s3_errors() {
+    let server = server_with(&["k", "other"]).await;
+    let state = server.state();
+    let s3 = client(&server.endpoint());
+    for (code, name) in [
+        (503, "SlowDown"),
+        (500, "InternalError"),
+        (403, "AccessDenied"),
+    ] {
+        state.add_fault(Fault::list_page(1, Action::Status(code)).times(1));
+        let err = s3
+            .list_objects_v2()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!((status(&err), err.code()), (Some(code), Some(name)));
+    }
+    state.add_fault(Fault::head("k", Action::Status(503)).times(2));
+    for _ in 0..2 {
+        let err = s3
+            .head_object()
+            .bucket(BUCKET)
+            .key("k")
+            .send()
+            .await
+            .unwrap_err();
+        // HEAD errors have no body, so only the status tells.
+        assert_eq!((status(&err), err.code()), (Some(503), None));
+    }
+    s3.head_object()
+        .bucket(BUCKET)
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    state.add_fault(Fault::head("k", Action::Status(404)));
+    let err = s3
+        .head_object()
+        .bucket(BUCKET)
+        .key("k")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.into_service_error().is_not_found());
+    s3.head_object()
+        .bucket(BUCKET)
+        .key("other")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(state.requests(Op::Head), 5);
+    assert_eq!(state.requests(Op::List), 3);
+}
+
+#[tokio::test]
+async fn faults_match_listing_pages_by_number() {
+    let server = TestServer::start().await;
+    server.state().fill(BUCKET, 25, 3);
+    server
+        .state()
+        .add_fault(Fault::list_page(3, Action::Status(500)));
+    let s3 = client(&server.endpoint());
+    let mut token = None;
+    for _ in 0..2 {
+        let out = s3
+            .list_objects_v2()
+            .bucket(BUCKET)
+            .max_keys(10)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .unwrap();
+        token = out.next_continuation_token().map(str::to_owned);
+    }
+    let third = s3
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .max_keys(10)
+        .set_continuation_token(token)
+        .send()
+        .await;
+    assert_eq!(status(&third.unwrap_err()), Some(500));
+}
+
+#[tokio::test]
+async fn dropped_head_connection_is_a_dispatch_failure() {
+    let server = server_with(&["k"]).await;
+    server
+        .state()
+        .add_fault(Fault::head("k", Action::DropConnection).times(1));
+    let s3 = client(&server.endpoint());
+    let err = s3
+        .head_object()
+        .bucket(BUCKET)
+        .key("k")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
+        ),
+        "{err:?}"
+    );
+    assert!(err.raw_response().is_none());
+    s3.head_object()
+        .bucket(BUCKET)
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn dropped_listing_sends_headers_and_part_of_the_body() {
+    let server = TestServer::start().await;
+    server.state().fill(BUCKET, 50, 1);
+    server
+        .state()
+        .add_fault(Fault::list_page(1, Action::DropConnection).times(2));
+    let s3 = client(&server.endpoint());
+    let err = s3
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(!matches!(err, SdkError::ServiceError(_)), "{err:?}");
+
+    // On the wire: a 200 head announcing more bytes than arrive before the close.
+    let raw = raw_get(server.addr(), "/bkt?list-type=2").await;
+    let (head, body) = raw.split_once("\r\n\r\n").expect("headers were sent");
+    assert!(head.starts_with("HTTP/1.1 "), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .expect("content-length")
+        .parse()
+        .unwrap();
+    assert!(
+        !body.is_empty() && body.len() < length,
+        "{} of {length}",
+        body.len()
+    );
+    s3.list_objects_v2().bucket(BUCKET).send().await.unwrap();
+}
+
+#[tokio::test]
+async fn stall_outlasts_the_client_timeout() {
+    let server = server_with(&["k"]).await;
+    server
+        .state()
+        .add_fault(Fault::head("k", Action::Stall).times(1));
+    let s3 = client_with_timeout(&server.endpoint(), Duration::from_millis(300));
+    let err = s3
+        .head_object()
+        .bucket(BUCKET)
+        .key("k")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SdkError::TimeoutError(_)), "{err:?}");
+    assert_eq!(server.state().requests(Op::Head), 1);
+    s3.head_object()
+        .bucket(BUCKET)
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn delays_and_latency_slow_requests_down() {
+    let server = server_with(&["k"]).await;
+    let state = server.state();
+    let s3 = client(&server.endpoint());
+    state.add_fault(Fault::head("k", Action::Delay(Duration::from_millis(150))).times(1));
+    let t = Instant::now();
+    s3.head_object()
+        .bucket(BUCKET)
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(150));
+
+    state.set_latency(Some(Op::List), Duration::from_millis(100));
+    state.set_latency(None, Duration::from_millis(50));
+    let t = Instant::now();
+    s3.list_objects_v2().bucket(BUCKET).send().await.unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(150));
+}
+
+#[tokio::test]
+async fn hold_gate_proves_concurrency_and_counts_peak_in_flight() {
+    let server = server_with(&["k"]).await;
+    let state = server.state().clone();
+    // Only opens if all eight HEADs are in flight at once.
+    state.hold(Op::Head, Gate::Requests { op: Op::Head, n: 8 });
+    let s3 = client(&server.endpoint());
+    let heads: Vec<_> = (0..8)
+        .map(|_| {
+            let s3 = s3.clone();
+            tokio::spawn(async move { s3.head_object().bucket(BUCKET).key("k").send().await })
+        })
+        .collect();
+    for h in heads {
+        h.await.unwrap().unwrap();
+    }
+    assert_eq!(state.requests(Op::Head), 8);
+    assert_eq!(state.peak_in_flight(Op::Head), 8);
+    assert_eq!(state.in_flight(Op::Head), 0);
+    assert_eq!(state.total_requests(), 8);
+    state.reset_counters();
+    assert_eq!(
+        (state.total_requests(), state.peak_in_flight(Op::Head)),
+        (0, 0)
+    );
+}
+
+#[tokio::test]
+async fn release_lets_held_requests_go() {
+    let server = server_with(&["k"]).await;
+    let state = server.state().clone();
+    state.hold(
+        Op::Head,
+        Gate::Requests {
+            op: Op::Head,
+            n: 1000,
+        },
+    );
+    let s3 = client(&server.endpoint());
+    let head = tokio::spawn(async move { s3.head_object().bucket(BUCKET).key("k").send().await });
+    state.wait_for_requests(Some(Op::Head), 1).await;
+    assert_eq!(state.in_flight(Op::Head), 1);
+    state.release(Op::Head);
+    head.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn slowdown_above_in_flight_limit() {
+    let server = server_with(&["k"]).await;
+    let state = server.state().clone();
+    state.slowdown_above_in_flight(Op::Head, Some(2));
+    // The first two are held until the fourth arrives; the third and fourth exceed 2.
+    state.hold(Op::Head, Gate::Requests { op: Op::Head, n: 4 });
+    let s3 = client(&server.endpoint());
+    let heads: Vec<_> = (0..4)
+        .map(|_| {
+            let s3 = s3.clone();
+            tokio::spawn(async move { s3.head_object().bucket(BUCKET).key("k").send().await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for h in heads {
+        statuses.push(match h.await.unwrap() {
+            Ok(_) => 200,
+            Err(e) => status(&e).unwrap(),
+        });
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 503, 503]);
+    state.clear_faults();
+    s3.head_object()
+        .bucket(BUCKET)
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn rotated_tokens_are_refused() {
+    let server = TestServer::start().await;
+    server.state().fill(BUCKET, 30, 2);
+    let s3 = client(&server.endpoint());
+    let first = s3
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .max_keys(10)
+        .send()
+        .await
+        .unwrap();
+    let token = first.next_continuation_token().unwrap().to_owned();
+    server.state().rotate_tokens();
+    let err = s3
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .continuation_token(&token)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status(&err), err.code()),
+        (Some(400), Some("InvalidArgument"))
+    );
+    let err = s3
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .continuation_token("forged")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status(&err), Some(400));
+    let fresh = s3
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .max_keys(10)
+        .send()
+        .await
+        .unwrap();
+    let next = s3
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .continuation_token(fresh.next_continuation_token().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next.key_count(), Some(20));
+}
+
+#[tokio::test]
+async fn wait_for_requests_counts_faulted_requests() {
+    let server = server_with(&["k"]).await;
+    let state = server.state().clone();
+    state.add_fault(Fault::new(None, Action::Status(500)));
+    let s3 = client(&server.endpoint());
+    let task = tokio::spawn(async move {
+        for _ in 0..3 {
+            let _ = s3.head_object().bucket(BUCKET).key("k").send().await;
+        }
+    });
+    state.wait_for_requests(None, 3).await;
+    state.wait_for_requests(Some(Op::Head), 3).await;
+    task.await.unwrap();
+    assert_eq!(state.requests(Op::Head), 3);
+}
+
+#[tokio::test]
+async fn admin_stats_report_counts_and_cpu_without_being_counted() {
+    let server = server_with(&["k"]).await;
+    let s3 = client(&server.endpoint());
+    s3.head_object()
+        .bucket(BUCKET)
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    s3.list_objects_v2().bucket(BUCKET).send().await.unwrap();
+    let stats = raw_get(server.addr(), "/__admin/stats").await;
+    assert!(stats.starts_with("HTTP/1.1 200"), "{stats}");
+    assert!(
+        stats.contains("\"requests\":{\"list\":1,\"head\":1,"),
+        "{stats}"
+    );
+    assert!(stats.contains("\"total\":2,"), "{stats}");
+    assert!(stats.contains("\"cpu_seconds\":"), "{stats}");
+    let reset =
+        "POST /__admin/reset HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let answer = String::from_utf8(raw_exchange(server.addr(), reset).await).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
+    assert_eq!(server.state().total_requests(), 0);
+}

@@ -5,7 +5,12 @@
 
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::client::ClientOptions;
+use crate::error::Error;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -102,4 +107,30 @@ pub struct ScanArgs {
     /// No progress line (it is shown only when stderr is a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
+    /// At the end (also after an interrupt or a fatal error) write a JSON summary to PATH, or `-` for stdout.
+    #[arg(long, value_name = "PATH")]
+    pub summary_json: Option<PathBuf>,
+}
+
+impl ConnectionArgs {
+    /// The client options these flags ask for.
+    pub fn options(&self) -> Result<ClientOptions, Error> {
+        if !(self.timeout > 0.0 && self.timeout.is_finite()) {
+            return Err(Error::BadInput(
+                "--timeout must be a positive number of seconds".into(),
+            ));
+        }
+        Ok(ClientOptions {
+            endpoint_url: self.endpoint_url.clone(),
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            path_style: match (self.path_style, self.virtual_host_style) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
+            no_sign_request: self.no_sign_request,
+            timeout: Duration::from_secs_f64(self.timeout),
+        })
+    }
 }

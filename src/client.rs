@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_s3::config::{
     Region, RequestChecksumCalculation, ResponseChecksumValidation, StalledStreamProtectionConfig,
 };
@@ -39,6 +39,7 @@ pub struct S3 {
     pub store: String,
 }
 
+/// Loads credentials and region from aws-config's default chain and builds the client.
 pub async fn build(opts: &ClientOptions) -> Result<S3, Error> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(profile) = &opts.profile {
@@ -53,13 +54,17 @@ pub async fn build(opts: &ClientOptions) -> Result<S3, Error> {
     if opts.no_sign_request {
         loader = loader.no_credentials();
     }
-    let shared = loader.load().await;
+    from_shared(&loader.load().await, opts)
+}
+
+/// Builds the client from an already loaded configuration (tests pass static credentials).
+pub fn from_shared(shared: &SdkConfig, opts: &ClientOptions) -> Result<S3, Error> {
     let endpoint = shared.endpoint_url().map(str::to_string);
     let store = match &endpoint {
         Some(url) => normalize_endpoint(url)?,
         None => AWS_STORE.to_string(),
     };
-    let mut config = aws_sdk_s3::config::Builder::from(&shared)
+    let mut config = aws_sdk_s3::config::Builder::from(shared)
         .force_path_style(opts.path_style.unwrap_or(endpoint.is_some()))
         .retry_config(RetryConfig::disabled())
         .timeout_config(

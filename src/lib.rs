@@ -24,6 +24,7 @@ pub mod rfc2047;
 pub mod s3url;
 pub mod scan;
 pub mod stats;
+pub mod summary;
 pub mod timefmt;
 pub mod writer;
 

@@ -4,17 +4,18 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use s3meta::checkpoint::Target;
-use s3meta::cli::{Cli, Command, ConnectionArgs, LogFormat, ScanArgs};
-use s3meta::client::{self, ClientOptions};
+use s3meta::cli::{Cli, Command, LogFormat, ScanArgs};
+use s3meta::client;
 use s3meta::progress::{self, Progress};
 use s3meta::retry::Policy;
 use s3meta::s3url::S3Url;
-use s3meta::scan::{self, Outcome, ScanConfig};
+use s3meta::scan::{self, Outcome, ScanConfig, ScanReport};
 use s3meta::stats::Stats;
+use s3meta::summary::Summary;
 use std::io::IsTerminal;
 use tokio_util::sync::CancellationToken;
 
@@ -66,24 +67,6 @@ fn init_logging(cli: &Cli) {
     }
 }
 
-fn client_options(c: &ConnectionArgs) -> anyhow::Result<ClientOptions> {
-    if !(c.timeout > 0.0 && c.timeout.is_finite()) {
-        anyhow::bail!("invalid argument: --timeout must be a positive number of seconds");
-    }
-    Ok(ClientOptions {
-        endpoint_url: c.endpoint_url.clone(),
-        region: c.region.clone(),
-        profile: c.profile.clone(),
-        path_style: match (c.path_style, c.virtual_host_style) {
-            (true, _) => Some(true),
-            (_, true) => Some(false),
-            _ => None,
-        },
-        no_sign_request: c.no_sign_request,
-        timeout: Duration::from_secs_f64(c.timeout),
-    })
-}
-
 /// Cancels the token on the first Ctrl-C or SIGTERM; a second Ctrl-C exits at once.
 fn spawn_signal_handler(cancel: CancellationToken) {
     tokio::spawn(async move {
@@ -103,8 +86,57 @@ fn spawn_signal_handler(cancel: CancellationToken) {
 }
 
 async fn run_scan(cli: &Cli, args: &ScanArgs) -> anyhow::Result<u8> {
+    let (started, stats) = (Instant::now(), Arc::new(Stats::default()));
+    let mut target = None;
+    let result = scan_once(cli, args, &stats, &mut target).await;
+    let code = match &result {
+        Ok(r) => match r.outcome {
+            Outcome::Complete => 0,
+            Outcome::CompleteWithErrors => 3,
+            Outcome::Interrupted => 130,
+        },
+        Err(_) => 1,
+    };
+    if let Some(dest) = &args.summary_json {
+        let error = result.as_ref().err().map(|e| format!("{e:#}"));
+        let outcome = result
+            .as_ref()
+            .map_err(|_| error.as_deref().unwrap_or_default());
+        let doc = Summary::new(
+            target.as_ref(),
+            outcome,
+            code,
+            &stats.snapshot(),
+            started.elapsed(),
+        );
+        doc.write(dest)
+            .map_err(|e| anyhow::anyhow!("cannot write --summary-json {}: {e}", dest.display()))?;
+    }
+    let report = result?;
+    match report.outcome {
+        Outcome::CompleteWithErrors if !cli.quiet => {
+            eprintln!(
+                "{} object(s) could not be read: see `s3meta status` or the object_errors table",
+                report.errors
+            )
+        }
+        Outcome::Interrupted => eprintln!(
+            "interrupted: {} object(s) still to HEAD; run the same command again to resume scan {}",
+            report.due, report.scan_id
+        ),
+        _ => {}
+    }
+    Ok(code)
+}
+
+async fn scan_once(
+    cli: &Cli,
+    args: &ScanArgs,
+    stats: &Arc<Stats>,
+    target: &mut Option<Target>,
+) -> anyhow::Result<ScanReport> {
     let url = S3Url::parse(&args.url)?;
-    let s3 = client::build(&client_options(&args.conn)?).await?;
+    let s3 = client::build(&args.conn.options()?).await?;
     let cfg = ScanConfig {
         target: Target {
             store: s3.store.clone(),
@@ -124,34 +156,16 @@ async fn run_scan(cli: &Cli, args: &ScanArgs) -> anyhow::Result<u8> {
         full: args.full,
         grace: Duration::from_secs(10),
     };
+    *target = Some(cfg.target.clone());
     let cancel = CancellationToken::new();
     spawn_signal_handler(cancel.clone());
-    let stats = Arc::new(Stats::default());
     let show = !cli.quiet && !args.no_progress && std::io::stderr().is_terminal();
     let bar = Progress::start(stats.clone(), show);
-    let result = scan::run(&cfg, s3.client, &args.db.db, cancel, stats).await;
+    let result = scan::run(&cfg, s3.client, &args.db.db, cancel, stats.clone()).await;
     bar.finish();
     let report = result?;
     if !cli.quiet {
         eprintln!("{}", progress::summary(&url.to_string(), &report));
     }
-    Ok(match report.outcome {
-        Outcome::Complete => 0,
-        Outcome::CompleteWithErrors => {
-            if !cli.quiet {
-                eprintln!(
-                    "{} object(s) could not be read: see `s3meta status` or the object_errors table",
-                    report.errors
-                );
-            }
-            3
-        }
-        Outcome::Interrupted => {
-            eprintln!(
-                "interrupted: {} object(s) still to HEAD; run the same command again to resume scan {}",
-                report.due, report.scan_id
-            );
-            130
-        }
-    })
+    Ok(report)
 }

@@ -165,13 +165,14 @@ impl S3 for Backend {
         if let Some(class) = &input.storage_class {
             details.storage_class = Some(class.as_str().to_owned());
         }
-        let obj = Obj::with_details(source.size, source.etag().to_owned(), details);
+        let etag = source.etag().into_owned();
+        let obj = Obj::with_details(source.size, etag.clone(), details);
         let lm = self
             .state
             .store
             .put(&input.bucket, &input.key, obj, false)?;
         let result = CopyObjectResult {
-            e_tag: Some(ETag::Strong(source.etag().to_owned())),
+            e_tag: Some(ETag::Strong(etag)),
             last_modified: Some(timestamp(lm)),
             ..CopyObjectResult::default()
         };
@@ -334,7 +335,7 @@ fn head_output(obj: &Obj, d: &Details) -> HeadObjectOutput {
         content_language: d.content_language.clone(),
         content_length: Some(i64::try_from(obj.size).unwrap_or(i64::MAX)),
         content_type: Some(d.content_type.clone()),
-        e_tag: Some(ETag::Strong(obj.etag().to_owned())),
+        e_tag: Some(ETag::Strong(obj.etag().into_owned())),
         last_modified: Some(timestamp(obj.last_modified_ms)),
         missing_meta: d.missing_meta.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
         // AWS omits the header for STANDARD.

@@ -6,6 +6,9 @@
 //! Tests seed data, inject faults ([`Fault`], latency, slowdown, holds) and read request
 //! counters through the shared [`State`], without HTTP.
 //!
+//! Over HTTP, bucket names are checked as AWS does (3–63 characters of `a-z0-9.-`, …;
+//! otherwise 400 `InvalidBucketName`); `State` methods accept any name.
+//!
 //! Layers, outside in: `server` (TCP accept, shutdown) → `frontend` (counting and faults,
 //! below S3 so it can drop or stall connections) → s3s (SigV4, HTTP↔S3 mapping) →
 //! `backend` (the operations) → `store` and `listing` (data).

@@ -131,7 +131,7 @@ fn entry(key: &str, obj: &Obj) -> Entry {
         key: key.to_owned(),
         size: obj.size,
         last_modified_ms: obj.last_modified_ms,
-        etag: obj.etag().to_owned(),
+        etag: obj.etag().into_owned(),
         storage_class: obj.storage_class().to_owned(),
     }
 }

@@ -62,7 +62,7 @@ impl State {
     /// its ETag (no quotes).
     pub fn put_object_with(&self, bucket: &str, key: &str, spec: ObjectSpec) -> String {
         let obj = Obj::from_spec(spec);
-        let etag = obj.etag().to_owned();
+        let etag = obj.etag().into_owned();
         // Cannot fail: `create` is set.
         let _ = self.store.put(bucket, key, obj, true);
         etag

@@ -3,7 +3,7 @@
 //! Receives writes from the S3 layer and from tests (`put`, `delete`, `fill`); answers
 //! lookups and listing scans. Invariants: a rewrite of a key always gets a strictly later
 //! `last_modified_ms` than the version it replaces; objects made by `fill` keep only
-//! their size, ETag and a seed (their body and metadata are regenerated on demand), so a
+//! their size, time and a seed (body, ETag and metadata are regenerated on demand), so a
 //! million of them fit in about 100 MB.
 
 use std::borrow::Cow;
@@ -68,12 +68,11 @@ pub(crate) struct Details {
 
 #[derive(Clone, Debug)]
 enum Attrs {
-    /// Made by `fill`: details regenerated from the seed.
-    Generated {
-        seed: u64,
-        with_meta: bool,
-    },
-    Full(Box<Details>),
+    /// Made by `fill`: body, ETag and details regenerated from the seed (32 bytes an
+    /// object instead of about 100).
+    Generated { seed: u64, with_meta: bool },
+    /// ETag and details.
+    Full(Box<(String, Details)>),
 }
 
 /// One stored object.
@@ -81,7 +80,6 @@ enum Attrs {
 pub(crate) struct Obj {
     pub size: u64,
     pub last_modified_ms: i64,
-    etag: Box<str>,
     attrs: Attrs,
 }
 
@@ -125,26 +123,28 @@ impl Obj {
         Obj {
             size,
             last_modified_ms: 0,
-            etag: etag.into_boxed_str(),
-            attrs: Attrs::Full(Box::new(details)),
+            attrs: Attrs::Full(Box::new((etag, details))),
         }
     }
 
     /// ETag without quotes.
-    pub fn etag(&self) -> &str {
-        &self.etag
+    pub fn etag(&self) -> Cow<'_, str> {
+        match &self.attrs {
+            Attrs::Full(full) => Cow::Borrowed(&full.0),
+            Attrs::Generated { seed, .. } => Cow::Owned(md5_hex(&generated_body(*seed, self.size))),
+        }
     }
 
     pub fn storage_class(&self) -> &str {
         match &self.attrs {
-            Attrs::Full(d) => d.storage_class.as_deref().unwrap_or("STANDARD"),
+            Attrs::Full(full) => full.1.storage_class.as_deref().unwrap_or("STANDARD"),
             Attrs::Generated { .. } => "STANDARD",
         }
     }
 
     pub fn details(&self) -> Cow<'_, Details> {
         match &self.attrs {
-            Attrs::Full(d) => Cow::Borrowed(d),
+            Attrs::Full(full) => Cow::Borrowed(&full.1),
             Attrs::Generated { seed, with_meta } => {
                 Cow::Owned(generated_details(*seed, *with_meta, self.size))
             }
@@ -260,7 +260,6 @@ fn fill_entries(n: usize, seed: u64, lm: i64) -> Bucket {
             let obj = Obj {
                 size,
                 last_modified_ms: lm,
-                etag: md5_hex(&generated_body(h, size)).into_boxed_str(),
                 attrs: Attrs::Generated {
                     seed: h,
                     with_meta: i % 3 != 2,

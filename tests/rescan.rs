@@ -1,0 +1,225 @@
+//! Nightly rescans: HEAD only what changed, record deletions and changes (issue 5).
+
+mod common;
+
+use common::*;
+use s3meta::checkpoint::Mode;
+use s3meta::scan::Outcome;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_bucket_rescans_with_zero_heads() {
+    let env = Env::new().await;
+    fill(env.state(), "bkt", "", 450);
+    let first = env.scan(&env.config("bkt", "")).await.unwrap();
+    assert_eq!(first.mode, Mode::Full);
+    let before = dump(&env.db);
+    env.state().reset_counters();
+
+    let second = env.scan(&env.config("bkt", "")).await.unwrap();
+    assert_eq!(second.mode, Mode::Rescan);
+    assert_eq!(second.outcome, Outcome::Complete);
+    assert_eq!(env.state().requests(Op::Head), 0);
+    assert_eq!(env.state().requests(Op::List), 5);
+    assert_eq!(second.stats.skipped, 450);
+    assert_eq!(dump(&env.db), before);
+    assert_eq!(
+        column(
+            &env.db,
+            "SELECT mode || ' ' || state FROM scans ORDER BY scan_id"
+        ),
+        ["full complete", "rescan complete"]
+    );
+
+    // --full HEADs everything again, and finds nothing changed.
+    env.state().reset_counters();
+    let mut full = env.config("bkt", "");
+    full.full = true;
+    let third = env.scan(&full).await.unwrap();
+    assert_eq!(third.mode, Mode::Full);
+    assert_eq!(env.state().requests(Op::Head), 450);
+    assert_eq!(dump(&env.db), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_object_costs_one_head_and_one_change_row() {
+    let env = Env::new().await;
+    fill(env.state(), "bkt", "", 100);
+    env.scan(&env.config("bkt", "")).await.unwrap();
+    env.state().put_object(
+        "bkt",
+        "obj-00010",
+        b"new body",
+        &[("owner", "bob"), ("stage", "final")],
+    );
+    env.state().put_object("bkt", "obj-00011", b"x", &[]); // same body and (no) metadata: listing changes only
+    env.state()
+        .put_object("bkt", "new-object", b"n", &[("owner", "carol")]);
+    assert!(env.state().delete_object("bkt", "obj-00020"));
+    env.state().reset_counters();
+
+    let report = env.scan(&env.config("bkt", "")).await.unwrap();
+    assert_eq!(report.mode, Mode::Rescan);
+    assert_eq!(env.state().requests(Op::Head), 3);
+    assert_eq!(report.stats.skipped, 97);
+    let changes = column(
+        &env.db,
+        "SELECT o.key || ' ' || c.kind || ' ' || coalesce(c.old_metadata, '-') || ' ' || coalesce(c.new_metadata, '-')
+         FROM changes c JOIN objects o USING (object_id) ORDER BY o.key",
+    );
+    assert_eq!(
+        changes,
+        [
+            "new-object created - {\"owner\":\"carol\"}",
+            "obj-00010 metadata {\"owner\":\"user3\",\"project\":\"apollo\"} {\"owner\":\"bob\",\"stage\":\"final\"}",
+            "obj-00011 modified - -",
+            "obj-00020 deleted - -",
+        ]
+    );
+    assert_eq!(
+        column(
+            &env.db,
+            "SELECT name || '=' || value FROM metadata JOIN objects USING (object_id) WHERE key = 'obj-00010' ORDER BY name"
+        ),
+        ["owner=bob", "stage=final"]
+    );
+    assert_eq!(
+        column(&env.db, "SELECT state FROM objects WHERE key = 'obj-00020'"),
+        ["gone"]
+    );
+    // The old listing fields are kept on the change row.
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT count(*) FROM changes WHERE kind = 'modified' AND old_etag = new_etag AND old_modified < new_modified"
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT objects_gone FROM scans WHERE mode = 'rescan'"
+        ),
+        1
+    );
+
+    // A key that comes back is `created` again.
+    env.state().put_object("bkt", "obj-00020", b"back", &[]);
+    env.scan(&env.config("bkt", "")).await.unwrap();
+    assert_eq!(
+        column(&env.db, "SELECT state FROM objects WHERE key = 'obj-00020'"),
+        ["ok"]
+    );
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT count(*) FROM changes JOIN objects USING (object_id) WHERE key = 'obj-00020' AND kind = 'created'"
+        ),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_scan_never_touches_keys_outside_its_prefix() {
+    let env = Env::new().await;
+    fill(env.state(), "bkt", "a/", 50);
+    fill(env.state(), "bkt", "a%/", 5);
+    fill(env.state(), "bkt", "a_/", 5);
+    fill(env.state(), "bkt", "b/", 50);
+    env.scan(&env.config("bkt", "")).await.unwrap();
+    // Everything outside a/ disappears; a rescan of a/ must not notice.
+    for i in 0..50 {
+        env.state().delete_object("bkt", &format!("b/obj-{i:05}"));
+    }
+    for i in 0..5 {
+        env.state().delete_object("bkt", &format!("a%/obj-{i:05}"));
+        env.state().delete_object("bkt", &format!("a_/obj-{i:05}"));
+    }
+    env.state().delete_object("bkt", "a/obj-00049");
+    let report = env.scan(&env.config("bkt", "a/")).await.unwrap();
+    assert_eq!(
+        report.mode,
+        Mode::Rescan,
+        "the completed bucket scan covers a/"
+    );
+    assert_eq!(
+        column(&env.db, "SELECT key FROM objects WHERE state = 'gone'"),
+        ["a/obj-00049"]
+    );
+    assert_eq!(count(&env.db, "SELECT count(*) FROM changes"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_rescan_resumes_to_the_same_database() {
+    let env = Env::new().await;
+    fill(env.state(), "bkt", "", 1200);
+    let reference = env.dir.path().join("reference.db");
+    env.scan(&env.config("bkt", "")).await.unwrap();
+    env.scan_into(&env.config("bkt", ""), &reference)
+        .await
+        .unwrap();
+    // Change a third of the objects, delete some, add some.
+    for i in (0..1200).step_by(3) {
+        env.state().put_object(
+            "bkt",
+            &format!("obj-{i:05}"),
+            b"v2",
+            &[("owner", "night2"), ("i", &i.to_string())],
+        );
+    }
+    for i in (1..1200).step_by(50) {
+        env.state().delete_object("bkt", &format!("obj-{i:05}"));
+    }
+    for i in 0..40 {
+        env.state()
+            .put_object("bkt", &format!("obj-{i:05}-new"), b"n", &[("owner", "new")]);
+    }
+    env.scan_into(&env.config("bkt", ""), &reference)
+        .await
+        .unwrap();
+
+    let cfg = env.config("bkt", "");
+    for stop_after in [60, 120] {
+        let cancel = CancellationToken::new();
+        let (state, trigger) = (env.state().clone(), cancel.clone());
+        let before = state.requests(Op::Head);
+        tokio::spawn(async move {
+            state
+                .wait_for_requests(Some(Op::Head), before + stop_after)
+                .await;
+            trigger.cancel();
+        });
+        let stats = std::sync::Arc::new(s3meta::stats::Stats::default());
+        let r = s3meta::scan::run(&cfg, env.s3().client, &env.db, cancel, stats)
+            .await
+            .unwrap();
+        assert_eq!(r.outcome, Outcome::Interrupted);
+        assert_eq!(r.mode, Mode::Rescan);
+    }
+    let last = env.scan(&cfg).await.unwrap();
+    assert!(last.resumed);
+    assert_eq!(last.outcome, Outcome::Complete);
+    assert!(count(&env.db, "SELECT count(*) FROM changes") > 400);
+    assert_eq!(dump(&env.db), dump(&reference));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_whose_head_failed_or_listing_lacks_an_etag_are_headed_again() {
+    let env = Env::new().await;
+    fill(env.state(), "bkt", "", 30);
+    env.state()
+        .add_fault(Fault::head("obj-00005", Action::Status(403)));
+    let first = env.scan(&env.config("bkt", "")).await.unwrap();
+    assert_eq!(first.outcome, Outcome::CompleteWithErrors);
+    env.state().clear_faults();
+    env.state().reset_counters();
+    let second = env.scan(&env.config("bkt", "")).await.unwrap();
+    assert_eq!(second.outcome, Outcome::Complete);
+    assert_eq!(env.state().requests(Op::Head), 1);
+    assert_eq!(count(&env.db, "SELECT count(*) FROM object_errors"), 0);
+
+    env.state().set_listing_etags(false);
+    env.state().reset_counters();
+    env.scan(&env.config("bkt", "")).await.unwrap();
+    assert_eq!(env.state().requests(Op::Head), 30);
+}

@@ -24,7 +24,10 @@ const OBJECTS: usize = 5_000;
 async fn main() -> anyhow::Result<()> {
     let server = TestServer::start().await;
     server.state().fill("demo", OBJECTS, 42);
-    println!("test S3 server at {} with {OBJECTS} objects in bucket `demo`", server.endpoint());
+    println!(
+        "test S3 server at {} with {OBJECTS} objects in bucket `demo`",
+        server.endpoint()
+    );
 
     let shared = SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
@@ -34,26 +37,48 @@ async fn main() -> anyhow::Result<()> {
             ACCESS_KEY, SECRET_KEY, None, None, "demo",
         )))
         .build();
-    let opts = ClientOptions { timeout: Duration::from_secs(30), ..ClientOptions::default() };
+    let opts = ClientOptions {
+        timeout: Duration::from_secs(30),
+        ..ClientOptions::default()
+    };
     let s3 = client::from_shared(&shared, &opts)?;
     let db = std::path::PathBuf::from("demo.db");
     for suffix in ["", "-wal", "-shm", ".lock"] {
         let _ = std::fs::remove_file(format!("demo.db{suffix}"));
     }
     let cfg = ScanConfig {
-        target: Target { store: s3.store.clone(), bucket: "demo".into(), prefix: String::new(), start_after: None, end_key: None },
+        target: Target {
+            store: s3.store.clone(),
+            bucket: "demo".into(),
+            prefix: String::new(),
+            start_after: None,
+            end_key: None,
+        },
         concurrency: 64,
         page_size: 1000,
-        policy: Policy { max_attempts: 5, base: Duration::from_millis(100), cap: Duration::from_secs(20) },
+        policy: Policy {
+            max_attempts: 5,
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(20),
+        },
         restart: false,
         full: false,
         grace: Duration::from_secs(10),
     };
-    let report = scan::run(&cfg, s3.client, &db, CancellationToken::new(), Arc::new(Stats::default())).await?;
+    let report = scan::run(
+        &cfg,
+        s3.client,
+        &db,
+        CancellationToken::new(),
+        Arc::new(Stats::default()),
+    )
+    .await?;
     println!("{}", progress::summary("s3://demo", &report));
 
     let conn = rusqlite::Connection::open(&db)?;
-    println!("\nobjects per project (SELECT json_extract(metadata, '$.project'), count(*) FROM v_objects GROUP BY 1):");
+    println!(
+        "\nobjects per project (SELECT json_extract(metadata, '$.project'), count(*) FROM v_objects GROUP BY 1):"
+    );
     let mut stmt = conn.prepare(
         "SELECT coalesce(json_extract(metadata, '$.project'), '(none)') AS project, count(*)
          FROM v_objects GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 8",
@@ -63,6 +88,8 @@ async fn main() -> anyhow::Result<()> {
         let (project, n) = row?;
         println!("  {project:<12} {n}");
     }
-    println!("\nthe database is ./demo.db; try: sqlite3 demo.db 'SELECT key, metadata FROM v_objects LIMIT 5'");
+    println!(
+        "\nthe database is ./demo.db; try: sqlite3 demo.db 'SELECT key, metadata FROM v_objects LIMIT 5'"
+    );
     Ok(())
 }

@@ -43,6 +43,8 @@ pub enum LogFormat {
 pub enum Command {
     /// List a bucket or prefix and HEAD its objects into the database (resumes an unfinished scan).
     Scan(ScanArgs),
+    /// Remove a bucket's or prefix's rows from the database, and/or prune old change records.
+    Forget(ForgetArgs),
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +112,24 @@ pub struct ScanArgs {
     /// At the end (also after an interrupt or a fatal error) write a JSON summary to PATH, or `-` for stdout.
     #[arg(long, value_name = "PATH")]
     pub summary_json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// What to remove: s3://BUCKET or s3://BUCKET/PREFIX (its objects, metadata, errors, changes and scans).
+    #[arg(value_name = "S3_URL")]
+    pub url: Option<String>,
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// The store the bucket was scanned at (as given to `scan`; also AWS_ENDPOINT_URL). Default: AWS.
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Also delete change records older than TIME (e.g. 2026-01-31 or 2026-01-31T12:00:00Z, UTC).
+    #[arg(long, value_name = "TIME")]
+    pub prune_changes_before: Option<String>,
+    /// Run VACUUM afterwards to give the space back to the file system.
+    #[arg(long)]
+    pub vacuum: bool,
 }
 
 impl ConnectionArgs {

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod client;
 pub mod db;
 pub mod error;
+pub mod forget;
 pub mod head;
 pub mod keyspace;
 pub mod lister;

@@ -35,6 +35,9 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async {
         match cli.command {
             Command::Scan(ref args) => run_scan(&cli, args).await,
+            Command::Forget(ref args) => s3meta::forget::run(args, cli.quiet)
+                .map(|()| 0)
+                .map_err(Into::into),
         }
     });
     // In-flight HEADs abandoned after the grace period must not hold the exit.

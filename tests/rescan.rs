@@ -223,3 +223,69 @@ async fn objects_whose_head_failed_or_listing_lacks_an_etag_are_headed_again() {
     env.scan(&env.config("bkt", "")).await.unwrap();
     assert_eq!(env.state().requests(Op::Head), 30);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_removes_a_prefix_and_prune_bounds_the_changes() {
+    let env = Env::new().await;
+    fill(env.state(), "bkt", "a/", 30);
+    fill(env.state(), "bkt", "b/", 20);
+    env.scan(&env.config("bkt", "")).await.unwrap();
+    env.scan(&env.config("bkt", "a/")).await.unwrap();
+    env.state()
+        .put_object("bkt", "b/obj-00001", b"changed", &[("owner", "z")]);
+    env.scan(&env.config("bkt", "")).await.unwrap();
+    assert_eq!(count(&env.db, "SELECT count(*) FROM changes"), 1);
+
+    let forget = |args: &[&str]| {
+        let mut cmd = env.bin();
+        cmd.arg("forget").args(args).arg("--db").arg(&env.db);
+        output(cmd)
+    };
+    let out = forget(&["s3://bkt/a/"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("30 objects, 1 scans"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(count(&env.db, "SELECT count(*) FROM objects"), 20);
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT count(*) FROM objects WHERE key >= 'a/' AND key < 'a0'"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT count(*) FROM metadata m LEFT JOIN objects o USING (object_id) WHERE o.key IS NULL"
+        ),
+        0
+    );
+    assert_eq!(
+        column(&env.db, "SELECT prefix FROM scans ORDER BY scan_id"),
+        ["", ""]
+    );
+    assert!(column(&env.db, "PRAGMA foreign_key_check").is_empty());
+
+    let out = forget(&["s3://bkt/", "--endpoint-url", "http://elsewhere:9000"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "holds bucket `bkt` only at {}",
+            env.server.endpoint()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let out = forget(&["--prune-changes-before", "yesterday"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("expected a date"), "{}", stderr(&out));
+
+    let out = forget(&["--prune-changes-before", "2999-01-01", "--vacuum"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(count(&env.db, "SELECT count(*) FROM changes"), 0);
+    assert_eq!(column(&env.db, "PRAGMA integrity_check"), ["ok"]);
+    assert_eq!(count(&env.db, "SELECT count(*) FROM objects"), 20);
+}

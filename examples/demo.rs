@@ -64,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         restart: false,
         full: false,
         grace: Duration::from_secs(10),
+        max_rps: None,
     };
     let report = scan::run(
         &cfg,

@@ -97,6 +97,9 @@ pub struct ScanArgs {
     /// Attempts per request before an object is recorded as failed (or a LIST failure is fatal).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
+    /// Requests per second at most, LIST and HEAD together (AWS sustains about 5,500 HEAD/s per prefix).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_rps: Option<u32>,
     /// First retry back-off in milliseconds; doubles per retry (jittered, at most 20 s).
     #[arg(long, value_name = "MS", default_value_t = 100)]
     pub backoff_ms: u64,

@@ -3,17 +3,19 @@
 //! Receives: `HeadJob`s (objects the writer marked `head_due`) from the lister and the resume
 //! feeder. Sends on: one `HeadOutcome` per job to the writer — the object's system and custom
 //! metadata, `Gone` on 404, or the failure after retries. Invariants: at most `concurrency`
-//! HEADs are in flight (a semaphore permit moves into each task); a job whose HEAD is cut off
+//! HEADs are in flight, fewer while the store throttles (an adaptive `Limiter` permit moves
+//! into each task and hears of every attempt's outcome); a job whose HEAD is cut off
 //! by cancellation sends nothing, so its row stays `head_due` and a resume HEADs it again.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::limit::{Limiter, Permit, RateLimit};
 use crate::lister::strip_quotes;
 use crate::retry::{self, Failure, Outcome, Policy};
 use crate::rfc2047;
@@ -74,6 +76,8 @@ pub struct HeadPool {
     pub policy: Policy,
     pub stats: Arc<Stats>,
     pub cancel: CancellationToken,
+    /// `--max-rps`, shared with the listers.
+    pub rate: Option<Arc<RateLimit>>,
     /// How long in-flight HEADs may run on after cancellation before they are abandoned.
     pub grace: Duration,
 }
@@ -85,15 +89,14 @@ impl HeadPool {
         mut jobs: mpsc::Receiver<HeadJob>,
         results: mpsc::Sender<WriterMsg>,
     ) {
-        let permits = Arc::new(Semaphore::new(self.concurrency));
-        Stats::add(&self.stats.concurrency, self.concurrency as u64);
+        let limiter = Limiter::new(self.concurrency, self.stats.clone());
         let mut tasks = JoinSet::new();
         loop {
-            // Cancel safety: acquire_owned and recv are both cancel-safe; a job received is
-            // always spawned.
+            // Cancel safety: acquire and recv are both cancel-safe; a job received is always
+            // spawned.
             let permit = tokio::select! {
                 _ = self.cancel.cancelled() => break,
-                p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+                p = limiter.acquire() => p,
             };
             let job = tokio::select! {
                 _ = self.cancel.cancelled() => break,
@@ -101,7 +104,7 @@ impl HeadPool {
             };
             let (pool, results) = (self.clone(), results.clone());
             tasks.spawn(async move {
-                let outcome = pool.head(&job).await;
+                let outcome = pool.head(&job, &permit).await;
                 drop(permit);
                 if let Some(result) = outcome {
                     let msg = WriterMsg::Head(HeadOutcome {
@@ -132,7 +135,7 @@ impl HeadPool {
     }
 
     /// HEADs one object with retries; `None` when cancelled before an answer.
-    async fn head(&self, job: &HeadJob) -> Option<HeadResult> {
+    async fn head(&self, job: &HeadJob, permit: &Permit) -> Option<HeadResult> {
         let subject = format!("HEAD {:?}", job.key);
         let outcome = retry::run(
             &self.policy,
@@ -140,7 +143,8 @@ impl HeadPool {
             &self.stats.head_requests,
             &subject,
             &self.cancel,
-            &(),
+            permit,
+            self.rate.as_deref(),
             || async {
                 match self
                     .client

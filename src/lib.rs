@@ -17,6 +17,7 @@ pub mod error;
 pub mod forget;
 pub mod head;
 pub mod keyspace;
+pub mod limit;
 pub mod lister;
 pub mod lock;
 pub mod progress;

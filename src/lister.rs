@@ -20,6 +20,7 @@ use crate::checkpoint::RangeState;
 use crate::error::Error;
 use crate::head::HeadJob;
 use crate::keyspace::KeyRange;
+use crate::limit::RateLimit;
 use crate::retry::{self, Failure, Outcome, Policy};
 use crate::stats::Stats;
 use crate::timefmt;
@@ -36,6 +37,8 @@ pub struct Lister {
     pub policy: Policy,
     pub stats: Arc<Stats>,
     pub cancel: CancellationToken,
+    /// `--max-rps`, shared with the HEAD pool.
+    pub rate: Option<Arc<RateLimit>>,
 }
 
 /// Where the next ListObjectsV2 request starts.
@@ -205,6 +208,7 @@ impl Lister {
             &subject,
             &self.cancel,
             &(),
+            self.rate.as_deref(),
             || async {
                 let mut req = self
                     .client

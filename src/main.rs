@@ -158,6 +158,7 @@ async fn scan_once(
         restart: args.restart,
         full: args.full,
         grace: Duration::from_secs(10),
+        max_rps: args.max_rps,
     };
     *target = Some(cfg.target.clone());
     let cancel = CancellationToken::new();

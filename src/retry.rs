@@ -7,6 +7,7 @@
 
 use std::fmt::Display;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use tokio_util::sync::CancellationToken;
 
+use crate::limit::RateLimit;
 use crate::stats::Stats;
 
 /// How often and how patiently to retry.
@@ -127,10 +129,14 @@ pub enum Outcome<T> {
     Cancelled,
 }
 
-/// Hooks for an adaptive concurrency limit: told of every attempt's result.
+/// Hooks for an adaptive concurrency limit: told of every attempt's result, and able to hold
+/// a retry back until the (possibly lowered) limit admits it again.
 pub trait Feedback: Sync {
     fn on_success(&self) {}
     fn on_throttle(&self) {}
+    fn before_retry(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 impl Feedback for () {}
@@ -143,6 +149,7 @@ pub async fn run<T, F, Fut>(
     subject: &(dyn Display + Sync),
     cancel: &CancellationToken,
     feedback: &dyn Feedback,
+    pace: Option<&RateLimit>,
     mut attempt: F,
 ) -> Outcome<T>
 where
@@ -152,6 +159,13 @@ where
     let mut attempts = 0;
     loop {
         attempts += 1;
+        if let Some(rate) = pace {
+            // Cancel safety: a dropped wait only wastes its slot.
+            tokio::select! {
+                _ = cancel.cancelled() => return Outcome::Cancelled,
+                _ = rate.wait() => {}
+            }
+        }
         Stats::add(requests, 1);
         let failure = match attempt().await {
             Ok(v) => {
@@ -173,10 +187,13 @@ where
             attempts,
             policy.max_attempts - 1
         );
-        // Cancel safety: the sleep holds nothing; dropping it loses no work.
+        // Cancel safety: the sleep holds nothing, and readmission is cancel-safe.
         tokio::select! {
             _ = cancel.cancelled() => return Outcome::Cancelled,
-            _ = tokio::time::sleep(policy.backoff(attempts - 1)) => {}
+            _ = async {
+                tokio::time::sleep(policy.backoff(attempts - 1)).await;
+                feedback.before_retry().await;
+            } => {}
         }
     }
 }
@@ -204,6 +221,7 @@ mod tests {
             &"k",
             &CancellationToken::new(),
             &(),
+            None,
             || {
                 calls += 1;
                 let n = calls;
@@ -236,6 +254,7 @@ mod tests {
             &"k",
             &CancellationToken::new(),
             &(),
+            None,
             || async { Err(Failure::from_status(403, None, "HTTP 403".into())) },
         )
         .await;
@@ -247,6 +266,7 @@ mod tests {
             &"k",
             &CancellationToken::new(),
             &(),
+            None,
             || async { Err(Failure::from_status(500, None, "HTTP 500".into())) },
         )
         .await;

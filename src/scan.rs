@@ -20,6 +20,7 @@ use crate::db;
 use crate::error::Error;
 use crate::head::{HeadJob, HeadPool};
 use crate::keyspace::KeyRange;
+use crate::limit::RateLimit;
 use crate::lister::Lister;
 use crate::lock;
 use crate::retry::Policy;
@@ -27,7 +28,7 @@ use crate::stats::{Snapshot, Stats};
 use crate::writer::{self, WriterCtx, WriterMsg};
 
 /// Capacity of the writer's inbox, in messages.
-const WRITER_QUEUE: usize = 1024;
+pub const WRITER_QUEUE: usize = 1024;
 /// How many owed HEADs the resume feeder reads per query.
 const FEED_CHUNK: i64 = 1000;
 
@@ -43,6 +44,8 @@ pub struct ScanConfig {
     pub full: bool,
     /// How long in-flight HEADs may finish after Ctrl-C.
     pub grace: Duration,
+    /// Requests per second at most (`--max-rps`), LIST and HEAD together.
+    pub max_rps: Option<u32>,
 }
 
 /// How a scan run ended.
@@ -142,6 +145,7 @@ async fn run_pipeline(
     let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
     let writer = tokio::spawn(writer::run(conn.clone(), ctx, writer_rx, stats.clone()));
     let (jobs_tx, jobs_rx) = mpsc::channel(cfg.concurrency.max(cfg.page_size as usize));
+    let rate = cfg.max_rps.map(|rps| Arc::new(RateLimit::new(rps)));
     let pool = Arc::new(HeadPool {
         client: client.clone(),
         bucket: cfg.target.bucket.clone(),
@@ -149,6 +153,7 @@ async fn run_pipeline(
         policy: cfg.policy.clone(),
         stats: stats.clone(),
         cancel: work.clone(),
+        rate: rate.clone(),
         grace: cfg.grace,
     });
     let heads = tokio::spawn(pool.run(jobs_rx, writer_tx.clone()));
@@ -162,6 +167,7 @@ async fn run_pipeline(
         policy: cfg.policy.clone(),
         stats: stats.clone(),
         cancel: work.clone(),
+        rate,
     });
     let produced = produce(cfg, plan, conn, db_path, lister, writer_tx, jobs_tx, work).await;
     if produced.is_err() {

@@ -63,6 +63,7 @@ impl Env {
             restart: false,
             full: false,
             grace: Duration::from_secs(5),
+            max_rps: None,
         }
     }
 

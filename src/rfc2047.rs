@@ -135,4 +135,106 @@ mod tests {
             assert_eq!(decode(raw), raw, "{raw:?}");
         }
     }
+
+    mod props {
+        //! Property tests (issue 6): the decoder never panics, undoes the encoding S3 uses,
+        //! and leaves values without `=?` alone.
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Pieces that make a decoder take every branch: word delimiters, encodings,
+        /// charsets, base64 and Q escapes, whitespace, multi-byte characters.
+        fn piece() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    "=?",
+                    "?=",
+                    "?",
+                    "=",
+                    "UTF-8",
+                    "utf-8*en",
+                    "ISO-8859-1",
+                    "KOI8-R",
+                    "?B?",
+                    "?b?",
+                    "?Q?",
+                    "?q?",
+                    "?X?",
+                    "w6k=",
+                    "/w==",
+                    "=C3=A9",
+                    "=ZZ",
+                    "=E",
+                    "_",
+                    " ",
+                    "\t",
+                    "\r\n",
+                    "é",
+                    "🎉",
+                    "\u{0}",
+                ])
+                .prop_map(str::to_string),
+                any::<char>().prop_map(String::from),
+                "[A-Za-z0-9+/=]{0,8}",
+            ]
+        }
+
+        fn soup() -> impl Strategy<Value = String> {
+            prop::collection::vec(piece(), 0..24).prop_map(|v| v.concat())
+        }
+
+        /// Q encoding of `s` (RFC 2047 §4.2), as other S3 clients and servers write it.
+        fn q_encode(s: &str) -> String {
+            let mut out = String::from("=?UTF-8?Q?");
+            for b in s.bytes() {
+                match b {
+                    b' ' => out.push('_'),
+                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'!' | b'*' | b'+' | b'-' | b'/' => {
+                        out.push(char::from(b))
+                    }
+                    _ => out.push_str(&format!("={b:02X}")),
+                }
+            }
+            out.push_str("?=");
+            out
+        }
+
+        proptest! {
+            #[test]
+            fn decode_never_panics(value in soup(), raw in any::<String>()) {
+                let _ = decode(&value);
+                let _ = decode(&raw);
+                let _ = decode(&format!("=?{raw}?="));
+            }
+
+            #[test]
+            fn decode_undoes_encode(s in any::<String>()) {
+                prop_assert_eq!(decode(&encode(&s)).into_owned(), s.clone());
+                prop_assert_eq!(decode(&q_encode(&s)).into_owned(), s);
+            }
+
+            #[test]
+            fn whitespace_between_words_is_dropped_and_kept_around_them(
+                a in any::<String>(),
+                b in any::<String>(),
+                gap in "[ \t]{1,3}",
+                before in "[a-z ]{0,5}",
+                after in "[a-z ]{0,5}",
+            ) {
+                let joined = format!("{before}{}{gap}{}{after}", encode(&a), q_encode(&b));
+                prop_assert_eq!(decode(&joined), format!("{before}{a}{b}{after}"));
+            }
+
+            #[test]
+            fn values_without_encoded_words_are_returned_unchanged(value in soup()) {
+                let mut value = value;
+                while value.contains("=?") {
+                    value = value.replace("=?", "=");
+                }
+                let decoded = decode(&value);
+                prop_assert!(matches!(decoded, Cow::Borrowed(_)));
+                prop_assert_eq!(decoded, value.as_str());
+            }
+        }
+    }
 }

@@ -144,4 +144,93 @@ mod tests {
             assert!(!(k >= p && k < s.as_str()), "{k}");
         }
     }
+
+    mod props {
+        //! Property tests (issue 6): the parser never panics, valid URLs round-trip, and
+        //! the successor bounds exactly the keys of a prefix.
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Characters that stress a URL parser: separators, glob and escape characters,
+        /// whitespace, multi-byte and astral code points.
+        fn nasty_char() -> impl Strategy<Value = char> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    '/',
+                    ':',
+                    's',
+                    '3',
+                    'S',
+                    '.',
+                    '-',
+                    '_',
+                    '%',
+                    '*',
+                    '?',
+                    '[',
+                    ']',
+                    '\\',
+                    ' ',
+                    '\n',
+                    '\t',
+                    '#',
+                    '@',
+                    'a',
+                    'Z',
+                    'é',
+                    '\u{10FFFF}',
+                    '\u{D7FF}',
+                    '\u{E000}',
+                ]),
+                any::<char>(),
+            ]
+        }
+
+        fn nasty_string(max: usize) -> impl Strategy<Value = String> {
+            prop::collection::vec(nasty_char(), 0..max).prop_map(|v| v.into_iter().collect())
+        }
+
+        /// Bucket names every S3-compatible store accepts, and the legacy forms we allow.
+        fn bucket() -> impl Strategy<Value = String> {
+            "[a-zA-Z0-9][a-zA-Z0-9._-]{2,62}"
+        }
+
+        proptest! {
+            #[test]
+            fn parse_never_panics(text in nasty_string(40), tail in nasty_string(20)) {
+                let _ = S3Url::parse(&text);
+                let _ = S3Url::parse(&format!("s3://{text}"));
+                let _ = S3Url::parse(&format!("S3://{text}/{tail}"));
+            }
+
+            #[test]
+            fn valid_urls_round_trip(bucket in bucket(), prefix in nasty_string(30)) {
+                let url = S3Url { bucket, prefix };
+                let text = url.to_string();
+                prop_assert_eq!(S3Url::parse(&text).ok(), Some(url));
+            }
+
+            #[test]
+            fn parsed_urls_print_back_to_an_equal_url(text in nasty_string(40)) {
+                if let Ok(url) = S3Url::parse(&format!("s3://{text}")) {
+                    prop_assert_eq!(S3Url::parse(&url.to_string()).ok(), Some(url));
+                }
+            }
+
+            #[test]
+            fn successor_bounds_exactly_the_keys_of_the_prefix(
+                prefix in nasty_string(6),
+                key in nasty_string(8),
+            ) {
+                // Keys near the prefix matter most: try it, it extended, and the raw key.
+                for k in [key.clone(), format!("{prefix}{key}"), prefix.clone()] {
+                    let inside = match prefix_successor(&prefix) {
+                        Some(s) => k.as_str() >= prefix.as_str() && k < s,
+                        None => k.as_str() >= prefix.as_str(),
+                    };
+                    prop_assert_eq!(inside, k.starts_with(&prefix), "key {:?}", k);
+                }
+            }
+        }
+    }
 }

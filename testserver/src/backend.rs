@@ -1,5 +1,6 @@
 //! The S3 operations (the `s3s::S3` trait) over the in-memory [`State`]: CreateBucket,
-//! HeadBucket, PutObject, HeadObject, GetObject, ListObjectsV2, DeleteObject, CopyObject.
+//! HeadBucket, GetBucketLocation, PutObject, HeadObject, GetObject, ListObjectsV2,
+//! DeleteObject, CopyObject. Anything else is answered 501 NotImplemented by s3s.
 //!
 //! Receives requests already authenticated and parsed by s3s; returns s3s outputs.
 //! Invariants: answers look like AWS's — metadata names lower-case, non-ASCII metadata
@@ -19,10 +20,10 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use s3s::dto::{
     CommonPrefix, CopyObjectInput, CopyObjectOutput, CopyObjectResult, CopySource,
     CreateBucketInput, CreateBucketOutput, DeleteObjectInput, DeleteObjectOutput, ETag,
-    EncodingType, GetObjectInput, GetObjectOutput, HeadBucketInput, HeadBucketOutput,
-    HeadObjectInput, HeadObjectOutput, ListObjectsV2Input, ListObjectsV2Output, Metadata,
-    MetadataDirective, Object, ObjectStorageClass, PutObjectInput, PutObjectOutput, StorageClass,
-    StreamingBlob, Timestamp, TimestampFormat,
+    EncodingType, GetBucketLocationInput, GetBucketLocationOutput, GetObjectInput, GetObjectOutput,
+    HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListObjectsV2Input,
+    ListObjectsV2Output, Metadata, MetadataDirective, Object, ObjectStorageClass, PutObjectInput,
+    PutObjectOutput, StorageClass, StreamingBlob, Timestamp, TimestampFormat,
 };
 use s3s::{Body, S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 
@@ -61,6 +62,17 @@ impl S3 for Backend {
             return Err(NoSuchBucket.into());
         }
         Ok(S3Response::new(HeadBucketOutput::default()))
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        if !self.state.store.bucket_exists(&req.input.bucket) {
+            return Err(NoSuchBucket.into());
+        }
+        // No constraint: us-east-1, as `REGION`.
+        Ok(S3Response::new(GetBucketLocationOutput::default()))
     }
 
     async fn put_object(

@@ -1,7 +1,8 @@
 //! An in-memory S3 server with fault injection, for s3meta's tests, demo and benchmark.
 //!
 //! [`TestServer::start`] binds `127.0.0.1:0` and serves path-style S3 (CreateBucket,
-//! HeadBucket, PutObject, HeadObject, GetObject, ListObjectsV2, DeleteObject, CopyObject)
+//! HeadBucket, GetBucketLocation, PutObject, HeadObject, GetObject, ListObjectsV2,
+//! DeleteObject, CopyObject)
 //! signed with [`ACCESS_KEY`]/[`SECRET_KEY`], plus an unsigned `GET /__admin/stats`.
 //! Tests seed data, inject faults ([`Fault`], latency, slowdown, holds) and read request
 //! counters through the shared [`State`], without HTTP.

@@ -382,6 +382,17 @@ async fn missing_keys_and_buckets_are_404() {
         .unwrap_err();
     assert_eq!(status(&err), Some(404));
     s3.head_bucket().bucket("bkt").send().await.unwrap();
+    let location = s3.get_bucket_location().bucket("bkt").send().await.unwrap();
+    // An empty constraint means us-east-1, as on AWS.
+    let constraint = location.location_constraint().map_or("", |c| c.as_str());
+    assert_eq!(constraint, "");
+    let err = s3
+        .get_bucket_location()
+        .bucket("nobucket")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status(&err), Some(404));
 }
 
 #[tokio::test]

@@ -135,15 +135,7 @@ pub fn begin(
         )?;
         abandoned = Some(scan_id);
     }
-    let covered: bool = tx.query_row(
-        "SELECT EXISTS (SELECT 1 FROM scans
-             WHERE bucket_id = ?1 AND state = 'complete'
-               AND substr(?2, 1, length(prefix)) = prefix
-               AND ((start_after IS NULL AND end_key IS NULL)
-                    OR (prefix = ?2 AND start_after IS ?3 AND end_key IS ?4)))",
-        params![bucket_id, target.prefix, target.start_after, target.end_key],
-        |r| r.get(0),
-    )?;
+    let covered = covered(&tx, bucket_id, target)?;
     let mode = if covered && !full {
         Mode::Rescan
     } else {
@@ -170,6 +162,20 @@ pub fn begin(
         abandoned,
         ranges,
     })
+}
+
+/// Whether a completed scan covers the target: same bucket, a prefix of its prefix, and either
+/// unbounded or exactly its key range. A new scan of a covered target is a rescan.
+pub fn covered(conn: &Connection, bucket_id: i64, target: &Target) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM scans
+             WHERE bucket_id = ?1 AND state = 'complete'
+               AND substr(?2, 1, length(prefix)) = prefix
+               AND ((start_after IS NULL AND end_key IS NULL)
+                    OR (prefix = ?2 AND start_after IS ?3 AND end_key IS ?4)))",
+        params![bucket_id, target.prefix, target.start_after, target.end_key],
+        |r| r.get(0),
+    )
 }
 
 fn load_ranges(conn: &Connection, scan_id: i64) -> rusqlite::Result<Vec<RangeState>> {

@@ -43,8 +43,25 @@ pub enum LogFormat {
 pub enum Command {
     /// List a bucket or prefix and HEAD its objects into the database (resumes an unfinished scan).
     Scan(ScanArgs),
+    /// List what rescans noticed: created, modified, metadata changed, deleted objects.
+    Changes(ChangesArgs),
     /// Remove a bucket's or prefix's rows from the database, and/or prune old change records.
     Forget(ForgetArgs),
+    /// List only (no HEAD) and report the requests, and their cost, of a scan or a rescan.
+    Estimate(EstimateArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout: `s3meta man > s3meta.1`.
+    Man,
+    /// Search the index offline: objects by metadata and listing fields, or one read-only SQL statement.
+    Query(QueryArgs),
+    /// The metadata names in use, with object counts and their most common values.
+    Names(NamesArgs),
+    /// The scans recorded in the database, their progress and errors, and the objects in error.
+    Status(StatusArgs),
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +135,52 @@ pub struct ScanArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct EstimateArgs {
+    /// What a scan would cover: s3://BUCKET or s3://BUCKET/PREFIX.
+    #[arg(value_name = "S3_URL")]
+    pub url: String,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub conn: ConnectionArgs,
+    /// Price of 1,000 LIST requests in USD (default: AWS S3 Standard).
+    #[arg(long, value_name = "USD", default_value_t = crate::estimate::LIST_PRICE)]
+    pub list_price: f64,
+    /// Price of 1,000 HEAD requests in USD (default: AWS S3 Standard, GET class).
+    #[arg(long, value_name = "USD", default_value_t = crate::estimate::HEAD_PRICE)]
+    pub head_price: f64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = EstimateFormat::Text)]
+    pub format: EstimateFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EstimateFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ChangesArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// Only changes recorded by scan SCAN and later ones, or at or after TIME (UTC, e.g. 2026-01-31).
+    #[arg(long, value_name = "SCAN|TIME")]
+    pub since: Option<String>,
+    /// Only changes of this kind.
+    #[arg(long, value_parser = ["created", "modified", "metadata", "deleted"])]
+    pub kind: Option<String>,
+    /// At most N rows.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<i64>,
+    /// Output format [default: table when stdout is a terminal, else jsonl].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+}
+
+#[derive(Debug, Args)]
 pub struct ForgetArgs {
     /// What to remove: s3://BUCKET or s3://BUCKET/PREFIX (its objects, metadata, errors, changes and scans).
     #[arg(value_name = "S3_URL")]
@@ -133,6 +196,90 @@ pub struct ForgetArgs {
     /// Run VACUUM afterwards to give the space back to the file system.
     #[arg(long)]
     pub vacuum: bool,
+}
+
+/// Output formats of `query` and `names` (and of `changes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns, for a person (the default when stdout is a terminal).
+    Table,
+    /// One JSON object per line (the default otherwise).
+    Jsonl,
+    /// One JSON array.
+    Json,
+    /// RFC 4180 CSV with a header; metadata as one JSON column.
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    Table,
+    Json,
+}
+
+/// Which objects `query` and `names` look at.
+#[derive(Debug, Args)]
+pub struct ScopeArgs {
+    /// Only this bucket.
+    #[arg(long)]
+    pub bucket: Option<String>,
+    /// Only keys starting with this prefix (compared as keys: `%`, `_`, `*` are literal).
+    #[arg(long)]
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// A filter; repeat to AND them: name=value, name!=value, name~glob, name, !name,
+    /// @key~glob, @size>N, @modified>2026-01-01, @etag=…, @storage_class=…, @state=…, @error.
+    #[arg(
+        long = "where",
+        short = 'w',
+        value_name = "EXPR",
+        allow_hyphen_values = true
+    )]
+    pub filters: Vec<String>,
+    /// Run one read-only SQL statement instead (views: v_objects, v_metadata, v_changes).
+    #[arg(long, value_name = "SQL", conflicts_with_all = ["filters", "bucket", "prefix", "count", "include_gone"])]
+    pub sql: Option<String>,
+    /// Output format [default: table when stdout is a terminal, else jsonl].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// At most N objects (rows).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// Print only the number of matching objects.
+    #[arg(long, conflicts_with = "limit")]
+    pub count: bool,
+    /// Include objects recorded as gone (deleted, or HEAD answered 404).
+    #[arg(long)]
+    pub include_gone: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NamesArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// Output format [default: table when stdout is a terminal, else jsonl].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[arg(long, value_enum, default_value_t = StatusFormat::Table)]
+    pub format: StatusFormat,
+    /// List at most N objects in error (the total is always shown).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub errors: u64,
 }
 
 impl ConnectionArgs {

@@ -93,6 +93,31 @@ pub enum Error {
     #[error("S3 client setup failed: {0}")]
     ClientSetup(String),
 
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(transparent)]
+    BadFilter(#[from] crate::query::filter::ParseError),
+
+    #[error("SQL error: {message}")]
+    Sql {
+        message: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error(
+        "--sql runs read-only statements, and this one would change the database: s3meta never modifies it from a query (use sqlite3 for that)"
+    )]
+    SqlWrites,
+
+    #[error("writing the output: {0}")]
+    Output(#[source] std::io::Error),
+
     #[error("{0}")]
     Internal(String),
 }

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::limit::{Limiter, Permit, RateLimit};
 use crate::lister::strip_quotes;
-use crate::retry::{self, Failure, Outcome, Policy};
+use crate::retry::{self, Failure, Outcome, Policy, Retrier};
 use crate::rfc2047;
 use crate::stats::Stats;
 use crate::timefmt;
@@ -138,13 +138,15 @@ impl HeadPool {
     async fn head(&self, job: &HeadJob, permit: &Permit) -> Option<HeadResult> {
         let subject = format!("HEAD {:?}", job.key);
         let outcome = retry::run(
-            &self.policy,
-            &self.stats,
+            Retrier {
+                policy: &self.policy,
+                stats: &self.stats,
+                cancel: &self.cancel,
+                pace: self.rate.as_deref(),
+            },
             &self.stats.head_requests,
             &subject,
-            &self.cancel,
             permit,
-            self.rate.as_deref(),
             || async {
                 match self
                     .client

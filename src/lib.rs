@@ -4,16 +4,20 @@
 //! single SQLite writer, committing each page with its checkpoint) → `head` (the bounded HEAD
 //! pool) → `writer` again (HEAD results). `scan` wires them; `checkpoint` starts, resumes and
 //! finishes scans; `db` opens and migrates; `retry` is the one retry loop; `canonical` defines
-//! database equality for tests.
+//! database equality for tests. Offline, `query` searches the index (`--where` filters,
+//! read-only SQL, the output writers), `query::names` lists metadata names, `status` the scans.
 
 #![forbid(unsafe_code)]
 
 pub mod canonical;
+pub mod changes;
 pub mod checkpoint;
 pub mod cli;
 pub mod client;
+pub mod commands;
 pub mod db;
 pub mod error;
+pub mod estimate;
 pub mod forget;
 pub mod head;
 pub mod keyspace;
@@ -21,11 +25,13 @@ pub mod limit;
 pub mod lister;
 pub mod lock;
 pub mod progress;
+pub mod query;
 pub mod retry;
 pub mod rfc2047;
 pub mod s3url;
 pub mod scan;
 pub mod stats;
+pub mod status;
 pub mod summary;
 pub mod timefmt;
 pub mod writer;

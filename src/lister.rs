@@ -21,7 +21,7 @@ use crate::error::Error;
 use crate::head::HeadJob;
 use crate::keyspace::KeyRange;
 use crate::limit::RateLimit;
-use crate::retry::{self, Failure, Outcome, Policy};
+use crate::retry::{self, Failure, Outcome, Policy, Retrier};
 use crate::stats::Stats;
 use crate::timefmt;
 use crate::writer::{ListedObject, PageMsg, WriterMsg};
@@ -195,6 +195,19 @@ impl Lister {
         Ok(())
     }
 
+    /// Lists one page outside a scan (estimates, range planning): its keys and the token of
+    /// the next page (`None` at the end).
+    pub async fn list_page(
+        &self,
+        token: Option<String>,
+        start_after: Option<String>,
+    ) -> Result<(Vec<ListedObject>, Option<String>), Error> {
+        match self.fetch(Cursor { token, start_after }).await {
+            Ok(p) => Ok((p.entries, if p.truncated { p.next_token } else { None })),
+            Err(e) => Err(self.fatal(e)),
+        }
+    }
+
     fn spawn_fetch(self: Arc<Self>, cursor: Cursor) -> JoinHandle<Result<Page, ListError>> {
         tokio::spawn(async move { self.fetch(cursor).await })
     }
@@ -202,13 +215,10 @@ impl Lister {
     async fn fetch(&self, cursor: Cursor) -> Result<Page, ListError> {
         let subject = format!("LIST s3://{}/{}", self.bucket, self.prefix);
         let outcome = retry::run(
-            &self.policy,
-            &self.stats,
+            self.retrier(),
             &self.stats.list_requests,
             &subject,
-            &self.cancel,
             &(),
-            self.rate.as_deref(),
             || async {
                 let mut req = self
                     .client
@@ -237,6 +247,15 @@ impl Lister {
                 Err(ListError::TokenRejected(failure))
             }
             Outcome::Failed { failure, attempts } => Err(ListError::Failed { failure, attempts }),
+        }
+    }
+
+    fn retrier(&self) -> Retrier<'_> {
+        Retrier {
+            policy: &self.policy,
+            stats: &self.stats,
+            cancel: &self.cancel,
+            pace: self.rate.as_deref(),
         }
     }
 

@@ -44,9 +44,43 @@ pub fn acquire(db: &Path) -> Result<DbLock, Error> {
     }
 }
 
+/// Whether a process holds the lock now, for `status`. It never creates the lock file (a
+/// missing one is not held) and never waits: it tries the lock and, if it got it, releases
+/// it at once. A scan starting in that instant is refused as if another were running.
+pub fn is_held(db: &Path) -> bool {
+    let Ok(file) = OpenOptions::new().write(true).open(lock_path(db)) else {
+        return false;
+    };
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(TryLockError::WouldBlock) => true,
+        Err(TryLockError::Error(_)) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn is_held_tells_without_taking_or_creating() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("x.db");
+        assert!(!is_held(&db));
+        assert!(
+            !lock_path(&db).exists(),
+            "status must not create the lock file"
+        );
+        let guard = acquire(&db).unwrap();
+        assert!(is_held(&db));
+        drop(guard);
+        assert!(!is_held(&db));
+        // The probe released what it took.
+        acquire(&db).unwrap();
+    }
 
     #[test]
     fn second_holder_is_refused_until_the_first_drops() {

@@ -3,20 +3,12 @@
 //! errors, 130 interrupted).
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
-use s3meta::checkpoint::Target;
-use s3meta::cli::{Cli, Command, LogFormat, ScanArgs};
-use s3meta::client;
-use s3meta::progress::{self, Progress};
-use s3meta::retry::Policy;
-use s3meta::s3url::S3Url;
-use s3meta::scan::{self, Outcome, ScanConfig, ScanReport};
-use s3meta::stats::Stats;
-use s3meta::summary::Summary;
-use std::io::IsTerminal;
+use s3meta::cli::{Cli, Command, LogFormat};
+use s3meta::commands;
+use s3meta::query::{self, output::to_stdout};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -34,10 +26,19 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     let code = runtime.block_on(async {
         match cli.command {
-            Command::Scan(ref args) => run_scan(&cli, args).await,
+            Command::Scan(ref a) => Ok(commands::scan(a, cli.quiet, signals()).await?),
+            Command::Estimate(ref a) => Ok(commands::estimate(a, signals()).await?),
+            Command::Completions { shell } => done(Ok(commands::completions(shell))),
+            Command::Man => done(commands::man()),
+            Command::Changes(ref a) => {
+                done(to_stdout(|out, tty| s3meta::changes::run(a, out, tty)))
+            }
             Command::Forget(ref args) => s3meta::forget::run(args, cli.quiet)
                 .map(|()| 0)
                 .map_err(Into::into),
+            Command::Query(ref a) => done(to_stdout(|out, tty| query::run(a, out, tty))),
+            Command::Names(ref a) => done(to_stdout(|out, tty| query::names::run(a, out, tty))),
+            Command::Status(ref a) => done(to_stdout(|out, _| s3meta::status::run(a, out))),
         }
     });
     // In-flight HEADs abandoned after the grace period must not hold the exit.
@@ -49,6 +50,11 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Exit code 0 for an offline command that succeeded.
+fn done(result: s3meta::Result<()>) -> anyhow::Result<u8> {
+    Ok(result.map(|()| 0)?)
 }
 
 fn init_logging(cli: &Cli) {
@@ -70,8 +76,10 @@ fn init_logging(cli: &Cli) {
     }
 }
 
-/// Cancels the token on the first Ctrl-C or SIGTERM; a second Ctrl-C exits at once.
-fn spawn_signal_handler(cancel: CancellationToken) {
+/// A token cancelled on the first Ctrl-C or SIGTERM; a second Ctrl-C exits at once.
+fn signals() -> CancellationToken {
+    let cancel = CancellationToken::new();
+    let token = cancel.clone();
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
@@ -86,90 +94,5 @@ fn spawn_signal_handler(cancel: CancellationToken) {
         let _ = tokio::signal::ctrl_c().await;
         std::process::exit(130);
     });
-}
-
-async fn run_scan(cli: &Cli, args: &ScanArgs) -> anyhow::Result<u8> {
-    let (started, stats) = (Instant::now(), Arc::new(Stats::default()));
-    let mut target = None;
-    let result = scan_once(cli, args, &stats, &mut target).await;
-    let code = match &result {
-        Ok(r) => match r.outcome {
-            Outcome::Complete => 0,
-            Outcome::CompleteWithErrors => 3,
-            Outcome::Interrupted => 130,
-        },
-        Err(_) => 1,
-    };
-    if let Some(dest) = &args.summary_json {
-        let error = result.as_ref().err().map(|e| format!("{e:#}"));
-        let outcome = result
-            .as_ref()
-            .map_err(|_| error.as_deref().unwrap_or_default());
-        let doc = Summary::new(
-            target.as_ref(),
-            outcome,
-            code,
-            &stats.snapshot(),
-            started.elapsed(),
-        );
-        doc.write(dest)
-            .map_err(|e| anyhow::anyhow!("cannot write --summary-json {}: {e}", dest.display()))?;
-    }
-    let report = result?;
-    match report.outcome {
-        Outcome::CompleteWithErrors if !cli.quiet => {
-            eprintln!(
-                "{} object(s) could not be read: see `s3meta status` or the object_errors table",
-                report.errors
-            )
-        }
-        Outcome::Interrupted => eprintln!(
-            "interrupted: {} object(s) still to HEAD; run the same command again to resume scan {}",
-            report.due, report.scan_id
-        ),
-        _ => {}
-    }
-    Ok(code)
-}
-
-async fn scan_once(
-    cli: &Cli,
-    args: &ScanArgs,
-    stats: &Arc<Stats>,
-    target: &mut Option<Target>,
-) -> anyhow::Result<ScanReport> {
-    let url = S3Url::parse(&args.url)?;
-    let s3 = client::build(&args.conn.options()?).await?;
-    let cfg = ScanConfig {
-        target: Target {
-            store: s3.store.clone(),
-            bucket: url.bucket.clone(),
-            prefix: url.prefix.clone(),
-            start_after: None,
-            end_key: None,
-        },
-        concurrency: args.concurrency as usize,
-        page_size: args.page_size,
-        policy: Policy {
-            max_attempts: args.max_attempts,
-            base: Duration::from_millis(args.backoff_ms),
-            cap: Duration::from_secs(20),
-        },
-        restart: args.restart,
-        full: args.full,
-        grace: Duration::from_secs(10),
-        max_rps: args.max_rps,
-    };
-    *target = Some(cfg.target.clone());
-    let cancel = CancellationToken::new();
-    spawn_signal_handler(cancel.clone());
-    let show = !cli.quiet && !args.no_progress && std::io::stderr().is_terminal();
-    let bar = Progress::start(stats.clone(), show);
-    let result = scan::run(&cfg, s3.client, &args.db.db, cancel, stats.clone()).await;
-    bar.finish();
-    let report = result?;
-    if !cli.quiet {
-        eprintln!("{}", progress::summary(&url.to_string(), &report));
-    }
-    Ok(report)
+    token
 }

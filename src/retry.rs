@@ -141,21 +141,35 @@ pub trait Feedback: Sync {
 
 impl Feedback for () {}
 
+/// What every retried request of a scan shares.
+#[derive(Debug, Clone, Copy)]
+pub struct Retrier<'a> {
+    pub policy: &'a Policy,
+    pub stats: &'a Stats,
+    pub cancel: &'a CancellationToken,
+    /// `--max-rps`: every attempt waits for its slot.
+    pub pace: Option<&'a RateLimit>,
+}
+
 /// Runs `attempt` until it succeeds, fails permanently, runs out of attempts, or `cancel` fires.
+/// Each attempt is counted in `requests`.
 pub async fn run<T, F, Fut>(
-    policy: &Policy,
-    stats: &Stats,
+    r: Retrier<'_>,
     requests: &AtomicU64,
     subject: &(dyn Display + Sync),
-    cancel: &CancellationToken,
     feedback: &dyn Feedback,
-    pace: Option<&RateLimit>,
     mut attempt: F,
 ) -> Outcome<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Failure>>,
 {
+    let Retrier {
+        policy,
+        stats,
+        cancel,
+        pace,
+    } = r;
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -202,6 +216,19 @@ where
 mod tests {
     use super::*;
 
+    fn retrier<'a>(
+        policy: &'a Policy,
+        stats: &'a Stats,
+        cancel: &'a CancellationToken,
+    ) -> Retrier<'a> {
+        Retrier {
+            policy,
+            stats,
+            cancel,
+            pace: None,
+        }
+    }
+
     fn policy(max_attempts: u32) -> Policy {
         Policy {
             max_attempts,
@@ -212,16 +239,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retries_retryable_failures_and_counts_every_attempt() {
-        let stats = Stats::default();
+        let (stats, cancel) = (Stats::default(), CancellationToken::new());
         let mut calls = 0;
         let out = run(
-            &policy(5),
-            &stats,
+            retrier(&policy(5), &stats, &cancel),
             &stats.head_requests,
             &"k",
-            &CancellationToken::new(),
             &(),
-            None,
             || {
                 calls += 1;
                 let n = calls;
@@ -246,27 +270,21 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn stops_at_permanent_failures_and_at_max_attempts() {
-        let stats = Stats::default();
+        let (stats, cancel) = (Stats::default(), CancellationToken::new());
         let out: Outcome<()> = run(
-            &policy(5),
-            &stats,
+            retrier(&policy(5), &stats, &cancel),
             &stats.head_requests,
             &"k",
-            &CancellationToken::new(),
             &(),
-            None,
             || async { Err(Failure::from_status(403, None, "HTTP 403".into())) },
         )
         .await;
         assert!(matches!(out, Outcome::Failed { attempts: 1, .. }));
         let out: Outcome<()> = run(
-            &policy(4),
-            &stats,
+            retrier(&policy(4), &stats, &cancel),
             &stats.head_requests,
             &"k",
-            &CancellationToken::new(),
             &(),
-            None,
             || async { Err(Failure::from_status(500, None, "HTTP 500".into())) },
         )
         .await;

@@ -199,13 +199,26 @@ fn apply_batch(
 }
 
 /// A stored object in a page's key window.
-struct Stored {
+pub(crate) struct Stored {
     object_id: i64,
     state: String,
     head_due: bool,
     etag: Option<String>,
     size: Option<i64>,
     modified: Option<String>,
+}
+
+impl Stored {
+    /// The listing reports the same ETag, size and Last-Modified as the stored listing.
+    fn same_listing(&self, e: &ListedObject) -> bool {
+        self.etag == e.etag && self.size == e.size && self.modified == e.last_modified
+    }
+
+    /// The rescan rule: an object whose listing is unchanged (and has an ETag) and whose last
+    /// HEAD succeeded needs no new HEAD.
+    pub(crate) fn unchanged(&self, e: &ListedObject) -> bool {
+        self.same_listing(e) && e.etag.is_some() && self.state == "ok" && !self.head_due
+    }
 }
 
 /// Commits one page: new and changed objects become `head_due`, stored keys of the page's
@@ -236,13 +249,8 @@ fn apply_page(
                 });
             }
             Some(s) => {
-                let same = s.etag == e.etag && s.size == e.size && s.modified == e.last_modified;
-                if ctx.mode == Mode::Rescan
-                    && same
-                    && e.etag.is_some()
-                    && s.state == "ok"
-                    && !s.head_due
-                {
+                let same = s.same_listing(e);
+                if ctx.mode == Mode::Rescan && s.unchanged(e) {
                     tally.skipped += 1;
                     continue;
                 }
@@ -317,8 +325,8 @@ fn page_window(page: &PageMsg) -> Option<KeyRange> {
     Some(after_prev.intersect(&KeyRange::between(None, Some(last))))
 }
 
-fn stored_in(
-    tx: &Transaction,
+pub(crate) fn stored_in(
+    tx: &rusqlite::Connection,
     bucket_id: i64,
     window: &KeyRange,
 ) -> rusqlite::Result<HashMap<String, Stored>> {

@@ -289,3 +289,72 @@ async fn forget_removes_a_prefix_and_prune_bounds_the_changes() {
     assert_eq!(column(&env.db, "PRAGMA integrity_check"), ["ok"]);
     assert_eq!(count(&env.db, "SELECT count(*) FROM objects"), 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_lists_what_rescans_noticed_in_the_query_formats() {
+    let env = Env::new().await;
+    fill(env.state(), "bkt", "", 20);
+    env.scan(&env.config("bkt", "")).await.unwrap();
+    env.state()
+        .put_object("bkt", "obj-00001", b"v2", &[("owner", "dora")]);
+    env.scan(&env.config("bkt", "")).await.unwrap();
+    env.state().delete_object("bkt", "obj-00002");
+    env.state().put_object("bkt", "late", b"n", &[]);
+    let third = env.scan(&env.config("bkt", "")).await.unwrap();
+
+    let changes = |args: &[&str]| {
+        let mut cmd = env.bin();
+        cmd.arg("changes").args(args).arg("--db").arg(&env.db);
+        output(cmd)
+    };
+    let out = changes(&["--format", "jsonl"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["kind"].as_str().unwrap(),
+                r["key"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        ["metadata obj-00001", "created late", "deleted obj-00002"]
+    );
+    assert_eq!(
+        rows[0]["old_metadata"],
+        serde_json::json!({"owner": "user1", "project": "apollo"})
+    );
+    assert_eq!(
+        rows[0]["new_metadata"],
+        serde_json::json!({"owner": "dora"})
+    );
+    assert_eq!(rows[0]["bucket"], "bkt");
+
+    let out = changes(&["--since", &third.scan_id.to_string(), "--format", "csv"]).await;
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(csv.lines().count(), 3, "header + 2 rows: {csv}");
+    assert!(
+        csv.starts_with("change_id,scan_id,at,kind,store,bucket,key,"),
+        "{csv}"
+    );
+    let out = changes(&["--kind", "deleted", "--format", "json"]).await;
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 1);
+    let out = changes(&["--since", "2999-01-01", "--format", "jsonl"]).await;
+    assert!(out.stdout.is_empty());
+    let out = changes(&["--since", "last tuesday"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("expected a scan id"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -1,0 +1,187 @@
+//! The glue of the network subcommands: from parsed arguments to the library calls, the
+//! progress line, the summary line and document, and the exit code.
+//!
+//! Receives: clap arguments and the process's cancellation token. Sends on: an exit code
+//! (0 ok, 3 complete with object errors, 130 interrupted) or the fatal `Error` (exit 1).
+//! Invariant: `--summary-json` is written however the scan ends, fatal errors included.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::CommandFactory;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::Target;
+use crate::cli::{Cli, EstimateArgs, EstimateFormat, ScanArgs};
+use crate::client;
+use crate::error::Error;
+use crate::estimate;
+use crate::lister::Lister;
+use crate::progress::{self, Progress};
+use crate::retry::Policy;
+use crate::s3url::S3Url;
+use crate::scan::{self, Outcome, ScanConfig, ScanReport};
+use crate::stats::Stats;
+use crate::summary::Summary;
+
+/// `s3meta scan`.
+pub async fn scan(args: &ScanArgs, quiet: bool, cancel: CancellationToken) -> Result<u8, Error> {
+    let (started, stats) = (Instant::now(), Arc::new(Stats::default()));
+    let mut target = None;
+    let result = scan_once(args, quiet, cancel, &stats, &mut target).await;
+    let code = match &result {
+        Ok(r) => match r.outcome {
+            Outcome::Complete => 0,
+            Outcome::CompleteWithErrors => 3,
+            Outcome::Interrupted => 130,
+        },
+        Err(_) => 1,
+    };
+    if let Some(dest) = &args.summary_json {
+        let error = result.as_ref().err().map(ToString::to_string);
+        let outcome = result
+            .as_ref()
+            .map_err(|_| error.as_deref().unwrap_or_default());
+        let doc = Summary::new(
+            target.as_ref(),
+            outcome,
+            code,
+            &stats.snapshot(),
+            started.elapsed(),
+        );
+        doc.write(dest).map_err(|source| Error::Write {
+            path: dest.clone(),
+            source,
+        })?;
+    }
+    let report = result?;
+    match report.outcome {
+        Outcome::CompleteWithErrors if !quiet => eprintln!(
+            "{} object(s) could not be read: see `s3meta status` or `s3meta query --where @error`",
+            report.errors
+        ),
+        Outcome::Interrupted => eprintln!(
+            "interrupted: {} object(s) still to HEAD; run the same command again to resume scan {}",
+            report.due, report.scan_id
+        ),
+        _ => {}
+    }
+    Ok(code)
+}
+
+async fn scan_once(
+    args: &ScanArgs,
+    quiet: bool,
+    cancel: CancellationToken,
+    stats: &Arc<Stats>,
+    target: &mut Option<Target>,
+) -> Result<ScanReport, Error> {
+    let url = S3Url::parse(&args.url)?;
+    let s3 = client::build(&args.conn.options()?).await?;
+    let cfg = ScanConfig {
+        target: target_of(&url, &s3.store),
+        concurrency: args.concurrency as usize,
+        page_size: args.page_size,
+        policy: policy(args.max_attempts, args.backoff_ms),
+        restart: args.restart,
+        full: args.full,
+        grace: Duration::from_secs(10),
+        max_rps: args.max_rps,
+    };
+    *target = Some(cfg.target.clone());
+    let show = !quiet && !args.no_progress && std::io::stderr().is_terminal();
+    let bar = Progress::start(stats.clone(), show);
+    let result = scan::run(&cfg, s3.client, &args.db.db, cancel, stats.clone()).await;
+    bar.finish();
+    let report = result?;
+    if !quiet {
+        eprintln!("{}", progress::summary(&url.to_string(), &report));
+    }
+    Ok(report)
+}
+
+fn target_of(url: &S3Url, store: &str) -> Target {
+    Target {
+        store: store.to_string(),
+        bucket: url.bucket.clone(),
+        prefix: url.prefix.clone(),
+        start_after: None,
+        end_key: None,
+    }
+}
+
+fn policy(max_attempts: u32, backoff_ms: u64) -> Policy {
+    Policy {
+        max_attempts,
+        base: Duration::from_millis(backoff_ms),
+        cap: Duration::from_secs(20),
+    }
+}
+
+/// `s3meta estimate`: prints the estimate on stdout.
+pub async fn estimate(args: &EstimateArgs, cancel: CancellationToken) -> Result<u8, Error> {
+    let url = S3Url::parse(&args.url)?;
+    let s3 = client::build(&args.conn.options()?).await?;
+    let target = target_of(&url, &s3.store);
+    let lister = Arc::new(Lister {
+        client: s3.client,
+        store: s3.store.clone(),
+        bucket: url.bucket.clone(),
+        prefix: url.prefix.clone(),
+        page_size: 1000,
+        policy: policy(5, 100),
+        stats: Arc::new(Stats::default()),
+        cancel,
+        rate: None,
+    });
+    let e = estimate::run(
+        lister,
+        &target,
+        &args.db.db,
+        (args.list_price, args.head_price),
+    )
+    .await?;
+    let text = match args.format {
+        EstimateFormat::Json => serde_json::to_string_pretty(&e).expect("serializable"),
+        EstimateFormat::Text => estimate_text(&url, &e),
+    };
+    println!("{text}");
+    Ok(0)
+}
+
+fn estimate_text(url: &S3Url, e: &estimate::Estimate) -> String {
+    let n = progress::thousands;
+    let mut out = format!(
+        "{url}: {} objects in {} LIST requests\nfull scan: {} LIST + {} HEAD requests, ${:.4}",
+        n(e.objects),
+        n(e.list_requests),
+        n(e.list_requests),
+        n(e.full_heads),
+        e.full_cost_usd
+    );
+    match (e.rescan_heads, e.rescan_cost_usd) {
+        (Some(heads), Some(cost)) => out.push_str(&format!(
+            "\nrescan:    {} LIST + {} HEAD requests, ${cost:.4}  (what `s3meta scan` would do now)",
+            n(e.list_requests),
+            n(heads)
+        )),
+        _ => out.push_str("\nno completed scan of this prefix in the database: the next scan is a full scan"),
+    }
+    out
+}
+
+/// `s3meta completions SHELL`.
+pub fn completions(shell: clap_complete::Shell) {
+    clap_complete::generate(shell, &mut Cli::command(), "s3meta", &mut std::io::stdout());
+}
+
+/// `s3meta man`.
+pub fn man() -> Result<(), Error> {
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut std::io::stdout())
+        .map_err(|source| Error::Write {
+            path: "stdout".into(),
+            source,
+        })
+}

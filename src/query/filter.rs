@@ -1,0 +1,599 @@
+//! The `--where` language: one expression per flag, on custom metadata (`name=value`,
+//! `name!=value`, `name~glob`, `name`, `!name`) or on listing fields marked with `@`
+//! (`@key~glob`, `@size>N`, `@modified>2026-01-01`, `@etag=…`, `@storage_class=…`, `@state=…`,
+//! `@error`).
+//!
+//! Receives: the text of one `--where`. Sends on: a typed [`Filter`], whose `Display` is the
+//! canonical text (it parses back to the same `Filter`), and which the query module renders as
+//! SQL. Invariant: parsing never panics, and any text is either a `Filter` or one line saying
+//! what is wrong and listing the accepted forms. Metadata names are lower-cased here, as S3
+//! stores them, so the (name, value) index serves every metadata test.
+
+use std::fmt;
+
+/// The accepted forms, shown with every parse error.
+pub const FORMS: &str = "name=value, name!=value, name~glob (* and ?), name (has it), !name (lacks it), \
+@key~glob, @size>N (also <, =, !=, >=, <=; N may end in KB, MB, GB, TB, KiB, MiB, GiB, TiB), \
+@modified>2026-01-01 (also <, =, >=, <=), @etag=…, @storage_class=…, @content_type=…, \
+@state=pending|ok|error|gone, @error";
+
+/// One parsed `--where` expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    /// A test on the custom metadata `name` (lower-case).
+    Meta { name: String, test: MetaTest },
+    /// A comparison on a listing or HEAD field.
+    Field {
+        field: Field,
+        op: Op,
+        value: Operand,
+    },
+    /// `@error`: objects whose HEAD failed for good.
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaTest {
+    Eq(String),
+    /// Has the name, with another value (objects lacking the name do not match).
+    Ne(String),
+    Glob(String),
+    Has,
+    Lacks,
+}
+
+/// The fields `@` filters reach, as `v_objects` shows them (HEAD's value, else the listing's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Key,
+    Size,
+    Modified,
+    Etag,
+    StorageClass,
+    ContentType,
+    ContentEncoding,
+    CacheControl,
+    State,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    Int,
+    Time,
+}
+
+impl Field {
+    const ALL: [(Field, &'static str); 9] = [
+        (Field::Key, "key"),
+        (Field::Size, "size"),
+        (Field::Modified, "modified"),
+        (Field::Etag, "etag"),
+        (Field::StorageClass, "storage_class"),
+        (Field::ContentType, "content_type"),
+        (Field::ContentEncoding, "content_encoding"),
+        (Field::CacheControl, "cache_control"),
+        (Field::State, "state"),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Field::ALL
+            .iter()
+            .find(|(f, _)| *f == self)
+            .map_or("", |(_, n)| n)
+    }
+
+    fn from_name(name: &str) -> Option<Field> {
+        let name = name.to_ascii_lowercase();
+        let name = if name == "last_modified" {
+            "modified"
+        } else {
+            &name
+        };
+        Field::ALL.iter().find(|(_, n)| *n == name).map(|(f, _)| *f)
+    }
+
+    pub fn kind(self) -> Kind {
+        match self {
+            Field::Size => Kind::Int,
+            Field::Modified => Kind::Time,
+            _ => Kind::Text,
+        }
+    }
+
+    fn allows(self, op: Op) -> bool {
+        match self.kind() {
+            Kind::Int => op != Op::Glob,
+            Kind::Time => !matches!(op, Op::Glob | Op::Ne),
+            Kind::Text if self == Field::Key => true,
+            Kind::Text => matches!(op, Op::Eq | Op::Ne | Op::Glob),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Glob,
+}
+
+impl Op {
+    /// Longest first, so `>=` is not read as `>` followed by `=`.
+    const TOKENS: [(Op, &'static str); 7] = [
+        (Op::Ne, "!="),
+        (Op::Ge, ">="),
+        (Op::Le, "<="),
+        (Op::Eq, "="),
+        (Op::Gt, ">"),
+        (Op::Lt, "<"),
+        (Op::Glob, "~"),
+    ];
+
+    pub fn token(self) -> &'static str {
+        Op::TOKENS
+            .iter()
+            .find(|(o, _)| *o == self)
+            .map_or("", |(_, t)| t)
+    }
+}
+
+/// How much of a time the user wrote; comparisons are made at that precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    Day,
+    Minute,
+    Second,
+    Milli,
+}
+
+impl Precision {
+    /// The SQLite date modifier giving the end of the span, or None for an instant.
+    pub fn span_modifier(self) -> Option<&'static str> {
+        match self {
+            Precision::Day => Some("+1 day"),
+            Precision::Minute => Some("+1 minute"),
+            Precision::Second => Some("+1 second"),
+            Precision::Milli => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operand {
+    Text(String),
+    Int(i64),
+    /// The start of the span, in the database's time format.
+    Time {
+        at: String,
+        precision: Precision,
+    },
+}
+
+/// A `--where` that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid --where `{expr}`: {reason}; accepted forms: {FORMS}")]
+pub struct ParseError {
+    pub expr: String,
+    pub reason: String,
+}
+
+impl Filter {
+    pub fn parse(expr: &str) -> Result<Filter, ParseError> {
+        let fail = |reason: String| ParseError {
+            expr: expr.to_string(),
+            reason,
+        };
+        if let Some(rest) = expr.strip_prefix('@') {
+            parse_field(rest).map_err(fail)
+        } else {
+            parse_meta(expr).map_err(fail)
+        }
+    }
+}
+
+fn parse_meta(expr: &str) -> Result<Filter, String> {
+    if let Some(name) = expr.strip_prefix('!') {
+        return Ok(Filter::Meta {
+            name: meta_name(name)?,
+            test: MetaTest::Lacks,
+        });
+    }
+    let Some(at) = expr.find(['=', '~']) else {
+        return Ok(Filter::Meta {
+            name: meta_name(expr)?,
+            test: MetaTest::Has,
+        });
+    };
+    let (lhs, value) = (&expr[..at], expr[at + 1..].to_string());
+    let (name, test) = match (expr.as_bytes()[at], lhs.strip_suffix('!')) {
+        (b'=', Some(name)) => (name, MetaTest::Ne(value)),
+        (b'=', None) => (lhs, MetaTest::Eq(value)),
+        _ => (lhs, MetaTest::Glob(value)),
+    };
+    Ok(Filter::Meta {
+        name: meta_name(name)?,
+        test,
+    })
+}
+
+/// A metadata name: an HTTP header token (what `x-amz-meta-NAME` allows), lower-cased.
+fn meta_name(name: &str) -> Result<String, String> {
+    if name.is_empty() {
+        return Err("the metadata name is empty".into());
+    }
+    if name.contains(['<', '>']) {
+        return Err(format!(
+            "metadata values are tested with =, != and ~ only; for a listing field write `@{name}`"
+        ));
+    }
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|".contains(c);
+    if let Some(bad) = name.chars().find(|c| !token(*c)) {
+        return Err(format!(
+            "{bad:?} cannot appear in a metadata name (an HTTP header name)"
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+fn parse_field(rest: &str) -> Result<Filter, String> {
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    let (name, tail) = rest.split_at(end);
+    if name.eq_ignore_ascii_case("error") {
+        return match tail {
+            "" => Ok(Filter::Error),
+            _ => Err("`@error` takes no operator or value".into()),
+        };
+    }
+    let field = Field::from_name(name).ok_or_else(|| match name {
+        "" => "`@` must be followed by a field name".to_string(),
+        _ => format!("unknown field `@{name}`"),
+    })?;
+    let (op, value) = Op::TOKENS
+        .iter()
+        .find_map(|(op, tok)| tail.strip_prefix(tok).map(|v| (*op, v)))
+        .ok_or_else(|| format!("`@{}` needs an operator and a value", field.name()))?;
+    if !field.allows(op) {
+        return Err(format!(
+            "`@{}` cannot be compared with `{}`",
+            field.name(),
+            op.token()
+        ));
+    }
+    let value = operand(field, value)?;
+    Ok(Filter::Field { field, op, value })
+}
+
+fn operand(field: Field, text: &str) -> Result<Operand, String> {
+    match field.kind() {
+        Kind::Int => parse_size(text)
+            .map(Operand::Int)
+            .ok_or_else(|| format!("`{text}` is not a size in bytes (e.g. 1048576, 10MB, 2GiB)")),
+        Kind::Time => parse_time(text).ok_or_else(|| {
+            format!("`{text}` is not a UTC time (YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS[.fff]][Z])")
+        }),
+        Kind::Text if field == Field::State => match text {
+            "pending" | "ok" | "error" | "gone" => Ok(Operand::Text(text.into())),
+            _ => Err(format!(
+                "`{text}` is not a state (pending, ok, error, gone)"
+            )),
+        },
+        Kind::Text => Ok(Operand::Text(text.into())),
+    }
+}
+
+/// `123`, `10MB` (10⁷), `2GiB` (2·2³⁰): a whole number of bytes.
+fn parse_size(text: &str) -> Option<i64> {
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    if digits == 0 {
+        return None;
+    }
+    let n: i64 = text[..digits].parse().ok()?;
+    let unit: i64 = match text[digits..].to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(unit)
+}
+
+fn parse_time(text: &str) -> Option<Operand> {
+    let at = crate::timefmt::parse_user_time(text)?;
+    let time = text.trim().split_once(['T', 't', ' ']).map(|(_, t)| t);
+    let precision = match time {
+        None => Precision::Day,
+        Some(t) if t.contains('.') => Precision::Milli,
+        Some(t) if t.matches(':').count() == 1 => Precision::Minute,
+        Some(_) => Precision::Second,
+    };
+    Some(Operand::Time { at, precision })
+}
+
+impl fmt::Display for Operand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Operand::Text(t) => f.write_str(t),
+            Operand::Int(n) => write!(f, "{n}"),
+            Operand::Time { at, precision } => {
+                // `at` is `YYYY-MM-DDTHH:MM:SS.fffZ`: cut it to the precision written.
+                let len = match precision {
+                    Precision::Day => 10,
+                    Precision::Minute => 16,
+                    Precision::Second => 19,
+                    Precision::Milli => at.len(),
+                };
+                f.write_str(at.get(..len).unwrap_or(at))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Filter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Filter::Meta { name, test } => match test {
+                MetaTest::Eq(v) => write!(f, "{name}={v}"),
+                MetaTest::Ne(v) => write!(f, "{name}!={v}"),
+                MetaTest::Glob(g) => write!(f, "{name}~{g}"),
+                MetaTest::Has => f.write_str(name),
+                MetaTest::Lacks => write!(f, "!{name}"),
+            },
+            Filter::Field { field, op, value } => {
+                write!(f, "@{}{}{value}", field.name(), op.token())
+            }
+            Filter::Error => f.write_str("@error"),
+        }
+    }
+}
+
+/// Translates a user glob (`*`, `?`, `\` escaping the next character) into an SQLite GLOB
+/// pattern, in which `[` opens a character class and must itself be written `[[]`.
+pub fn to_sqlite_glob(user: &str) -> String {
+    let mut out = String::with_capacity(user.len() + 4);
+    let mut chars = user.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' | '?' => out.push(c),
+            '\\' => match chars.next() {
+                Some(lit) => push_literal(&mut out, lit),
+                None => out.push('\\'),
+            },
+            _ => push_literal(&mut out, c),
+        }
+    }
+    out
+}
+
+fn push_literal(out: &mut String, c: char) {
+    match c {
+        '*' | '?' | '[' => {
+            out.push('[');
+            out.push(c);
+            out.push(']');
+        }
+        _ => out.push(c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn meta(name: &str, test: MetaTest) -> Filter {
+        Filter::Meta {
+            name: name.into(),
+            test,
+        }
+    }
+
+    #[test]
+    fn parses_metadata_forms() {
+        let cases = [
+            (
+                "project=apollo",
+                meta("project", MetaTest::Eq("apollo".into())),
+            ),
+            (
+                "Project=Apollo",
+                meta("project", MetaTest::Eq("Apollo".into())),
+            ),
+            ("owner!=bob", meta("owner", MetaTest::Ne("bob".into()))),
+            (
+                "path~a*b?[c]",
+                meta("path", MetaTest::Glob("a*b?[c]".into())),
+            ),
+            ("a=b=c~d", meta("a", MetaTest::Eq("b=c~d".into()))),
+            ("empty=", meta("empty", MetaTest::Eq(String::new()))),
+            ("owner", meta("owner", MetaTest::Has)),
+            ("!Owner", meta("owner", MetaTest::Lacks)),
+            ("x-y.z", meta("x-y.z", MetaTest::Has)),
+        ];
+        for (text, want) in cases {
+            assert_eq!(Filter::parse(text), Ok(want), "{text}");
+        }
+    }
+
+    #[test]
+    fn parses_field_forms() {
+        let f = |field, op, value| Filter::Field { field, op, value };
+        let text = |s: &str| Operand::Text(s.into());
+        let cases = [
+            ("@key~logs/*", f(Field::Key, Op::Glob, text("logs/*"))),
+            ("@size>10", f(Field::Size, Op::Gt, Operand::Int(10))),
+            ("@size<=2KiB", f(Field::Size, Op::Le, Operand::Int(2048))),
+            (
+                "@size!=1MB",
+                f(Field::Size, Op::Ne, Operand::Int(1_000_000)),
+            ),
+            ("@ETag=abc", f(Field::Etag, Op::Eq, text("abc"))),
+            (
+                "@storage_class=GLACIER",
+                f(Field::StorageClass, Op::Eq, text("GLACIER")),
+            ),
+            ("@state=gone", f(Field::State, Op::Eq, text("gone"))),
+            ("@error", Filter::Error),
+        ];
+        for (t, want) in cases {
+            assert_eq!(Filter::parse(t), Ok(want), "{t}");
+        }
+        let time = |t: &str| match Filter::parse(t).unwrap() {
+            Filter::Field {
+                field: Field::Modified,
+                value: Operand::Time { at, precision },
+                ..
+            } => (at, precision),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            time("@modified>2026-01-01"),
+            ("2026-01-01T00:00:00.000Z".into(), Precision::Day)
+        );
+        assert_eq!(
+            time("@last_modified<=2026-01-01T10:30").1,
+            Precision::Minute
+        );
+        assert_eq!(time("@modified=2026-01-01T10:30:05Z").1, Precision::Second);
+        assert_eq!(time("@modified>=2026-01-01T10:30:05.5").1, Precision::Milli);
+    }
+
+    #[test]
+    fn rejects_with_the_reason_and_the_forms() {
+        for (text, reason) in [
+            ("", "the metadata name is empty"),
+            ("=x", "the metadata name is empty"),
+            ("!", "the metadata name is empty"),
+            ("size>5", "for a listing field write `@size>5`"),
+            ("has space=1", "' ' cannot appear in a metadata name"),
+            ("@", "`@` must be followed by a field name"),
+            ("@colour=red", "unknown field `@colour`"),
+            ("@size", "`@size` needs an operator and a value"),
+            ("@size>big", "`big` is not a size"),
+            ("@size>99999999999TB", "is not a size"),
+            ("@size~1*", "`@size` cannot be compared with `~`"),
+            ("@etag>a", "`@etag` cannot be compared with `>`"),
+            ("@modified>yesterday", "is not a UTC time"),
+            ("@modified~2026*", "cannot be compared with `~`"),
+            ("@state=lost", "is not a state"),
+            ("@error=403", "`@error` takes no operator"),
+        ] {
+            let err = Filter::parse(text).unwrap_err().to_string();
+            assert!(err.contains(reason), "{text:?}: {err}");
+            assert!(err.contains(FORMS), "{err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn globs_escape_brackets_and_backslashed_wildcards() {
+        assert_eq!(to_sqlite_glob("a*b?c"), "a*b?c");
+        assert_eq!(to_sqlite_glob("[x]"), "[[]x]");
+        assert_eq!(to_sqlite_glob(r"100\*\?\\"), r"100[*][?]\");
+        assert_eq!(to_sqlite_glob(r"end\"), r"end\");
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let glob = |v: &str, g: &str| -> bool {
+            conn.query_row("SELECT ?1 GLOB ?2", [v, &to_sqlite_glob(g)], |r| r.get(0))
+                .unwrap()
+        };
+        assert!(glob("[draft] v1", "[draft]*"));
+        assert!(!glob("d v1", "[draft]*"));
+        assert!(glob("a*b", r"a\*b"));
+        assert!(!glob("axb", r"a\*b"));
+        assert!(glob("x?", r"?\?"));
+        assert!(glob("50%_off", "50%_*"));
+    }
+
+    fn arb_filter() -> impl Strategy<Value = Filter> {
+        let name = "[a-z0-9][a-z0-9._-]{0,12}";
+        let value = "\\PC{0,16}";
+        let meta_test = prop_oneof![
+            value.prop_map(MetaTest::Eq),
+            value.prop_map(MetaTest::Ne),
+            value.prop_map(MetaTest::Glob),
+            Just(MetaTest::Has),
+            Just(MetaTest::Lacks),
+        ];
+        let text_field = prop_oneof![
+            Just(Field::Key),
+            Just(Field::Etag),
+            Just(Field::StorageClass),
+            Just(Field::ContentType)
+        ];
+        let text_op = prop_oneof![Just(Op::Eq), Just(Op::Ne), Just(Op::Glob)];
+        let cmp = prop_oneof![
+            Just(Op::Lt),
+            Just(Op::Gt),
+            Just(Op::Eq),
+            Just(Op::Le),
+            Just(Op::Ge)
+        ];
+        let precision = prop_oneof![
+            Just(Precision::Day),
+            Just(Precision::Minute),
+            Just(Precision::Second),
+            Just(Precision::Milli)
+        ];
+        prop_oneof![
+            (name, meta_test).prop_map(|(name, test)| Filter::Meta { name, test }),
+            (text_field, text_op, value).prop_map(|(field, op, v)| Filter::Field {
+                field,
+                op,
+                value: Operand::Text(v)
+            }),
+            (cmp.clone(), 0..i64::MAX).prop_map(|(op, n)| Filter::Field {
+                field: Field::Size,
+                op,
+                value: Operand::Int(n)
+            }),
+            (cmp, 0i64..4_102_444_800_000, precision).prop_map(|(op, ms, precision)| {
+                let mut at = crate::timefmt::format_epoch(ms / 1000, (ms % 1000) as u32);
+                let keep = Operand::Time {
+                    at: at.clone(),
+                    precision,
+                }
+                .to_string();
+                at = crate::timefmt::parse_user_time(&keep).unwrap();
+                Filter::Field {
+                    field: Field::Modified,
+                    op,
+                    value: Operand::Time { at, precision },
+                }
+            }),
+            Just(Filter::Error),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_reparses_its_own_display(text in "\\PC{0,40}") {
+            if let Ok(f) = Filter::parse(&text) {
+                prop_assert_eq!(Filter::parse(&f.to_string()), Ok(f));
+            }
+        }
+
+        #[test]
+        fn near_misses_never_panic(text in "[@!]?[a-zA-Z_]{0,8}(!=|>=|<=|=|<|>|~)?[0-9a-zA-Z:.T* -]{0,24}") {
+            let _ = Filter::parse(&text);
+        }
+
+        #[test]
+        fn display_round_trips(f in arb_filter()) {
+            prop_assert_eq!(Filter::parse(&f.to_string()), Ok(f));
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! The result writers shared by `query`, `names` (and later `changes`): an aligned table,
+//! JSON lines, one JSON array, or CSV.
+//!
+//! Receives: a fixed, ordered list of column names, then rows of JSON values in that order.
+//! Sends on: bytes to any `Write`. Invariants: every record has every column, in the given
+//! order; rows are written as they come (the table holds back at most `TABLE_SAMPLE` rows to
+//! size its columns), so memory does not grow with the result; a closed stdout pipe (`| head`)
+//! ends the command quietly with success.
+
+use std::io::{self, BufWriter, IsTerminal, Write};
+
+use serde_json::Value;
+use unicode_width::UnicodeWidthStr;
+
+pub use crate::cli::Format;
+use crate::error::{Error, Result};
+
+/// Rows a table reads before it fixes its column widths; later rows that are wider overflow.
+const TABLE_SAMPLE: usize = 1000;
+
+impl Format {
+    /// A table for a person at a terminal, JSON lines for a pipe or a file.
+    pub fn default_for(terminal: bool) -> Format {
+        if terminal {
+            Format::Table
+        } else {
+            Format::Jsonl
+        }
+    }
+}
+
+/// Writes rows in one format; call `finish` at the end.
+pub struct RowWriter<W: Write> {
+    format: Format,
+    columns: Vec<String>,
+    out: W,
+    rows: u64,
+    /// Table rows held back until the widths are known; `None` once the header is out.
+    pending: Option<Vec<Vec<String>>>,
+    widths: Vec<usize>,
+}
+
+impl<W: Write> RowWriter<W> {
+    pub fn new(format: Format, columns: Vec<String>, out: W) -> RowWriter<W> {
+        let widths = columns.iter().map(|c| c.width()).collect();
+        RowWriter {
+            format,
+            columns,
+            out,
+            rows: 0,
+            pending: Some(Vec::new()),
+            widths,
+        }
+    }
+
+    /// Writes one row; `row` has one value per column, in column order.
+    pub fn write_row(&mut self, row: &[Value]) -> io::Result<()> {
+        debug_assert_eq!(row.len(), self.columns.len());
+        let first = self.rows == 0;
+        self.rows += 1;
+        match self.format {
+            Format::Jsonl => {
+                self.write_object(row)?;
+                self.out.write_all(b"\n")
+            }
+            Format::Json => {
+                self.out.write_all(if first { b"[\n" } else { b",\n" })?;
+                self.write_object(row)
+            }
+            Format::Csv => {
+                if first {
+                    self.write_csv_header()?;
+                }
+                let cells: Vec<String> = row.iter().map(csv_cell).collect();
+                write_csv_record(&mut self.out, &cells)
+            }
+            Format::Table => self.table_row(row),
+        }
+    }
+
+    /// Ends the output (closing the JSON array, flushing a short table) and returns the sink.
+    pub fn finish(mut self) -> io::Result<W> {
+        match self.format {
+            Format::Json if self.rows == 0 => self.out.write_all(b"[]\n")?,
+            Format::Json => self.out.write_all(b"\n]\n")?,
+            Format::Csv if self.rows == 0 => self.write_csv_header()?,
+            Format::Table => self.flush_table()?,
+            _ => {}
+        }
+        Ok(self.out)
+    }
+
+    /// `{"col":value,...}` with the keys in column order (serde_json's maps would sort them).
+    fn write_object(&mut self, row: &[Value]) -> io::Result<()> {
+        self.out.write_all(b"{")?;
+        for (i, (col, value)) in self.columns.iter().zip(row).enumerate() {
+            if i > 0 {
+                self.out.write_all(b",")?;
+            }
+            serde_json::to_writer(&mut self.out, col)?;
+            self.out.write_all(b":")?;
+            serde_json::to_writer(&mut self.out, value)?;
+        }
+        self.out.write_all(b"}")
+    }
+
+    fn write_csv_header(&mut self) -> io::Result<()> {
+        write_csv_record(&mut self.out, &self.columns)
+    }
+
+    fn table_row(&mut self, row: &[Value]) -> io::Result<()> {
+        let cells: Vec<String> = row.iter().map(table_cell).collect();
+        match &mut self.pending {
+            Some(pending) => {
+                for (w, c) in self.widths.iter_mut().zip(&cells) {
+                    *w = (*w).max(c.width());
+                }
+                pending.push(cells);
+                if pending.len() >= TABLE_SAMPLE {
+                    self.flush_table()?;
+                }
+                Ok(())
+            }
+            None => write_table_line(&mut self.out, &self.widths, &cells),
+        }
+    }
+
+    /// Writes the header and the held-back rows (once).
+    fn flush_table(&mut self) -> io::Result<()> {
+        let Some(pending) = self.pending.take() else {
+            return Ok(());
+        };
+        write_table_line(&mut self.out, &self.widths, &self.columns)?;
+        for cells in &pending {
+            write_table_line(&mut self.out, &self.widths, cells)?;
+        }
+        Ok(())
+    }
+}
+
+fn write_table_line(out: &mut impl Write, widths: &[usize], cells: &[String]) -> io::Result<()> {
+    let mut line = String::new();
+    for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+        if i + 1 == cells.len() {
+            line.push_str(cell);
+        } else {
+            line.push_str(cell);
+            line.extend(std::iter::repeat_n(
+                ' ',
+                width.saturating_sub(cell.width()) + 2,
+            ));
+        }
+    }
+    // Empty trailing cells would leave trailing blanks.
+    line.truncate(line.trim_end_matches(' ').len());
+    line.push('\n');
+    out.write_all(line.as_bytes())
+}
+
+/// A value as a table shows it: text raw but with control characters escaped (a key with a
+/// newline must not break the line), numbers plain, `null` empty, objects as `name=value, …`.
+fn table_cell(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => escape_controls(s),
+        Value::Array(items) => items.iter().map(table_cell).collect::<Vec<_>>().join(", "),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| format!("{}={}", escape_controls(k), table_cell(v)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
+    }
+}
+
+/// Text with its control characters escaped (`\n`, `\t`, `\u{1b}`), safe on one line.
+pub fn escape_controls(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// A value as a CSV field: text raw, `null` empty, arrays and objects as compact JSON.
+fn csv_cell(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// One RFC 4180 record: fields quoted when they hold a comma, quote, CR or LF.
+fn write_csv_record(out: &mut impl Write, fields: &[String]) -> io::Result<()> {
+    let mut line = String::new();
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            line.push(',');
+        }
+        if f.contains([',', '"', '\r', '\n']) {
+            line.push('"');
+            line.push_str(&f.replace('"', "\"\""));
+            line.push('"');
+        } else {
+            line.push_str(f);
+        }
+    }
+    line.push_str("\r\n");
+    out.write_all(line.as_bytes())
+}
+
+/// Runs `body` on a buffered stdout (told whether it is a terminal) and flushes it. A closed
+/// pipe (`s3meta query | head`) is the reader's way of saying "enough": it ends in success.
+pub fn to_stdout(body: impl FnOnce(&mut dyn Write, bool) -> Result<()>) -> Result<()> {
+    let stdout = io::stdout();
+    let terminal = stdout.is_terminal();
+    let mut out = BufWriter::new(stdout.lock());
+    let result = body(&mut out, terminal).and_then(|()| out.flush().map_err(Error::Output));
+    match result {
+        Err(Error::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn render(format: Format, rows: &[Value]) -> String {
+        let cols = vec!["key".to_string(), "size".into(), "metadata".into()];
+        let mut w = RowWriter::new(format, cols, Vec::new());
+        for r in rows {
+            w.write_row(r.as_array().unwrap()).unwrap();
+        }
+        String::from_utf8(w.finish().unwrap()).unwrap()
+    }
+
+    fn sample() -> Vec<Value> {
+        vec![
+            json!(["a,b \"q\"\nz", 12, {"project": "apollo", "z": "1"}]),
+            json!(["é🎉", null, {}]),
+        ]
+    }
+
+    #[test]
+    fn jsonl_keeps_column_order_and_parses_back() {
+        let text = render(Format::Jsonl, &sample());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with(r#"{"key":"a,b \"q\"\nz","size":12,"metadata":"#));
+        let back: Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(back, json!({"key": "é🎉", "size": null, "metadata": {}}));
+    }
+
+    #[test]
+    fn json_is_one_array_even_when_empty() {
+        let back: Value = serde_json::from_str(&render(Format::Json, &sample())).unwrap();
+        assert_eq!(back[0]["metadata"]["project"], "apollo");
+        assert_eq!(back.as_array().unwrap().len(), 2);
+        assert_eq!(render(Format::Json, &[]), "[]\n");
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        assert_eq!(
+            render(Format::Csv, &sample()),
+            "key,size,metadata\r\n\"a,b \"\"q\"\"\nz\",12,\"{\"\"project\"\":\"\"apollo\"\",\"\"z\"\":\"\"1\"\"}\"\r\né🎉,,{}\r\n"
+        );
+        assert_eq!(render(Format::Csv, &[]), "key,size,metadata\r\n");
+    }
+
+    #[test]
+    fn table_aligns_by_display_width_and_escapes_newlines() {
+        let text = render(Format::Table, &sample());
+        assert_eq!(
+            text,
+            "key         size  metadata\n\
+             a,b \"q\"\\nz  12    project=apollo, z=1\n\
+             é🎉\n"
+        );
+        assert_eq!(render(Format::Table, &[]), "key  size  metadata\n");
+    }
+
+    #[test]
+    fn table_streams_after_its_sample() {
+        let cols = vec!["n".to_string()];
+        let mut w = RowWriter::new(Format::Table, cols, Vec::new());
+        for i in 0..TABLE_SAMPLE {
+            w.write_row(&[json!(i)]).unwrap();
+        }
+        // The header and the sample are out before the end, later rows as they come.
+        assert_eq!(
+            w.out.iter().filter(|b| **b == b'\n').count(),
+            TABLE_SAMPLE + 1
+        );
+        for i in TABLE_SAMPLE..TABLE_SAMPLE + 5 {
+            w.write_row(&[json!(i)]).unwrap();
+        }
+        assert_eq!(
+            w.out.iter().filter(|b| **b == b'\n').count(),
+            TABLE_SAMPLE + 6
+        );
+        let text = String::from_utf8(w.finish().unwrap()).unwrap();
+        assert_eq!(text.lines().count(), TABLE_SAMPLE + 6);
+        assert_eq!(text.lines().last(), Some("1004"));
+    }
+}

@@ -1,0 +1,229 @@
+//! Operations: the --summary-json document, `estimate`, completions and the man page (issue 8).
+
+mod common;
+
+use std::process::Stdio;
+
+use common::*;
+use serde_json::Value;
+
+fn scan_cmd(env: &Env, url: &str, summary: &std::path::Path) -> std::process::Command {
+    let mut cmd = env.bin();
+    cmd.args(["scan", url, "--db"])
+        .arg(&env.db)
+        .args(["--backoff-ms", "1", "--page-size", "100", "--summary-json"])
+        .arg(summary);
+    cmd
+}
+
+fn read(path: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summary_json_after_complete_partial_interrupted_and_fatal_runs() {
+    let env = Env::new().await;
+    fill(env.state(), "bkt", "", 300);
+    let path = env.dir.path().join("summary.json");
+
+    // Partial: one object unreadable → exit 3.
+    env.state()
+        .add_fault(Fault::head("obj-00007", Action::Status(403)));
+    let out = output(scan_cmd(&env, "s3://bkt", &path)).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let s = read(&path);
+    assert_eq!(s["state"], "complete_with_errors");
+    assert_eq!(s["exit_code"], 3);
+    assert_eq!(s["store"], env.server.endpoint());
+    assert_eq!(
+        (s["bucket"].as_str(), s["prefix"].as_str()),
+        (Some("bkt"), Some(""))
+    );
+    assert_eq!(s["mode"], "full");
+    assert_eq!(s["scan_id"], 1);
+    assert_eq!(s["objects"]["listed"], 300);
+    assert_eq!(s["objects"]["headed"], 300);
+    assert_eq!(s["objects"]["errored"], 1);
+    assert_eq!(
+        s["objects"]["with_metadata"], 199,
+        "obj-00007 has metadata but failed"
+    );
+    assert_eq!(s["requests"]["list"], 3);
+    assert_eq!(s["requests"]["head"], env.state().requests(Op::Head));
+    assert_eq!(s["requests"]["total"], 303);
+    assert!(s["duration_seconds"].as_f64().unwrap() > 0.0);
+    assert!(s["resources"]["peak_rss_bytes"].as_u64().unwrap() > 1_000_000);
+    assert!(s["error"].is_null());
+
+    // Complete: the rescan HEADs only the failed object.
+    env.state().clear_faults();
+    let out = output(scan_cmd(&env, "s3://bkt", &path)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = read(&path);
+    assert_eq!(
+        (
+            s["state"].as_str(),
+            s["mode"].as_str(),
+            s["exit_code"].as_u64()
+        ),
+        (Some("complete"), Some("rescan"), Some(0))
+    );
+    assert_eq!(
+        (
+            s["objects"]["headed"].as_u64(),
+            s["objects"]["skipped"].as_u64()
+        ),
+        (Some(1), Some(299))
+    );
+
+    // Interrupted: SIGTERM mid-scan → exit 130, resumable.
+    env.state().put_object("bkt", "zzz", b"x", &[]);
+    env.state().hold(
+        Op::Head,
+        Gate::Requests {
+            op: Op::Delete,
+            n: 1,
+        },
+    );
+    let mut full = scan_cmd(&env, "s3://bkt", &path);
+    full.arg("--full").stderr(Stdio::null());
+    let child = full.spawn().unwrap();
+    let before = env.state().requests(Op::Head);
+    env.state()
+        .wait_for_requests(Some(Op::Head), before + 1)
+        .await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    env.state().release(Op::Head);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let s = read(&path);
+    assert_eq!(
+        (s["state"].as_str(), s["exit_code"].as_u64()),
+        (Some("interrupted"), Some(130))
+    );
+    assert!(s["objects"]["head_due"].as_i64().unwrap() > 0, "{s}");
+
+    // Fatal: the bucket does not exist → exit 1, with the error.
+    let out = output(scan_cmd(&env, "s3://nosuch", &path)).await;
+    assert_eq!(out.status.code(), Some(1));
+    let s = read(&path);
+    assert_eq!(
+        (s["state"].as_str(), s["exit_code"].as_u64()),
+        (Some("failed"), Some(1))
+    );
+    assert!(
+        s["error"]
+            .as_str()
+            .unwrap()
+            .contains("bucket `nosuch` does not exist"),
+        "{s}"
+    );
+
+    // `-` writes the document to stdout.
+    let mut cmd = env.bin();
+    cmd.args(["scan", "s3://bkt", "-q", "--summary-json", "-", "--db"])
+        .arg(&env.db);
+    let out = output(cmd).await;
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["state"], "complete");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn estimate_counts_match_what_the_scan_sends() {
+    let env = Env::new().await;
+    fill(env.state(), "bkt", "p/", 2500);
+    let estimate = |extra: &[&str]| {
+        let mut cmd = env.bin();
+        cmd.args(["estimate", "s3://bkt/p/", "--format", "json", "--db"])
+            .arg(&env.db)
+            .args(extra);
+        output(cmd)
+    };
+    let out = estimate(&[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            e["objects"].as_u64(),
+            e["list_requests"].as_u64(),
+            e["full_heads"].as_u64()
+        ),
+        (Some(2500), Some(3), Some(2500))
+    );
+    assert!(e["rescan_heads"].is_null());
+    assert_eq!(e["next_scan"], "full");
+    assert!(
+        (e["full_cost_usd"].as_f64().unwrap() - (3.0 * 0.005 + 2500.0 * 0.0004) / 1000.0).abs()
+            < 1e-12
+    );
+    assert_eq!(env.state().requests(Op::Head), 0, "estimate never HEADs");
+    assert!(!env.db.exists(), "estimate never creates a database");
+
+    let mut cfg = env.config("bkt", "p/");
+    cfg.page_size = 1000;
+    env.scan(&cfg).await.unwrap();
+    assert_eq!(env.state().requests(Op::Head), 2500);
+    for i in 0..7 {
+        env.state()
+            .put_object("bkt", &format!("p/obj-{i:05}"), b"changed", &[]);
+    }
+    env.state().put_object("bkt", "p/new", b"n", &[]);
+    let out = estimate(&["--list-price", "1", "--head-price", "2"]).await;
+    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (e["rescan_heads"].as_u64(), e["next_scan"].as_str()),
+        (Some(8), Some("rescan"))
+    );
+    assert!((e["rescan_cost_usd"].as_f64().unwrap() - (3.0 + 16.0) / 1000.0).abs() < 1e-12);
+
+    env.state().reset_counters();
+    let report = env.scan(&cfg).await.unwrap();
+    assert_eq!(
+        env.state().requests(Op::Head),
+        8,
+        "the rescan sends what estimate said"
+    );
+    assert_eq!(env.state().requests(Op::List), 3);
+    assert_eq!(report.stats.headed, 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_and_man_page_are_generated() {
+    let env = Env::new().await;
+    for (shell, needle) in [
+        ("bash", "_s3meta()"),
+        ("zsh", "#compdef s3meta"),
+        ("fish", "complete -c s3meta"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let mut cmd = env.bin();
+        cmd.args(["completions", shell]);
+        let out = output(cmd).await;
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains(needle),
+            "{shell}: {}",
+            &text[..text.len().min(200)]
+        );
+        assert!(
+            text.contains("summary-json"),
+            "{shell} completes scan's flags"
+        );
+    }
+    let mut cmd = env.bin();
+    cmd.arg("man");
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0));
+    let roff = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        roff.starts_with(".ie") || roff.contains(".TH s3meta"),
+        "{}",
+        &roff[..200]
+    );
+}

@@ -33,6 +33,17 @@ pub enum Error {
     #[error("{path} is not an s3meta database ({detail}): pass another --db")]
     NotOurDatabase { path: PathBuf, detail: String },
 
+    /// SQLite found damage inside a database it could open (issue 6): the file is ours, so
+    /// "not an s3meta database" would mislead; nothing was written over the damage.
+    #[error(
+        "{path} is corrupted ({source}): restore it from a backup or scan into a new --db (`sqlite3 {path} .recover | sqlite3 new.db` may save its rows)"
+    )]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
     #[error(
         "{path} was written by a newer s3meta (schema version {found}, this build knows up to {known}): upgrade s3meta"
     )]
@@ -132,12 +143,11 @@ impl Error {
             Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
                 Error::DbBusy { path, source }
             }
-            Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
-                Error::NotOurDatabase {
-                    path,
-                    detail: format!("{source}; it may be corrupted"),
-                }
-            }
+            Some(ErrorCode::NotADatabase) => Error::NotOurDatabase {
+                path,
+                detail: format!("{source}; it may be corrupted"),
+            },
+            Some(ErrorCode::DatabaseCorrupt) => Error::Corrupt { path, source },
             _ => Error::Db { path, source },
         }
     }

@@ -17,7 +17,7 @@ pub struct S3Url {
 impl S3Url {
     pub fn parse(text: &str) -> Result<S3Url, Error> {
         let bad = |reason: &str| Error::BadUrl {
-            url: text.to_string(),
+            url: text.chars().map(shown).collect(),
             reason: reason.to_string(),
         };
         let Some(rest) = strip_scheme(text) else {
@@ -45,9 +45,10 @@ fn strip_scheme(text: &str) -> Option<&str> {
 /// Bucket names as S3-compatible stores accept them: the strict AWS rules are a subset, and
 /// legacy or on-premises buckets may hold upper case and underscores, so those are allowed.
 fn check_bucket_name(name: &str) -> Result<(), String> {
+    let shown_name: String = name.chars().map(shown).collect();
     if name.len() < 3 || name.len() > 255 {
         return Err(format!(
-            "bucket name `{name}` must be 3 to 255 characters long"
+            "bucket name `{shown_name}` must be 3 to 255 characters long"
         ));
     }
     if let Some(c) = name
@@ -55,17 +56,27 @@ fn check_bucket_name(name: &str) -> Result<(), String> {
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
     {
         return Err(format!(
-            "bucket name `{name}` contains `{}`: only letters, digits, `.`, `-` and `_` are allowed",
-            c.escape_default()
+            "bucket name `{shown_name}` contains `{}`: only letters, digits, `.`, `-` and `_` are allowed",
+            shown(c)
         ));
     }
     let first = name.as_bytes()[0];
     if !first.is_ascii_alphanumeric() {
         return Err(format!(
-            "bucket name `{name}` must start with a letter or a digit"
+            "bucket name `{shown_name}` must start with a letter or a digit"
         ));
     }
     Ok(())
+}
+
+/// A character as an error message shows it: control characters escaped (`\n`), so the
+/// message stays one line; everything else as typed (`ü`, `\`, ` `).
+fn shown(c: char) -> String {
+    if c.is_control() {
+        c.escape_default().to_string()
+    } else {
+        c.to_string()
+    }
 }
 
 impl fmt::Display for S3Url {
@@ -201,6 +212,15 @@ mod tests {
                 let _ = S3Url::parse(&text);
                 let _ = S3Url::parse(&format!("s3://{text}"));
                 let _ = S3Url::parse(&format!("S3://{text}/{tail}"));
+            }
+
+            #[test]
+            fn refusals_are_one_line(text in nasty_string(40)) {
+                for url in [text.clone(), format!("s3://{text}")] {
+                    if let Err(e) = S3Url::parse(&url) {
+                        prop_assert!(!e.to_string().contains(['\n', '\r']), "{}", e);
+                    }
+                }
             }
 
             #[test]

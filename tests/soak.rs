@@ -204,7 +204,7 @@ async fn sigkill_at_20_points_of_a_scan_and_of_a_rescan_loses_and_duplicates_not
     for _ in 0..1000 {
         let i = rng.usize(0..OBJECTS);
         let key = &keys[i];
-        let meta: &[(&str, &str)] = if i % 2 == 0 {
+        let meta: &[(&str, &str)] = if i.is_multiple_of(2) {
             &[("owner", "night2"), ("project", "soak")]
         } else {
             &[]

@@ -65,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         full: false,
         grace: Duration::from_secs(10),
         max_rps: None,
+        list_parallelism: 4,
     };
     let report = scan::run(
         &cfg,

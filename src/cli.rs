@@ -108,10 +108,15 @@ pub struct ScanArgs {
     /// HEAD requests in flight at most (the connection pool follows it).
     #[arg(long, short = 'j', default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub concurrency: u32,
+    /// Key ranges listed at once: the keyspace is cut with one-key probes, and large ranges are
+    /// split while the scan runs so the streams stay busy.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub list_parallelism: u32,
     /// Keys per LIST request (S3 returns at most 1000).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i32).range(1..=1000))]
     pub page_size: i32,
-    /// Attempts per request before an object is recorded as failed (or a LIST failure is fatal).
+    /// Attempts per request before an object is recorded as failed (or a LIST failure is fatal);
+    /// throttled answers (503 SlowDown, 429) get 4 times as many.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
     /// Requests per second at most, LIST and HEAD together (AWS sustains about 5,500 HEAD/s per prefix).

@@ -88,6 +88,7 @@ async fn scan_once(
         full: args.full,
         grace: Duration::from_secs(10),
         max_rps: args.max_rps,
+        list_parallelism: args.list_parallelism as usize,
     };
     *target = Some(cfg.target.clone());
     let show = !quiet && !args.no_progress && std::io::stderr().is_terminal();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::types::EncodingType;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +46,8 @@ pub struct Lister {
 struct Cursor {
     token: Option<String>,
     start_after: Option<String>,
+    /// Keys wanted; `None`: the page size.
+    max_keys: Option<i32>,
 }
 
 /// One page as listed, keys decoded.
@@ -56,14 +58,36 @@ struct Page {
     truncated: bool,
 }
 
+/// A range being listed, shared by its lister and the scan's splitter. The lister holds the
+/// lock from clipping a page to handing it to the writer, and the splitter holds it from
+/// checking the position to handing the split to the writer, so the writer always sees a
+/// split before any page that relies on the shortened end.
+#[derive(Debug)]
+pub struct RangeCtl {
+    pub range_no: i64,
+    /// The keys of the range (scope ∩ (start_after, end]); shortened by a split.
+    pub keys: Arc<KeyRange>,
+    pub end: Option<String>,
+    /// Last key of the latest page fetched (the next fetch lists after it).
+    pub position: Option<String>,
+    pub pages: u64,
+    pub done: bool,
+    /// `pages` when a split of this range last found nothing to split.
+    pub split_tried_at: Option<u64>,
+}
+
+pub type SharedRange = Arc<tokio::sync::Mutex<RangeCtl>>;
+
 impl Lister {
-    /// Lists `range` from its checkpoint to its end. Returns `Ok(false)` if cancelled first.
+    /// Lists a range from its checkpoint to its (possibly shrinking) end. Returns `Ok(false)`
+    /// if cancelled first. `listed` is notified after each committed page.
     pub async fn run(
         self: Arc<Self>,
         range: RangeState,
-        range_keys: Arc<KeyRange>,
+        ctl: SharedRange,
         writer: mpsc::Sender<WriterMsg>,
         heads: mpsc::Sender<HeadJob>,
+        listed: Arc<Notify>,
     ) -> Result<bool, Error> {
         if range.done {
             return Ok(true);
@@ -73,6 +97,7 @@ impl Lister {
         let mut fetch = self.clone().spawn_fetch(Cursor {
             token: range.token.clone(),
             start_after: prev_last.clone(),
+            max_keys: None,
         });
         let mut first = true;
         loop {
@@ -90,6 +115,7 @@ impl Lister {
                     fetch = self.clone().spawn_fetch(Cursor {
                         token: None,
                         start_after: prev_last.clone(),
+                        max_keys: None,
                     });
                     first = false;
                     continue;
@@ -97,18 +123,9 @@ impl Lister {
                 Err(e) => return Err(self.fatal(e)),
             };
             first = false;
-            let mut done = !page.truncated;
             self.check_order(&page, prev_last.as_deref())?;
-            // Keys are in order, so the first key outside the range ends it.
-            let inside = page
-                .entries
-                .iter()
-                .take_while(|o| range_keys.contains(&o.key))
-                .count();
-            if inside < page.entries.len() {
-                page.entries.truncate(inside);
-                done = true;
-            }
+            let mut range_ctl = ctl.lock().await;
+            let done = clip(&mut page, &range_ctl.keys);
             if !done {
                 if page.next_token.is_none() {
                     return Err(Error::Internal(
@@ -119,20 +136,30 @@ impl Lister {
                 fetch = self.clone().spawn_fetch(Cursor {
                     token: page.next_token.clone(),
                     start_after: None,
+                    max_keys: None,
                 });
             }
             let last_key = page.entries.last().map(|o| o.key.clone());
-            let jobs = self
-                .commit(
+            if let Some(k) = &last_key {
+                range_ctl.position = Some(k.clone());
+            }
+            range_ctl.pages += 1;
+            range_ctl.done = done;
+            let keys = range_ctl.keys.clone();
+            let committed = self
+                .send_page(
                     &writer,
-                    &range,
-                    &range_keys,
+                    range.range_no,
+                    keys,
                     prev_last.clone(),
                     last_key.clone(),
                     page,
                     done,
                 )
                 .await?;
+            drop(range_ctl);
+            let jobs = committed.await.map_err(|_| writer_gone())?;
+            listed.notify_one();
             if let Some(k) = last_key {
                 prev_last = Some(k);
             }
@@ -149,22 +176,22 @@ impl Lister {
         }
     }
 
-    /// Hands the page to the writer and waits for its commit.
+    /// Hands the page to the writer; the receiver yields its HEAD jobs once committed.
     #[allow(clippy::too_many_arguments)]
-    async fn commit(
+    async fn send_page(
         &self,
         writer: &mpsc::Sender<WriterMsg>,
-        range: &RangeState,
-        keys: &Arc<KeyRange>,
+        range_no: i64,
+        keys: Arc<KeyRange>,
         prev_last: Option<String>,
         last_key: Option<String>,
         page: Page,
         done: bool,
-    ) -> Result<Vec<HeadJob>, Error> {
+    ) -> Result<oneshot::Receiver<Vec<HeadJob>>, Error> {
         let (reply, committed) = oneshot::channel();
         let msg = PageMsg {
-            range_no: range.range_no,
-            keys: keys.clone(),
+            range_no,
+            keys,
             prev_last,
             last_key,
             entries: page.entries,
@@ -172,12 +199,11 @@ impl Lister {
             done,
             reply,
         };
-        let writer_gone = || Error::Internal("the database writer stopped".into());
         writer
             .send(WriterMsg::Page(msg))
             .await
             .map_err(|_| writer_gone())?;
-        committed.await.map_err(|_| writer_gone())
+        Ok(committed)
     }
 
     fn check_order(&self, page: &Page, prev_last: Option<&str>) -> Result<(), Error> {
@@ -202,8 +228,26 @@ impl Lister {
         token: Option<String>,
         start_after: Option<String>,
     ) -> Result<(Vec<ListedObject>, Option<String>), Error> {
-        match self.fetch(Cursor { token, start_after }).await {
+        let cursor = Cursor {
+            token,
+            start_after,
+            max_keys: None,
+        };
+        match self.fetch(cursor).await {
             Ok(p) => Ok((p.entries, if p.truncated { p.next_token } else { None })),
+            Err(e) => Err(self.fatal(e)),
+        }
+    }
+
+    /// The first key after `start_after` (a probe: one LIST of one key), if any.
+    pub async fn first_after(&self, start_after: Option<&str>) -> Result<Option<String>, Error> {
+        let cursor = Cursor {
+            token: None,
+            start_after: start_after.map(str::to_string),
+            max_keys: Some(1),
+        };
+        match self.fetch(cursor).await {
+            Ok(p) => Ok(p.entries.into_iter().next().map(|o| o.key)),
             Err(e) => Err(self.fatal(e)),
         }
     }
@@ -224,7 +268,7 @@ impl Lister {
                     .client
                     .list_objects_v2()
                     .bucket(&self.bucket)
-                    .max_keys(self.page_size)
+                    .max_keys(cursor.max_keys.unwrap_or(self.page_size))
                     .encoding_type(EncodingType::Url);
                 if !self.prefix.is_empty() {
                     req = req.prefix(&self.prefix);
@@ -301,6 +345,25 @@ impl Lister {
             },
         }
     }
+}
+
+fn writer_gone() -> Error {
+    Error::Internal("the database writer stopped".into())
+}
+
+/// Drops the keys past the range's end; returns whether the range is fully listed.
+fn clip(page: &mut Page, keys: &KeyRange) -> bool {
+    // Keys are in order, so the first key outside the range ends it.
+    let inside = page
+        .entries
+        .iter()
+        .take_while(|o| keys.contains(&o.key))
+        .count();
+    if inside < page.entries.len() {
+        page.entries.truncate(inside);
+        return true;
+    }
+    !page.truncated
 }
 
 #[derive(Debug)]

@@ -2,6 +2,8 @@
 //! and map its result to the exit code (0 ok, 1 fatal or bad input, 3 finished with object
 //! errors, 130 interrupted).
 
+#![recursion_limit = "256"]
+
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -28,7 +30,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Scan(ref a) => Ok(commands::scan(a, cli.quiet, signals()).await?),
             Command::Estimate(ref a) => Ok(commands::estimate(a, signals()).await?),
-            Command::Completions { shell } => done(Ok(commands::completions(shell))),
+            Command::Completions { shell } => {
+                commands::completions(shell);
+                Ok(0)
+            }
             Command::Man => done(commands::man()),
             Command::Changes(ref a) => {
                 done(to_stdout(|out, tty| s3meta::changes::run(a, out, tty)))

@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 use crate::limit::RateLimit;
 use crate::stats::Stats;
 
+/// Throttled answers (503 SlowDown, 429) may use this many times `max_attempts`.
+pub const THROTTLED_BUDGET: u32 = 4;
+
 /// How often and how patiently to retry.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -170,7 +173,10 @@ where
         cancel,
         pace,
     } = r;
-    let mut attempts = 0;
+    // Throttled and other failed attempts are budgeted apart: a throttling store asks for
+    // patience, not for giving up, and once the concurrency is lowered a few requests absorb
+    // every SlowDown, so those get `THROTTLED_BUDGET` times as many attempts.
+    let (mut attempts, mut throttles) = (0u32, 0u32);
     loop {
         attempts += 1;
         if let Some(rate) = pace {
@@ -188,19 +194,22 @@ where
             }
             Err(f) => f,
         };
-        if failure.throttled {
+        let (used, budget) = if failure.throttled {
             Stats::add(&stats.throttled, 1);
             feedback.on_throttle();
-        }
-        if !failure.retryable || attempts >= policy.max_attempts {
+            throttles += 1;
+            (
+                throttles,
+                policy.max_attempts.saturating_mul(THROTTLED_BUDGET),
+            )
+        } else {
+            (attempts - throttles, policy.max_attempts)
+        };
+        if !failure.retryable || used >= budget {
             return Outcome::Failed { failure, attempts };
         }
         Stats::add(&stats.retries, 1);
-        tracing::debug!(
-            "retry {} of {} for {subject}: {failure}",
-            attempts,
-            policy.max_attempts - 1
-        );
+        tracing::debug!("retry {used} of {} for {subject}: {failure}", budget - 1);
         // Cancel safety: the sleep holds nothing, and readmission is cancel-safe.
         tokio::select! {
             _ = cancel.cancelled() => return Outcome::Cancelled,
@@ -289,6 +298,50 @@ mod tests {
         )
         .await;
         assert!(matches!(out, Outcome::Failed { attempts: 4, .. }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttles_and_other_failures_have_separate_budgets() {
+        let (stats, cancel) = (Stats::default(), CancellationToken::new());
+        let answers = |script: Vec<u16>| {
+            let script = std::sync::Mutex::new(script.into_iter());
+            move || {
+                let next = script.lock().unwrap().next();
+                async move {
+                    match next {
+                        Some(status) => {
+                            Err(Failure::from_status(status, None, format!("HTTP {status}")))
+                        }
+                        None => Ok(()),
+                    }
+                }
+            }
+        };
+        // 12 SlowDowns fit in 4 × 5; the request then succeeds.
+        let out = run(
+            retrier(&policy(5), &stats, &cancel),
+            &stats.head_requests,
+            &"k",
+            &(),
+            answers(vec![503; 12]),
+        )
+        .await;
+        assert!(matches!(out, Outcome::Ok(())));
+        // SlowDowns do not use up the budget of other failures: 4 × 503 then 5 × 500 fails at the 5th 500.
+        let mut script = vec![503; 4];
+        script.extend([500; 6]);
+        let out = run(
+            retrier(&policy(5), &stats, &cancel),
+            &stats.head_requests,
+            &"k",
+            &(),
+            answers(script),
+        )
+        .await;
+        assert!(
+            matches!(out, Outcome::Failed { attempts: 9, .. }),
+            "{out:?}"
+        );
     }
 
     #[test]

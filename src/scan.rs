@@ -12,17 +12,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{self, Mode, ScanPlan, Target};
+use crate::checkpoint::{self, Mode, RangeState, ScanPlan, Target};
 use crate::db;
 use crate::error::Error;
 use crate::head::{HeadJob, HeadPool};
 use crate::keyspace::KeyRange;
 use crate::limit::RateLimit;
 use crate::lister::Lister;
+use crate::listing::Listing;
 use crate::lock;
+use crate::ranges::{self, Bounds};
 use crate::retry::Policy;
 use crate::stats::{Snapshot, Stats};
 use crate::writer::{self, WriterCtx, WriterMsg};
@@ -46,6 +47,8 @@ pub struct ScanConfig {
     pub grace: Duration,
     /// Requests per second at most (`--max-rps`), LIST and HEAD together.
     pub max_rps: Option<u32>,
+    /// Key ranges listed at once (`--list-parallelism`); 1 is a single listing stream.
+    pub list_parallelism: usize,
 }
 
 /// How a scan run ended.
@@ -184,7 +187,8 @@ async fn run_pipeline(
     written.and(produced).and(headed)
 }
 
-/// Feeds the HEADs a resumed scan still owes, then runs one lister per unfinished range.
+/// Plans the ranges of a new parallel scan, feeds the HEADs a resumed scan still owes, then
+/// lists every unfinished range.
 #[allow(clippy::too_many_arguments)]
 async fn produce(
     cfg: &ScanConfig,
@@ -197,7 +201,11 @@ async fn produce(
     work: &CancellationToken,
 ) -> Result<(), Error> {
     let scope = cfg.target.keys();
-    for range in &plan.ranges {
+    let mut ranges = plan.ranges.clone();
+    if cfg.list_parallelism > 1 && !plan.resumed {
+        ranges = plan_ranges(cfg, plan, conn, db_path, &lister).await?;
+    }
+    for range in &ranges {
         // Only keys up to the committed checkpoint: later ones will be listed again.
         let Some(last) = &range.last_key else {
             continue;
@@ -205,32 +213,35 @@ async fn produce(
         let keys = scope.intersect(&KeyRange::between(range.start_after.as_deref(), Some(last)));
         feed_due(conn, db_path, plan.bucket_id, keys, &jobs_tx, work).await?;
     }
-    let mut listers = JoinSet::new();
-    for range in plan.ranges.iter().filter(|r| !r.done) {
-        let keys = Arc::new(scope.intersect(&KeyRange::between(
-            range.start_after.as_deref(),
-            range.end_key.as_deref(),
-        )));
-        listers.spawn(
-            lister
-                .clone()
-                .run(range.clone(), keys, writer_tx.clone(), jobs_tx.clone()),
-        );
-    }
-    drop((writer_tx, jobs_tx));
-    let mut result = Ok(());
-    while let Some(joined) = listers.join_next().await {
-        let r = joined
-            .map_err(|e| Error::Internal(format!("lister: {e}")))
-            .and_then(|r| r);
-        if let Err(e) = r {
-            work.cancel();
-            if result.is_ok() {
-                result = Err(e);
-            }
-        }
-    }
-    result
+    let listing = Listing {
+        lister,
+        scope,
+        parallelism: cfg.list_parallelism,
+        writer: writer_tx,
+        heads: jobs_tx,
+        cancel: work.clone(),
+    };
+    listing.run(ranges).await
+}
+
+/// Cuts a new scan's keyspace into `list_parallelism` ranges with probes, and records them.
+async fn plan_ranges(
+    cfg: &ScanConfig,
+    plan: &ScanPlan,
+    conn: &tokio_rusqlite::Connection,
+    db_path: &Path,
+    lister: &Lister,
+) -> Result<Vec<RangeState>, Error> {
+    let whole = Bounds {
+        start_after: cfg.target.start_after.clone(),
+        end: cfg.target.end_key.clone(),
+    };
+    let bounds = ranges::plan(lister, whole, cfg.list_parallelism).await?;
+    tracing::info!("listing {} key ranges in parallel", bounds.len());
+    let (scan_id, path) = (plan.scan_id, PathBuf::from(db_path));
+    conn.call(move |c| checkpoint::set_ranges(c, scan_id, &bounds).map_err(|e| Error::db(&path, e)))
+        .await
+        .map_err(|e| Error::from_async_db(db_path, e))
 }
 
 /// Queues, in key order and a chunk at a time, the objects of `keys` still owed a HEAD.

@@ -50,17 +50,28 @@ pub struct PageMsg {
     pub reply: oneshot::Sender<Vec<HeadJob>>,
 }
 
+/// A range cut in two while it is listed: (start, end] becomes (start, at] and a new range
+/// (at, end].
+#[derive(Debug, Clone)]
+pub struct SplitMsg {
+    pub range_no: i64,
+    pub at: String,
+    pub new_range_no: i64,
+    pub end: Option<String>,
+}
+
 #[derive(Debug)]
 pub enum WriterMsg {
     Page(PageMsg),
     Head(HeadOutcome),
+    Split(SplitMsg),
 }
 
 impl WriterMsg {
     fn rows(&self) -> usize {
         match self {
             WriterMsg::Page(p) => p.entries.len().max(1),
-            WriterMsg::Head(_) => 1,
+            WriterMsg::Head(_) | WriterMsg::Split(_) => 1,
         }
     }
 }
@@ -172,6 +183,7 @@ fn apply_batch(
                 replies.push((page.reply, jobs));
             }
             WriterMsg::Head(outcome) => apply_head(tx, ctx, outcome, &now, &mut tally)?,
+            WriterMsg::Split(split) => apply_split(tx, ctx, &split)?,
         }
     }
     tx.prepare_cached(
@@ -196,6 +208,24 @@ fn apply_batch(
         now
     ])?;
     Ok((replies, tally))
+}
+
+/// Records a range split: both halves are in the database in one transaction, so the ranges
+/// cover the keyspace exactly once at every commit.
+fn apply_split(tx: &Transaction, ctx: &WriterCtx, split: &SplitMsg) -> rusqlite::Result<()> {
+    tx.prepare_cached("UPDATE scan_ranges SET end_key = ?3 WHERE scan_id = ?1 AND range_no = ?2")?
+        .execute(params![ctx.scan_id, split.range_no, split.at])?;
+    tx.prepare_cached(
+        "INSERT INTO scan_ranges (scan_id, range_no, start_after, end_key, state)
+         VALUES (?1, ?2, ?3, ?4, 'listing')",
+    )?
+    .execute(params![
+        ctx.scan_id,
+        split.new_range_no,
+        split.at,
+        split.end
+    ])?;
+    Ok(())
 }
 
 /// A stored object in a page's key window.

@@ -64,6 +64,7 @@ impl Env {
             full: false,
             grace: Duration::from_secs(5),
             max_rps: None,
+            list_parallelism: 1,
         }
     }
 

@@ -1,0 +1,170 @@
+//! Parallel listing: runs the listers of a scan's key ranges, N at a time, and splits a range
+//! that turns out large so N streams stay busy on skewed keyspaces.
+//!
+//! Receives: the scan's ranges (planned, or resumed from their checkpoints) and `N`
+//! (`--list-parallelism`). Sends on: pages to the writer through each range's lister, and
+//! range splits to the writer. Invariants: the ranges cover the keyspace exactly once at every
+//! commit — a split shortens a range and adds its tail as a new range in one transaction,
+//! decided under the range's lock so no page relying on the shorter end reaches the writer
+//! first; HEAD concurrency and the writer are shared by every range.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, Notify, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::RangeState;
+use crate::error::Error;
+use crate::head::HeadJob;
+use crate::keyspace::KeyRange;
+use crate::lister::{Lister, RangeCtl, SharedRange};
+use crate::ranges;
+use crate::writer::{SplitMsg, WriterMsg};
+
+/// A range is worth splitting once it has listed this many pages.
+const SPLIT_AFTER_PAGES: u64 = 2;
+
+pub struct Listing {
+    pub lister: Arc<Lister>,
+    /// The scan's keyspace.
+    pub scope: KeyRange,
+    pub parallelism: usize,
+    pub writer: mpsc::Sender<WriterMsg>,
+    pub heads: mpsc::Sender<HeadJob>,
+    pub cancel: CancellationToken,
+}
+
+impl Listing {
+    /// Lists every unfinished range to its end; returns the first fatal error.
+    pub async fn run(self, ranges: Vec<RangeState>) -> Result<(), Error> {
+        let listed = Arc::new(Notify::new());
+        let mut next_no = ranges.iter().map(|r| r.range_no + 1).max().unwrap_or(0);
+        let mut active: HashMap<i64, SharedRange> = HashMap::new();
+        let mut tasks = JoinSet::new();
+        for range in ranges.into_iter().filter(|r| !r.done) {
+            self.spawn(&mut tasks, &mut active, range, &listed);
+        }
+        let mut result = Ok(());
+        loop {
+            // Cancel safety: join_next and notified are cancel-safe.
+            tokio::select! {
+                joined = tasks.join_next() => match joined {
+                    None => break,
+                    Some(joined) => {
+                        let (no, r) = joined.map_err(|e| Error::Internal(format!("lister: {e}")))?;
+                        active.remove(&no);
+                        if let Err(e) = r {
+                            self.cancel.cancel();
+                            result = result.and(Err(e));
+                        }
+                    }
+                },
+                _ = listed.notified() => {}
+            }
+            let idle = self.parallelism > 1
+                && !self.cancel.is_cancelled()
+                && tasks.len() < self.parallelism;
+            if idle && let Some(range) = self.split_one(&active, next_no).await? {
+                next_no += 1;
+                self.spawn(&mut tasks, &mut active, range, &listed);
+            }
+        }
+        result
+    }
+
+    fn spawn(
+        &self,
+        tasks: &mut JoinSet<(i64, Result<bool, Error>)>,
+        active: &mut HashMap<i64, SharedRange>,
+        range: RangeState,
+        listed: &Arc<Notify>,
+    ) {
+        let keys = self.scope.intersect(&KeyRange::between(
+            range.start_after.as_deref(),
+            range.end_key.as_deref(),
+        ));
+        let ctl = Arc::new(Mutex::new(RangeCtl {
+            range_no: range.range_no,
+            keys: Arc::new(keys),
+            end: range.end_key.clone(),
+            position: range.last_key.clone().or(range.start_after.clone()),
+            pages: 0,
+            done: false,
+            split_tried_at: None,
+        }));
+        active.insert(range.range_no, ctl.clone());
+        let run = self.lister.clone().run(
+            range.clone(),
+            ctl,
+            self.writer.clone(),
+            self.heads.clone(),
+            listed.clone(),
+        );
+        tasks.spawn(async move { (range.range_no, run.await) });
+    }
+
+    /// Splits the active range that has listed the most pages, if a split point can be found
+    /// beyond its position; returns the new range (the tail) to list.
+    async fn split_one(
+        &self,
+        active: &HashMap<i64, SharedRange>,
+        new_no: i64,
+    ) -> Result<Option<RangeState>, Error> {
+        let mut best: Option<(u64, SharedRange)> = None;
+        for ctl in active.values() {
+            let c = ctl.lock().await;
+            let tried = c
+                .split_tried_at
+                .is_some_and(|t| c.pages < t + SPLIT_AFTER_PAGES);
+            if !c.done
+                && c.pages >= SPLIT_AFTER_PAGES
+                && !tried
+                && best.as_ref().is_none_or(|b| c.pages > b.0)
+            {
+                best = Some((c.pages, ctl.clone()));
+            }
+        }
+        let Some((_, victim)) = best else {
+            return Ok(None);
+        };
+        let (position, end) = {
+            let c = victim.lock().await;
+            (c.position.clone(), c.end.clone())
+        };
+        let at = ranges::find_split(&self.lister, position.as_deref(), end.as_deref()).await?;
+        let mut c = victim.lock().await;
+        let usable = at.as_ref().filter(|at| {
+            !c.done
+                && c.position.as_deref().is_none_or(|p| p < at.as_str())
+                && c.end.as_deref().is_none_or(|e| at.as_str() < e)
+        });
+        let Some(at) = usable.cloned() else {
+            c.split_tried_at = Some(c.pages);
+            return Ok(None);
+        };
+        let split = SplitMsg {
+            range_no: c.range_no,
+            at: at.clone(),
+            new_range_no: new_no,
+            end: c.end.clone(),
+        };
+        self.writer
+            .send(WriterMsg::Split(split))
+            .await
+            .map_err(|_| Error::Internal("the database writer stopped".into()))?;
+        tracing::debug!("split range {} at {at:?}: new range {new_no}", c.range_no);
+        let tail = RangeState {
+            range_no: new_no,
+            start_after: Some(at.clone()),
+            end_key: c.end.clone(),
+            token: None,
+            last_key: None,
+            done: false,
+        };
+        c.keys = Arc::new(c.keys.intersect(&KeyRange::between(None, Some(&at))));
+        c.end = Some(at);
+        Ok(Some(tail))
+    }
+}

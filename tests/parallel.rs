@@ -1,0 +1,161 @@
+//! Parallel listing of key ranges: equal to a single stream on uniform, skewed and flat
+//! keyspaces, for full scans and rescans; resumable after SIGKILL with several ranges in
+//! flight (issue 7).
+
+mod common;
+
+use std::process::Stdio;
+
+use common::*;
+use s3meta::scan::Outcome;
+
+/// Keys spread over 20 "directories" (uniform), 90% under one prefix (skewed), or flat.
+fn populate(state: &State, shape: &str, n: usize) {
+    for i in 0..n {
+        let key = match shape {
+            "uniform" => format!("dir-{:02}/file-{i:05}", i % 20),
+            "skewed" if i % 10 != 0 => format!("big/part-{i:05}"),
+            "skewed" => format!("small-{:02}/file-{i:05}", i % 7),
+            _ => format!("obj{i:06}"),
+        };
+        let meta = [("n", i.to_string())];
+        let meta: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        state.put_object(
+            "bkt",
+            &key,
+            key.as_bytes(),
+            if i % 3 == 0 { &[] } else { &meta },
+        );
+    }
+}
+
+/// Night two: rewrite, delete and add some objects.
+fn change(state: &State, shape: &str, n: usize) {
+    populate(state, shape, n + 57);
+    for i in (0..n).step_by(13) {
+        let key = match shape {
+            "uniform" => format!("dir-{:02}/file-{i:05}", i % 20),
+            "skewed" if i % 10 != 0 => format!("big/part-{i:05}"),
+            "skewed" => format!("small-{:02}/file-{i:05}", i % 7),
+            _ => format!("obj{i:06}"),
+        };
+        if i % 2 == 0 {
+            state.delete_object("bkt", &key);
+        } else {
+            state.put_object("bkt", &key, b"rewritten", &[("night", "2")]);
+        }
+    }
+}
+
+async fn parallel_equals_single_stream(shape: &str) {
+    let env = Env::new().await;
+    const N: usize = 3000;
+    populate(env.state(), shape, N);
+    let single = env.dir.path().join("single.db");
+    env.scan_into(&env.config("bkt", ""), &single)
+        .await
+        .unwrap();
+
+    let mut cfg = env.config("bkt", "");
+    cfg.list_parallelism = 8;
+    let report = env.scan(&cfg).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Complete);
+    let ranges = count(&env.db, "SELECT count(*) FROM scan_ranges");
+    assert!(ranges >= 4, "{shape}: only {ranges} ranges");
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT count(*) FROM scan_ranges WHERE state != 'done'"
+        ),
+        0
+    );
+    assert_eq!(
+        count(&env.db, "SELECT sum(keys_listed) FROM scan_ranges"),
+        N as i64,
+        "{shape}: every key listed once"
+    );
+    assert_eq!(dump(&env.db), dump(&single), "{shape}: full scan");
+
+    change(env.state(), shape, N);
+    env.scan_into(&env.config("bkt", ""), &single)
+        .await
+        .unwrap();
+    let night2 = env.scan(&cfg).await.unwrap();
+    assert_eq!(night2.mode, s3meta::checkpoint::Mode::Rescan);
+    assert!(count(&env.db, "SELECT count(*) FROM changes") > 200);
+    assert_eq!(dump(&env.db), dump(&single), "{shape}: rescan");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_listing_equals_a_single_stream_on_a_uniform_keyspace() {
+    parallel_equals_single_stream("uniform").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_listing_equals_a_single_stream_on_a_skewed_keyspace() {
+    parallel_equals_single_stream("skewed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_listing_equals_a_single_stream_on_a_flat_keyspace() {
+    parallel_equals_single_stream("flat").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_several_ranges_in_flight_then_resume() {
+    let env = Env::new().await;
+    populate(env.state(), "uniform", 4000);
+    let single = env.dir.path().join("single.db");
+    env.scan_into(&env.config("bkt", ""), &single)
+        .await
+        .unwrap();
+    env.state()
+        .set_latency(Some(Op::List), std::time::Duration::from_millis(5));
+    env.state()
+        .set_latency(Some(Op::Head), std::time::Duration::from_millis(1));
+
+    for kill_after in [40u64, 25] {
+        let before = env.state().requests(Op::List);
+        let mut cmd = env.bin();
+        cmd.args([
+            "scan",
+            "s3://bkt",
+            "--list-parallelism",
+            "8",
+            "--page-size",
+            "100",
+            "--backoff-ms",
+            "1",
+            "--db",
+        ])
+        .arg(&env.db)
+        .stderr(Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        env.state()
+            .wait_for_requests(Some(Op::List), before + kill_after)
+            .await;
+        child.kill().unwrap();
+        assert!(child.wait().unwrap().code().is_none());
+    }
+    assert!(
+        count(
+            &env.db,
+            "SELECT count(*) FROM scan_ranges WHERE pages > 0 AND state = 'listing'"
+        ) >= 1
+    );
+    let mut cmd = env.bin();
+    cmd.args([
+        "scan",
+        "s3://bkt",
+        "--list-parallelism",
+        "8",
+        "--page-size",
+        "100",
+        "--db",
+    ])
+    .arg(&env.db);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("resumed"));
+    assert_eq!(dump(&env.db), dump(&single));
+}

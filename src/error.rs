@@ -114,19 +114,18 @@ pub enum Error {
     #[error(transparent)]
     BadFilter(#[from] crate::query::filter::ParseError),
 
+    /// SQLite's own message about a `--sql` statement, on one line. The rusqlite error is not
+    /// kept as a source: all it adds is the statement text back (with its newlines) and the
+    /// generic code, which would break the one-line contract of exit code 1.
     #[error("SQL error: {message}")]
-    Sql {
-        message: String,
-        #[source]
-        source: rusqlite::Error,
-    },
+    Sql { message: String },
 
     #[error(
         "--sql runs read-only statements, and this one would change the database: s3meta never modifies it from a query (use sqlite3 for that)"
     )]
     SqlWrites,
 
-    #[error("writing the output: {0}")]
+    #[error("cannot write the output")]
     Output(#[source] std::io::Error),
 
     #[error("{0}")]

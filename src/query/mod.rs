@@ -5,7 +5,8 @@
 //! matching object (or the SQL statement's rows, or a count) to an output writer, as rows are
 //! read. Invariants: the database is opened read-only and `query_only`, so nothing here can
 //! change it; user text reaches SQL only as bound parameters; prefixes are key comparisons
-//! (never LIKE or GLOB); every metadata test is an `IN`/`NOT IN` on the (name, value) index.
+//! (never LIKE or GLOB); records come in (store, bucket, key) order, and a query matching many
+//! objects streams them in that order without sorting (see [`Plan`]).
 
 pub mod filter;
 pub mod names;
@@ -93,17 +94,66 @@ impl Scope {
     }
 }
 
-/// Conditions on `objects o JOIN buckets b`, with their bound parameters.
+/// How SQLite finds the objects of a query. Without ANALYZE statistics its planner cannot tell
+/// a rare metadata value from a common one, so s3meta chooses (`choose_plan`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Start from the (name, value) index: the objects matching a metadata test, then sort
+    /// them by key. Right when few match: a value held by 1% of a million objects is 10,000
+    /// index entries.
+    Index,
+    /// Walk the buckets and their keys in order, testing each object's metadata by its primary
+    /// key: nothing is sorted, the first rows come at once, memory stays flat. Right when many
+    /// objects match, or no metadata test narrows the search.
+    KeyOrder,
+}
+
+/// Above this many index entries for its most selective metadata test, a query walks the keys
+/// in order rather than sorting what the index gives.
+const INDEX_PLAN_MAX: i64 = 20_000;
+
+/// Picks the plan for listing records: `Index` when some metadata test (not `!name`) matches
+/// at most `INDEX_PLAN_MAX` index entries, counted with a bounded index probe.
+pub fn choose_plan(conn: &Connection, filters: &[Filter]) -> rusqlite::Result<Plan> {
+    for f in filters {
+        let Filter::Meta { name, test } = f else {
+            continue;
+        };
+        let (cond, value) = match test {
+            MetaTest::Eq(v) => ("AND value = ?2", v.clone()),
+            MetaTest::Ne(v) => ("AND value != ?2", v.clone()),
+            MetaTest::Glob(g) => ("AND value GLOB ?2", filter::to_sqlite_glob(g)),
+            MetaTest::Has => ("AND ?2 IS NOT NULL", String::new()),
+            MetaTest::Lacks => continue,
+        };
+        let sql = format!(
+            "SELECT count(*) FROM (SELECT 1 FROM metadata WHERE name = ?1 {cond} LIMIT ?3)"
+        );
+        let n: i64 = conn.query_row(
+            &sql,
+            rusqlite::params![name, value, INDEX_PLAN_MAX + 1],
+            |r| r.get(0),
+        )?;
+        if n <= INDEX_PLAN_MAX {
+            return Ok(Plan::Index);
+        }
+    }
+    Ok(Plan::KeyOrder)
+}
+
+/// Conditions on `objects o` and `buckets b`, with their bound parameters.
 #[derive(Debug)]
 pub struct Selection {
+    plan: Plan,
     clauses: String,
     params: Vec<(String, SqlValue)>,
     keys: KeyRange,
 }
 
 impl Selection {
-    pub fn new(scope: &Scope, filters: &[Filter]) -> Selection {
+    pub fn new(scope: &Scope, filters: &[Filter], plan: Plan) -> Selection {
         let mut sel = Selection {
+            plan,
             clauses: String::new(),
             params: Vec::new(),
             keys: KeyRange::prefix(scope.prefix.as_deref().unwrap_or("")),
@@ -148,21 +198,29 @@ impl Selection {
         self.clauses.push_str(&clause);
     }
 
-    /// Every metadata test selects object ids from the (name, value) index.
+    /// With `Plan::Index` a metadata test selects object ids from the (name, value) index;
+    /// with `Plan::KeyOrder` it looks up the current object's row by the primary key
+    /// (object_id, name). `!name` is always such a lookup: it can only be decided per object.
     fn meta_clause(&mut self, name: &str, test: &MetaTest) -> String {
         let name = self.bind(name.to_string());
-        let (negate, cond) = match test {
-            MetaTest::Eq(v) => (false, format!(" AND value = {}", self.bind(v.clone()))),
-            MetaTest::Ne(v) => (false, format!(" AND value != {}", self.bind(v.clone()))),
+        let cond = match test {
+            MetaTest::Eq(v) => format!(" AND value = {}", self.bind(v.clone())),
+            MetaTest::Ne(v) => format!(" AND value != {}", self.bind(v.clone())),
             MetaTest::Glob(g) => {
-                let pattern = self.bind(filter::to_sqlite_glob(g));
-                (false, format!(" AND value GLOB {pattern}"))
+                format!(" AND value GLOB {}", self.bind(filter::to_sqlite_glob(g)))
             }
-            MetaTest::Has => (false, String::new()),
-            MetaTest::Lacks => (true, String::new()),
+            MetaTest::Has | MetaTest::Lacks => String::new(),
         };
-        let not = if negate { "NOT " } else { "" };
-        format!("o.object_id {not}IN (SELECT object_id FROM metadata WHERE name = {name}{cond})")
+        let per_object = format!(
+            "EXISTS (SELECT 1 FROM metadata m WHERE m.object_id = o.object_id AND m.name = {name}{cond})"
+        );
+        match (test, self.plan) {
+            (MetaTest::Lacks, _) => format!("NOT {per_object}"),
+            (_, Plan::KeyOrder) => per_object,
+            (_, Plan::Index) => {
+                format!("o.object_id IN (SELECT object_id FROM metadata WHERE name = {name}{cond})")
+            }
+        }
     }
 
     fn field_clause(&mut self, field: Field, op: Op, value: &Operand) -> String {
@@ -234,9 +292,14 @@ pub fn records_sql(sel: &Selection, limit: Option<u64>) -> String {
     let cols: Vec<&str> = RECORD.iter().map(|(_, sql)| *sql).collect();
     let (conds, _) = sel.render();
     let limit = limit.map_or(String::new(), |n| format!(" LIMIT {n}"));
+    // CROSS JOIN fixes the loop order: buckets by (store, name), then each bucket's keys by
+    // the (bucket_id, key) index, which is the output order, so nothing is sorted.
+    let from = match sel.plan {
+        Plan::Index => "objects o JOIN buckets b USING (bucket_id)",
+        Plan::KeyOrder => "buckets b CROSS JOIN objects o ON o.bucket_id = b.bucket_id",
+    };
     format!(
-        "SELECT {} FROM objects o JOIN buckets b USING (bucket_id) \
-         LEFT JOIN object_errors e USING (object_id) \
+        "SELECT {} FROM {from} LEFT JOIN object_errors e ON e.object_id = o.object_id \
          WHERE 1{conds} ORDER BY b.store, b.name, o.key{limit}",
         cols.join(", ")
     )
@@ -260,11 +323,14 @@ pub fn run(args: &QueryArgs, out: &mut dyn Write, terminal: bool) -> Result<()> 
     if let Some(sql) = &args.sql {
         return run_sql(&conn, sql, args.limit, format, out);
     }
-    let sel = Selection::new(&Scope::new(&args.scope, args.include_gone), &filters);
+    let scope = Scope::new(&args.scope, args.include_gone);
+    let db = |e| Error::db(path, e);
     if args.count {
-        let n = count(&conn, &sel).map_err(|e| Error::db(path, e))?;
+        // No order to keep: the planner may start from whichever index it likes.
+        let n = count(&conn, &Selection::new(&scope, &filters, Plan::Index)).map_err(db)?;
         return writeln!(out, "{n}").map_err(Error::Output);
     }
+    let sel = Selection::new(&scope, &filters, choose_plan(&conn, &filters).map_err(db)?);
     let table = if filters.contains(&Filter::Error) {
         &TABLE_ERRORS
     } else {
@@ -370,7 +436,6 @@ fn sql_error(e: rusqlite::Error) -> Error {
     };
     Error::Sql {
         message: message.replace(['\n', '\r'], " "),
-        source: e,
     }
 }
 

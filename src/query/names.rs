@@ -12,7 +12,7 @@ use rusqlite::Connection;
 use serde_json::Value;
 
 use super::output::RowWriter;
-use super::{Scope, Selection};
+use super::{Plan, Scope, Selection};
 use crate::cli::{Format, NamesArgs};
 use crate::db;
 use crate::error::{Error, Result};
@@ -79,7 +79,7 @@ pub fn run(args: &NamesArgs, out: &mut dyn Write, terminal: bool) -> Result<()> 
     let conn = db::open_ro(path)?;
     let cut = (format == Format::Table).then_some(TABLE_SAMPLE_CHARS);
     let mut w = RowWriter::new(format, COLUMNS.map(String::from).to_vec(), out);
-    let sel = Selection::new(&Scope::new(&args.scope, false), &[]);
+    let sel = Selection::new(&Scope::new(&args.scope, false), &[], Plan::Index);
     let mut emit = |s: &NameStats| w.write_row(&s.row(cut)).map_err(Error::Output);
     each_name(&conn, &sel, &mut emit, &|e| Error::db(path, e))?;
     w.finish().map_err(Error::Output)?;

@@ -82,7 +82,7 @@ fn database() -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, path)
 }
 
-/// The keys (bucket `bkt` only) a list of `--where` texts selects.
+/// The keys (bucket `bkt` only) a list of `--where` texts selects; both plans must agree.
 fn keys(path: &Path, filters: &[&str]) -> Vec<String> {
     let conn = db::open_ro(path).unwrap();
     let filters: Vec<Filter> = filters.iter().map(|f| Filter::parse(f).unwrap()).collect();
@@ -90,13 +90,17 @@ fn keys(path: &Path, filters: &[&str]) -> Vec<String> {
         bucket: Some("bkt".into()),
         ..Scope::default()
     };
-    let sel = Selection::new(&scope, &filters);
-    let (_, params) = sel.render();
-    let mut stmt = conn.prepare(&records_sql(&sel, None)).unwrap();
-    let rows = stmt
-        .query_map(params.as_slice(), |r| r.get::<_, String>(1))
-        .unwrap();
-    rows.map(Result::unwrap).collect()
+    let [by_index, by_key] = [Plan::Index, Plan::KeyOrder].map(|plan| {
+        let sel = Selection::new(&scope, &filters, plan);
+        let (_, params) = sel.render();
+        let mut stmt = conn.prepare(&records_sql(&sel, None)).unwrap();
+        let rows = stmt
+            .query_map(params.as_slice(), |r| r.get::<_, String>(1))
+            .unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>()
+    });
+    assert_eq!(by_index, by_key, "{filters:?}");
+    by_index
 }
 
 #[test]
@@ -183,7 +187,7 @@ fn scope_uses_key_comparisons_and_excludes_gone() {
             prefix: Some(prefix.into()),
             include_gone,
         };
-        count(&conn, &Selection::new(&scope, &[])).unwrap()
+        count(&conn, &Selection::new(&scope, &[], Plan::Index)).unwrap()
     };
     // `%` and `_` are literal: LIKE would have matched `a/...` too.
     assert_eq!(count_of(Some("bkt"), "a%/_", false), 1);
@@ -199,24 +203,55 @@ fn scope_uses_key_comparisons_and_excludes_gone() {
 fn metadata_equality_and_existence_use_the_name_value_index() {
     let (_dir, db) = database();
     let conn = db::open_ro(&db).unwrap();
-    for (filters, plain_scan_allowed) in [
-        (vec!["project=apollo"], false),
-        (vec!["project"], false),
-        (vec!["!project"], true),
-        (vec!["project!=x", "owner=bob"], false),
+    for filters in [
+        vec!["project=apollo"],
+        vec!["project"],
+        vec!["project!=x", "owner=bob"],
+        vec!["!owner", "project~ap*"],
     ] {
         let parsed: Vec<Filter> = filters.iter().map(|f| Filter::parse(f).unwrap()).collect();
-        let sel = Selection::new(&Scope::default(), &parsed);
+        assert_eq!(choose_plan(&conn, &parsed).unwrap(), Plan::Index);
+        let sel = Selection::new(&Scope::default(), &parsed, Plan::Index);
         for sql in [records_sql(&sel, Some(100)), count_sql(&sel)] {
             let plan = plan(&conn, &sel, &sql);
             assert!(
-                plan.contains("INDEX metadata_by_name_value (name=? AND value=?)")
-                    || plan.contains("INDEX metadata_by_name_value (name=?)"),
+                plan.contains("COVERING INDEX metadata_by_name_value (name=?"),
                 "{filters:?}: {plan}"
             );
-            assert!(plain_scan_allowed || !plan.contains("SCAN m"), "{plan}");
+            assert!(!plan.contains("SCAN m"), "{plan}");
         }
     }
+}
+
+#[test]
+fn key_order_plan_streams_without_sorting() {
+    let (_dir, db) = database();
+    let conn = db::open_ro(&db).unwrap();
+    for filters in [
+        vec![],
+        vec!["!project"],
+        vec!["project", "@size>1"],
+        vec!["@key~a/*"],
+    ] {
+        let parsed: Vec<Filter> = filters.iter().map(|f| Filter::parse(f).unwrap()).collect();
+        let scope = Scope {
+            prefix: Some("a".into()),
+            ..Scope::default()
+        };
+        let sel = Selection::new(&scope, &parsed, Plan::KeyOrder);
+        let plan = plan(&conn, &sel, &records_sql(&sel, None));
+        assert!(!plan.contains("TEMP B-TREE"), "{filters:?}: {plan}");
+        assert!(
+            plan.contains("sqlite_autoindex_objects_1 (bucket_id=? AND key>? AND key<?)"),
+            "{plan}"
+        );
+    }
+    // A test with no metadata, or one matching many entries, walks the keys.
+    assert_eq!(choose_plan(&conn, &[]).unwrap(), Plan::KeyOrder);
+    assert_eq!(
+        choose_plan(&conn, &[Filter::parse("!x").unwrap()]).unwrap(),
+        Plan::KeyOrder
+    );
 }
 
 fn plan(conn: &Connection, sel: &Selection, sql: &str) -> String {

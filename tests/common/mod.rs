@@ -135,6 +135,17 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+/// `s3meta SUB --db <env db> ARGS…` run to its end.
+pub async fn run(env: &Env, sub: &str, args: &[&str]) -> Output {
+    let mut cmd = env.bin();
+    cmd.arg(sub).arg("--db").arg(&env.db).args(args);
+    output(cmd).await
+}
+
 /// The canonical dump of a database.
 pub fn dump(db: &Path) -> String {
     let conn = rusqlite::Connection::open(db).unwrap();

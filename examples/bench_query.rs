@@ -1,0 +1,188 @@
+//! Query benchmark (a measurement, not a test: it prints figures and asserts nothing on time).
+//!
+//! Builds a 1,000,000-object database directly with SQL — one bucket, keys spread over 100
+//! prefixes, every object with an `owner` (200 values, 0.5% each), 70% with a `project`
+//! (`apollo` 40%, `gemini` exactly 1%, `mercury` 0.01%, others spread), a third with a unique
+//! `checksum` — then times `query --count` and `query --limit 100` through the query code
+//! (`s3meta::query::run`, as the binary calls it, output to memory), `names`, and prints the
+//! SQLite plan. Run with `cargo run --release --example bench_query [OBJECTS]`.
+
+use std::time::{Duration, Instant};
+
+use s3meta::cli::{DbArgs, Format, NamesArgs, QueryArgs, ScopeArgs};
+use s3meta::query::{self, Plan, Scope, Selection, filter::Filter};
+
+const DEFAULT_OBJECTS: u64 = 1_000_000;
+const RUNS: usize = 7;
+
+fn main() -> anyhow::Result<()> {
+    let n: u64 = match std::env::args().nth(1) {
+        Some(a) => a.parse()?,
+        None => DEFAULT_OBJECTS,
+    };
+    // BENCH_DB=PATH keeps the database (built once) between runs.
+    let dir = tempfile::tempdir()?;
+    let path = std::env::var_os("BENCH_DB").map_or(dir.path().join("bench.db"), Into::into);
+    let t = Instant::now();
+    if !path.exists() {
+        build(&path, n)?;
+    }
+    let size = std::fs::metadata(&path)?.len();
+    println!(
+        "built {n} objects in {:.1}s ({} MB)",
+        t.elapsed().as_secs_f64(),
+        size / 1_000_000
+    );
+    let conn = s3meta::db::open_ro(&path)?;
+    for filters in [
+        vec!["project=gemini"],
+        vec!["project=mercury"],
+        vec!["project=nosuch"],
+        vec!["project=gemini", "owner=user1"],
+        vec!["project=gemini", "@size>1000"],
+        vec!["!project"],
+        vec!["project~gem*"],
+        vec!["checksum"],
+        vec![],
+    ] {
+        let parsed: Vec<Filter> = filters
+            .iter()
+            .map(|f| Filter::parse(f))
+            .collect::<Result<_, _>>()?;
+        let sel = Selection::new(&Scope::default(), &parsed, Plan::Index);
+        let matches = query::count(&conn, &sel)?;
+        let plan = query::choose_plan(&conn, &parsed)?;
+        let count = time(&path, &filters, None, true)?;
+        let limit = time(&path, &filters, Some(100), false)?;
+        println!(
+            "--where {:<34} {:>8} objects   --count {:>8}   --limit 100 {:>8}  ({plan:?} plan)",
+            if filters.is_empty() {
+                "(none)".to_string()
+            } else {
+                filters.join(" --where ")
+            },
+            matches,
+            ms(count),
+            ms(limit)
+        );
+    }
+    let names = NamesArgs {
+        db: DbArgs { db: path.clone() },
+        scope: ScopeArgs {
+            bucket: None,
+            prefix: None,
+        },
+        format: Some(Format::Jsonl),
+    };
+    let t = Instant::now();
+    query::names::run(&names, &mut std::io::sink(), false)?;
+    println!(
+        "names (every name, counts and top values) {}",
+        ms(t.elapsed())
+    );
+
+    let sel = Selection::new(
+        &Scope::default(),
+        &[Filter::parse("project=gemini")?],
+        Plan::Index,
+    );
+    let (_, params) = sel.render();
+    let mut stmt = conn.prepare(&format!(
+        "EXPLAIN QUERY PLAN {}",
+        query::records_sql(&sel, Some(100))
+    ))?;
+    println!("\nplan of `--where project=gemini --limit 100`:");
+    let mut rows = stmt.query(params.as_slice())?;
+    while let Some(r) = rows.next()? {
+        println!("  {}", r.get::<_, String>(3)?);
+    }
+    Ok(())
+}
+
+/// The median of `RUNS` runs of the query, as the binary runs it (open, query, write).
+fn time(
+    path: &std::path::Path,
+    filters: &[&str],
+    limit: Option<u64>,
+    count: bool,
+) -> anyhow::Result<Duration> {
+    let args = QueryArgs {
+        db: DbArgs { db: path.into() },
+        scope: ScopeArgs {
+            bucket: None,
+            prefix: None,
+        },
+        filters: filters.iter().map(|f| f.to_string()).collect(),
+        sql: None,
+        format: Some(Format::Jsonl),
+        limit,
+        count,
+        include_gone: false,
+    };
+    let mut times = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let mut out = Vec::new();
+        let t = Instant::now();
+        query::run(&args, &mut out, false)?;
+        times.push(t.elapsed());
+        std::hint::black_box(out);
+    }
+    times.sort();
+    Ok(times[RUNS / 2])
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn build(path: &std::path::Path, n: u64) -> anyhow::Result<()> {
+    let mut conn = s3meta::db::open_rw(path)?;
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO buckets (bucket_id, store, name) VALUES (1, 'http://bench', 'bench')",
+        [],
+    )?;
+    {
+        let mut obj = tx.prepare(
+            "INSERT INTO objects (object_id, bucket_id, key, state, list_etag, list_size, list_modified,
+                 list_storage_class, etag, size, last_modified, content_type, listed_scan, headed_scan, headed_at)
+             VALUES (?1, 1, ?2, 'ok', ?3, ?4, ?5, 'STANDARD', ?3, ?4, ?5, 'application/octet-stream', 1, 1, ?5)",
+        )?;
+        let mut meta =
+            tx.prepare("INSERT INTO metadata (object_id, name, value) VALUES (?1, ?2, ?3)")?;
+        for i in 0..n {
+            let id = i as i64 + 1;
+            let key = format!("data/{:02}/obj-{i:08}", i % 100);
+            let etag = format!("{:032x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let modified =
+                s3meta::timefmt::format_epoch(1_767_225_600 + (i as i64 % 86_400) * 300, 0);
+            obj.execute(rusqlite::params![
+                id,
+                key,
+                etag,
+                (i as i64 * 37) % 5000,
+                modified
+            ])?;
+            meta.execute(rusqlite::params![id, "owner", format!("user{}", i % 200)])?;
+            if let Some(p) = project(i) {
+                meta.execute(rusqlite::params![id, "project", p])?;
+            }
+            if i % 3 == 0 {
+                meta.execute(rusqlite::params![id, "checksum", &etag])?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// 70% of objects: apollo 40%, gemini 1%, mercury 0.01%, and 29% over 290 other values.
+fn project(i: u64) -> Option<String> {
+    match i % 10_000 {
+        0 => Some("mercury".into()),
+        r if r % 100 == 1 => Some("gemini".into()),
+        r if r % 10 < 4 => Some("apollo".into()),
+        r if r % 10 < 7 => Some(format!("p{}", r % 290)),
+        _ => None,
+    }
+}

@@ -45,6 +45,10 @@ pub enum Command {
     Scan(ScanArgs),
     /// List what rescans noticed: created, modified, metadata changed, deleted objects.
     Changes(ChangesArgs),
+    /// Cut a bucket or prefix into N key ranges (JSON lines) for `scan --range-json` on many machines.
+    Plan(PlanArgs),
+    /// Merge range databases into OUT (each replaces its keyspace's contents in OUT).
+    Merge(MergeArgs),
     /// Remove a bucket's or prefix's rows from the database, and/or prune old change records.
     Forget(ForgetArgs),
     /// List only (no HEAD) and report the requests, and their cost, of a scan or a rescan.
@@ -98,9 +102,12 @@ pub struct ConnectionArgs {
 
 #[derive(Debug, Args)]
 pub struct ScanArgs {
-    /// What to scan: s3://BUCKET or s3://BUCKET/PREFIX.
-    #[arg(value_name = "S3_URL")]
-    pub url: String,
+    /// What to scan: s3://BUCKET or s3://BUCKET/PREFIX (optional with --range-json).
+    #[arg(value_name = "S3_URL", required_unless_present = "range_json")]
+    pub url: Option<String>,
+    /// Scan only this key range: one line printed by `s3meta plan` (JSON).
+    #[arg(long, value_name = "LINE")]
+    pub range_json: Option<String>,
     #[command(flatten)]
     pub db: DbArgs,
     #[command(flatten)]
@@ -183,6 +190,28 @@ pub struct ChangesArgs {
     /// Output format [default: table when stdout is a terminal, else jsonl].
     #[arg(long, value_enum)]
     pub format: Option<Format>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// What to cut: s3://BUCKET or s3://BUCKET/PREFIX.
+    #[arg(value_name = "S3_URL")]
+    pub url: String,
+    /// How many ranges (fewer when the keyspace holds too few distinct keys).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub ranges: u32,
+    #[command(flatten)]
+    pub conn: ConnectionArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The database to update (created if missing).
+    #[arg(value_name = "OUT.db")]
+    pub out: PathBuf,
+    /// Range databases, merged in order.
+    #[arg(value_name = "IN.db", required = true)]
+    pub inputs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -13,15 +13,17 @@ use clap::CommandFactory;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::Target;
-use crate::cli::{Cli, EstimateArgs, EstimateFormat, ScanArgs};
+use crate::cli::{Cli, EstimateArgs, EstimateFormat, MergeArgs, PlanArgs, ScanArgs};
 use crate::client;
 use crate::error::Error;
 use crate::estimate;
 use crate::lister::Lister;
 use crate::progress::{self, Progress};
+use crate::ranges::Bounds;
 use crate::retry::Policy;
 use crate::s3url::S3Url;
 use crate::scan::{self, Outcome, ScanConfig, ScanReport};
+use crate::shard::RangeLine;
 use crate::stats::Stats;
 use crate::summary::Summary;
 
@@ -77,10 +79,13 @@ async fn scan_once(
     stats: &Arc<Stats>,
     target: &mut Option<Target>,
 ) -> Result<ScanReport, Error> {
-    let url = S3Url::parse(&args.url)?;
+    let (url, range) = scan_target(args)?;
     let s3 = client::build(&args.conn.options()?).await?;
     let cfg = ScanConfig {
-        target: target_of(&url, &s3.store),
+        target: match &range {
+            Some(r) => r.target(&s3.store),
+            None => target_of(&url, &s3.store),
+        },
         concurrency: args.concurrency as usize,
         page_size: args.page_size,
         policy: policy(args.max_attempts, args.backoff_ms),
@@ -100,6 +105,82 @@ async fn scan_once(
         eprintln!("{}", progress::summary(&url.to_string(), &report));
     }
     Ok(report)
+}
+
+/// The URL to scan and, with `--range-json`, the key range (which names bucket and prefix).
+fn scan_target(args: &ScanArgs) -> Result<(S3Url, Option<RangeLine>), Error> {
+    let range = args
+        .range_json
+        .as_deref()
+        .map(RangeLine::parse)
+        .transpose()?;
+    let url = match (&args.url, &range) {
+        (Some(u), _) => S3Url::parse(u)?,
+        (None, Some(r)) => S3Url {
+            bucket: r.bucket.clone(),
+            prefix: r.prefix.clone(),
+        },
+        (None, None) => {
+            return Err(Error::BadInput(
+                "give s3://BUCKET[/PREFIX] or --range-json".into(),
+            ));
+        }
+    };
+    if let Some(r) = &range
+        && (r.bucket != url.bucket || r.prefix != url.prefix)
+    {
+        return Err(Error::BadInput(format!(
+            "--range-json is a range of s3://{}/{}, not of {url}",
+            r.bucket, r.prefix
+        )));
+    }
+    Ok((url, range))
+}
+
+/// `s3meta plan`: prints the ranges, one JSON object per line.
+pub async fn plan(args: &PlanArgs, cancel: CancellationToken) -> Result<u8, Error> {
+    let url = S3Url::parse(&args.url)?;
+    let s3 = client::build(&args.conn.options()?).await?;
+    let lister = lister_for(&url, s3, cancel);
+    let whole = Bounds {
+        start_after: None,
+        end: None,
+    };
+    let ranges = crate::ranges::plan(&lister, whole, args.ranges as usize).await?;
+    for line in RangeLine::lines(&url.bucket, &url.prefix, &ranges) {
+        println!("{}", serde_json::to_string(&line).expect("serializable"));
+    }
+    Ok(0)
+}
+
+/// `s3meta merge`.
+pub fn merge(args: &MergeArgs, quiet: bool) -> Result<u8, Error> {
+    let inputs: Vec<&std::path::Path> = args.inputs.iter().map(|p| p.as_path()).collect();
+    let m = crate::shard::merge(&args.out, &inputs)?;
+    if !quiet {
+        eprintln!(
+            "merged {} database(s) into {}: {} keyspace(s), {} objects",
+            inputs.len(),
+            args.out.display(),
+            m.keyspaces,
+            m.objects
+        );
+    }
+    Ok(0)
+}
+
+fn lister_for(url: &S3Url, s3: client::S3, cancel: CancellationToken) -> Lister {
+    Lister {
+        client: s3.client,
+        store: s3.store,
+        bucket: url.bucket.clone(),
+        prefix: url.prefix.clone(),
+        page_size: 1000,
+        policy: policy(5, 100),
+        stats: Arc::new(Stats::default()),
+        cancel,
+        rate: None,
+    }
 }
 
 fn target_of(url: &S3Url, store: &str) -> Target {
@@ -125,17 +206,7 @@ pub async fn estimate(args: &EstimateArgs, cancel: CancellationToken) -> Result<
     let url = S3Url::parse(&args.url)?;
     let s3 = client::build(&args.conn.options()?).await?;
     let target = target_of(&url, &s3.store);
-    let lister = Arc::new(Lister {
-        client: s3.client,
-        store: s3.store.clone(),
-        bucket: url.bucket.clone(),
-        prefix: url.prefix.clone(),
-        page_size: 1000,
-        policy: policy(5, 100),
-        stats: Arc::new(Stats::default()),
-        cancel,
-        rate: None,
-    });
+    let lister = Arc::new(lister_for(&url, s3, cancel));
     let e = estimate::run(
         lister,
         &target,

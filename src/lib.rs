@@ -32,6 +32,7 @@ pub mod retry;
 pub mod rfc2047;
 pub mod s3url;
 pub mod scan;
+pub mod shard;
 pub mod stats;
 pub mod status;
 pub mod summary;

@@ -30,6 +30,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Scan(ref a) => Ok(commands::scan(a, cli.quiet, signals()).await?),
             Command::Estimate(ref a) => Ok(commands::estimate(a, signals()).await?),
+            Command::Plan(ref a) => Ok(commands::plan(a, signals()).await?),
+            Command::Merge(ref a) => Ok(commands::merge(a, cli.quiet)?),
             Command::Completions { shell } => {
                 commands::completions(shell);
                 Ok(0)

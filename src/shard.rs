@@ -1,0 +1,271 @@
+//! Sharding a scan across machines: `plan` prints key ranges, `scan --range-json` scans one,
+//! and `merge` combines the range databases.
+//!
+//! Receives: a target and N (plan), a JSON range line (scan), or range databases (merge).
+//! Sends on: JSON lines, a scan target with bounds, or an updated output database.
+//! Invariants: the planned ranges cover the keyspace exactly once; a merge replaces, in one
+//! transaction per input, everything the output holds in each keyspace the input scanned
+//! (objects with their metadata, errors and changes, and the scans), so merging the shards of
+//! a plan gives the database one scan of the whole would have given (canonical dump).
+
+use std::path::Path;
+
+use rusqlite::{Connection, params};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::Target;
+use crate::error::Error;
+use crate::keyspace::KeyRange;
+use crate::ranges::Bounds;
+use crate::{db, lock};
+
+/// One line of `s3meta plan`: a key range (start_after, end] of a bucket's prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeLine {
+    pub bucket: String,
+    pub prefix: String,
+    pub start_after: Option<String>,
+    pub end: Option<String>,
+    /// Position of the range in its plan, and the plan's size (informational).
+    #[serde(default)]
+    pub index: usize,
+    #[serde(default)]
+    pub of: usize,
+}
+
+impl RangeLine {
+    pub fn lines(bucket: &str, prefix: &str, ranges: &[Bounds]) -> Vec<RangeLine> {
+        ranges
+            .iter()
+            .enumerate()
+            .map(|(i, b)| RangeLine {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+                start_after: b.start_after.clone(),
+                end: b.end.clone(),
+                index: i,
+                of: ranges.len(),
+            })
+            .collect()
+    }
+
+    pub fn parse(text: &str) -> Result<RangeLine, Error> {
+        serde_json::from_str(text.trim()).map_err(|e| {
+            Error::BadInput(format!(
+                "--range-json: {e}; expected one line printed by `s3meta plan`, e.g. {{\"bucket\":\"b\",\"prefix\":\"\",\"start_after\":null,\"end\":\"k\"}}"
+            ))
+        })
+    }
+
+    pub fn target(&self, store: &str) -> Target {
+        Target {
+            store: store.to_string(),
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            start_after: self.start_after.clone(),
+            end_key: self.end.clone(),
+        }
+    }
+}
+
+/// What one merge did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Merged {
+    pub keyspaces: usize,
+    pub objects: i64,
+}
+
+/// Merges each input database into `out` (created if missing), in order.
+pub fn merge(out: &Path, inputs: &[&Path]) -> Result<Merged, Error> {
+    let _lock = lock::acquire(out)?;
+    let mut conn = db::open_rw(out)?;
+    let mut total = Merged::default();
+    for input in inputs {
+        if input.canonicalize().ok() == out.canonicalize().ok() {
+            return Err(Error::BadInput(format!(
+                "cannot merge {} into itself",
+                input.display()
+            )));
+        }
+        drop(db::open_ro(input)?); // refuses missing, foreign and newer databases
+        let m = merge_one(&mut conn, input).map_err(|e| Error::db(out, e))?;
+        total.keyspaces += m.keyspaces;
+        total.objects += m.objects;
+    }
+    Ok(total)
+}
+
+/// A scanned keyspace of the input: its bucket and bounds.
+struct Keyspace {
+    store: String,
+    bucket: String,
+    prefix: String,
+    start_after: Option<String>,
+    end_key: Option<String>,
+}
+
+fn merge_one(conn: &mut Connection, input: &Path) -> rusqlite::Result<Merged> {
+    conn.execute("ATTACH DATABASE ?1 AS src", [input.to_string_lossy()])?;
+    let result = (|| {
+        let tx = conn.transaction()?;
+        let spaces = keyspaces(&tx)?;
+        let mut merged = Merged::default();
+        for k in &spaces {
+            merged.objects += replace_keyspace(&tx, k)?;
+            merged.keyspaces += 1;
+        }
+        tx.commit()?;
+        Ok(merged)
+    })();
+    conn.execute("DETACH DATABASE src", [])?;
+    result
+}
+
+fn keyspaces(conn: &Connection) -> rusqlite::Result<Vec<Keyspace>> {
+    let mut stmt = conn.prepare(
+        "SELECT DISTINCT b.store, b.name, s.prefix, s.start_after, s.end_key
+         FROM src.scans s JOIN src.buckets b USING (bucket_id)",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(Keyspace {
+            store: r.get(0)?,
+            bucket: r.get(1)?,
+            prefix: r.get(2)?,
+            start_after: r.get(3)?,
+            end_key: r.get(4)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Replaces the output's objects and scans of one keyspace by the input's.
+fn replace_keyspace(tx: &Connection, k: &Keyspace) -> rusqlite::Result<i64> {
+    tx.execute(
+        "INSERT INTO buckets (store, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        params![k.store, k.bucket],
+    )?;
+    let ids = |schema: &str| -> rusqlite::Result<Option<i64>> {
+        tx.query_row(
+            &format!("SELECT bucket_id FROM {schema}.buckets WHERE store = ?1 AND name = ?2"),
+            params![k.store, k.bucket],
+            |r| r.get(0),
+        )
+        .map(Some)
+    };
+    let (out_b, src_b) = (
+        ids("main")?.unwrap_or_default(),
+        ids("src")?.unwrap_or_default(),
+    );
+    let keys = KeyRange::prefix(&k.prefix).intersect(&KeyRange::between(
+        k.start_after.as_deref(),
+        k.end_key.as_deref(),
+    ));
+    let (frag, mut args) = keys.sql("key");
+    args.push((":b", &out_b));
+    tx.execute(
+        &format!("DELETE FROM objects WHERE bucket_id = :b{frag}"),
+        args.as_slice(),
+    )?;
+    tx.execute(
+        "DELETE FROM scans WHERE bucket_id = ?1 AND prefix = ?2 AND start_after IS ?3 AND end_key IS ?4",
+        params![out_b, k.prefix, k.start_after, k.end_key],
+    )?;
+    copy_scans(tx, k, out_b, src_b)?;
+    copy_objects(tx, &keys, out_b, src_b)
+}
+
+/// Copies the keyspace's scans and ranges under new ids, recorded in `temp.scan_map`.
+fn copy_scans(tx: &Connection, k: &Keyspace, out_b: i64, src_b: i64) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS scan_map (old INTEGER PRIMARY KEY, new INTEGER NOT NULL);
+         DELETE FROM temp.scan_map;",
+    )?;
+    let mut stmt = tx.prepare(
+        "SELECT scan_id FROM src.scans
+         WHERE bucket_id = ?1 AND prefix = ?2 AND start_after IS ?3 AND end_key IS ?4 ORDER BY scan_id",
+    )?;
+    let old: Vec<i64> = stmt
+        .query_map(params![src_b, k.prefix, k.start_after, k.end_key], |r| {
+            r.get(0)
+        })?
+        .collect::<Result<_, _>>()?;
+    for id in old {
+        tx.execute(
+            "INSERT INTO scans (bucket_id, prefix, start_after, end_key, mode, state, record_created,
+                 started_at, updated_at, finished_at, objects_listed, heads_ok, heads_skipped,
+                 objects_gone, objects_failed, list_requests, head_requests, retries, throttled, last_error)
+             SELECT ?1, prefix, start_after, end_key, mode, state, record_created, started_at, updated_at,
+                 finished_at, objects_listed, heads_ok, heads_skipped, objects_gone, objects_failed,
+                 list_requests, head_requests, retries, throttled, last_error
+             FROM src.scans WHERE scan_id = ?2",
+            params![out_b, id],
+        )?;
+        let new = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO temp.scan_map VALUES (?1, ?2)",
+            params![id, new],
+        )?;
+        tx.execute(
+            "INSERT INTO scan_ranges (scan_id, range_no, start_after, end_key, token, last_key, state, pages, keys_listed)
+             SELECT ?1, range_no, start_after, end_key, token, last_key, state, pages, keys_listed
+             FROM src.scan_ranges WHERE scan_id = ?2",
+            params![new, id],
+        )?;
+    }
+    Ok(())
+}
+
+/// Copies the keyspace's objects, then their metadata, errors and changes, matched by key.
+fn copy_objects(tx: &Connection, keys: &KeyRange, out_b: i64, src_b: i64) -> rusqlite::Result<i64> {
+    let (frag, mut args) = keys.sql("s.key");
+    args.push((":out", &out_b));
+    args.push((":src", &src_b));
+    let map = |col: &str| format!("(SELECT new FROM temp.scan_map WHERE old = s.{col})");
+    let n = tx.execute(
+        &format!(
+            "INSERT INTO objects (bucket_id, key, state, head_due, list_etag, list_size, list_modified,
+                 list_storage_class, etag, size, last_modified, content_type, cache_control,
+                 content_encoding, content_language, content_disposition, expires, storage_class,
+                 version_id, missing_meta, listed_scan, headed_scan, headed_at, gone_scan)
+             SELECT :out, s.key, s.state, s.head_due, s.list_etag, s.list_size, s.list_modified,
+                 s.list_storage_class, s.etag, s.size, s.last_modified, s.content_type, s.cache_control,
+                 s.content_encoding, s.content_language, s.content_disposition, s.expires, s.storage_class,
+                 s.version_id, s.missing_meta, {}, {}, s.headed_at, {}
+             FROM src.objects s WHERE s.bucket_id = :src{frag}",
+            map("listed_scan"),
+            map("headed_scan"),
+            map("gone_scan")
+        ),
+        args.as_slice(),
+    )? as i64;
+    let join = format!(
+        "FROM src.objects s JOIN main.objects o ON o.bucket_id = :out AND o.key = s.key
+         WHERE s.bucket_id = :src{frag}"
+    );
+    tx.execute(
+        &format!("INSERT INTO metadata (object_id, name, value) SELECT o.object_id, m.name, m.value {join_m}",
+            join_m = join.replace("FROM src.objects s", "FROM src.metadata m JOIN src.objects s USING (object_id)")),
+        args.as_slice(),
+    )?;
+    tx.execute(
+        &format!(
+            "INSERT INTO object_errors (object_id, scan_id, status, code, message, attempts, at)
+             SELECT o.object_id, coalesce((SELECT new FROM temp.scan_map WHERE old = e.scan_id), e.scan_id),
+                 e.status, e.code, e.message, e.attempts, e.at {}",
+            join.replace("FROM src.objects s", "FROM src.object_errors e JOIN src.objects s USING (object_id)")
+        ),
+        args.as_slice(),
+    )?;
+    tx.execute(
+        &format!(
+            "INSERT INTO changes (scan_id, object_id, kind, old_etag, old_size, old_modified, new_etag,
+                 new_size, new_modified, old_metadata, new_metadata, at)
+             SELECT coalesce((SELECT new FROM temp.scan_map WHERE old = c.scan_id), c.scan_id), o.object_id,
+                 c.kind, c.old_etag, c.old_size, c.old_modified, c.new_etag, c.new_size, c.new_modified,
+                 c.old_metadata, c.new_metadata, c.at {}",
+            join.replace("FROM src.objects s", "FROM src.changes c JOIN src.objects s USING (object_id)")
+        ),
+        args.as_slice(),
+    )?;
+    Ok(n)
+}

@@ -1,0 +1,127 @@
+//! Sharding across machines: plan → range scans → merge equals one scan, night after night
+//! (issue 7).
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use serde_json::Value;
+
+async fn run_ok(mut cmd: std::process::Command) -> String {
+    cmd.args(["--backoff-ms", "1"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fill_tree(state: &State, night: u32) {
+    for i in 0..2400 {
+        let key = format!(
+            "{}/{:03}/obj\t{i}",
+            ["alpha", "beta", "gamma..", "delta\n"][i % 4],
+            i % 37
+        );
+        if night == 2 && i % 11 == 0 {
+            state.delete_object("bkt", &key);
+        } else if night == 2 && i % 7 == 0 {
+            state.put_object("bkt", &key, b"v2", &[("night", "2")]);
+        } else if night == 1 {
+            state.put_object("bkt", &key, key.as_bytes(), &[("i", &i.to_string())]);
+        }
+    }
+    if night == 2 {
+        state.put_object("bkt", "zeta/new", b"n", &[]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_range_scans_and_merge_equal_one_scan_on_two_nights() {
+    let env = Env::new().await;
+    fill_tree(env.state(), 1);
+    let single = env.dir.path().join("single.db");
+    let merged = env.dir.path().join("merged.db");
+
+    let mut plan = env.bin();
+    plan.args(["plan", "s3://bkt", "--ranges", "5"]);
+    let out = output(plan).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    let ranges: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(ranges[0]["start_after"].is_null() && ranges[4]["end"].is_null());
+    for pair in ranges.windows(2) {
+        assert_eq!(
+            pair[0]["end"], pair[1]["start_after"],
+            "ranges are contiguous"
+        );
+        assert!(
+            pair[1]["start_after"].as_str().unwrap()
+                > pair[0]["start_after"].as_str().unwrap_or("")
+        );
+    }
+
+    for night in 1..=2 {
+        if night == 2 {
+            fill_tree(env.state(), 2);
+        }
+        env.scan_into(&env.config("bkt", ""), &single)
+            .await
+            .unwrap();
+        let mut shards: Vec<PathBuf> = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let db = env.dir.path().join(format!("shard-{i}.db"));
+            let mut scan = env.bin();
+            scan.args(["scan", "--range-json", line, "--page-size", "100", "--db"])
+                .arg(&db);
+            run_ok(scan).await;
+            shards.push(db);
+        }
+        let mut merge = env.bin();
+        merge.arg("merge").arg(&merged).args(&shards);
+        let out = output(merge).await;
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(dump(&merged), dump(&single), "night {night}");
+        if night == 2 {
+            assert_eq!(
+                count(
+                    &shards[0],
+                    "SELECT count(*) FROM scans WHERE mode = 'rescan'"
+                ),
+                1,
+                "shards rescan incrementally"
+            );
+            assert!(count(&merged, "SELECT count(*) FROM changes") > 300);
+            assert_eq!(count(&merged, "SELECT count(*) FROM scans"), 10);
+        }
+    }
+
+    // A range line of another bucket, and a malformed line, are refused.
+    let mut bad = env.bin();
+    bad.args(["scan", "s3://other", "--range-json", &lines[0], "--db"])
+        .arg(&merged);
+    let out = output(bad).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is a range of s3://bkt/"),
+        "{}",
+        stderr(&out)
+    );
+    let mut bad = env.bin();
+    bad.args(["scan", "--range-json", "{\"bucket\":", "--db"])
+        .arg(&merged);
+    let out = output(bad).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("expected one line printed by `s3meta plan`"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -227,3 +227,65 @@ async fn completions_and_man_page_are_generated() {
         &roff[..200]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_retry_is_logged_at_debug_and_logs_can_be_json() {
+    let env = Env::new().await;
+    fill(env.state(), "bkt", "", 5);
+    env.state()
+        .add_fault(Fault::head("obj-00003", Action::Status(500)).times(2));
+    let mut cmd = env.bin();
+    cmd.args(["scan", "s3://bkt", "-vv", "--backoff-ms", "1", "--db"])
+        .arg(&env.db);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert!(
+        err.contains("retry 1 of 4 for HEAD \"obj-00003\": HTTP 500"),
+        "{err}"
+    );
+    assert!(
+        err.contains("retry 2 of 4 for HEAD \"obj-00003\": HTTP 500"),
+        "{err}"
+    );
+
+    env.state()
+        .add_fault(Fault::head("obj-00004", Action::Status(503)).times(1));
+    let mut cmd = env.bin();
+    cmd.args([
+        "scan",
+        "s3://bkt",
+        "--full",
+        "-vv",
+        "--log-format",
+        "json",
+        "--backoff-ms",
+        "1",
+        "--db",
+    ])
+    .arg(&env.db);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0));
+    let json_lines: Vec<Value> = stderr(&out)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        json_lines.iter().any(|v| v["level"] == "DEBUG"
+            && v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("retry 1 of 19 for HEAD \"obj-00004\": HTTP 503"))),
+        "{json_lines:?}"
+    );
+
+    // RUST_LOG overrides -v: nothing at debug.
+    let mut cmd = env.bin();
+    cmd.args(["scan", "s3://bkt", "--full", "-vv", "--db"])
+        .arg(&env.db)
+        .env("RUST_LOG", "error");
+    env.state()
+        .add_fault(Fault::head("obj-00004", Action::Status(503)).times(1));
+    let out = output(cmd).await;
+    assert!(!stderr(&out).contains("retry"), "{}", stderr(&out));
+}

@@ -6,6 +6,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::error::Error;
 
@@ -34,19 +35,26 @@ pub fn acquire(db: &Path) -> Result<DbLock, Error> {
             path: path.clone(),
             source,
         })?;
-    match file.try_lock() {
-        Ok(()) => Ok(DbLock { _file: file, path }),
-        Err(TryLockError::WouldBlock) => Err(Error::Locked {
-            path: db.to_path_buf(),
-            lock: path,
-        }),
-        Err(TryLockError::Error(source)) => Err(Error::LockFile { path, source }),
+    // A few short retries: `status` holds the lock for an instant to see whether a scan runs.
+    for _ in 0..BRIEF_HOLD_RETRIES {
+        match file.try_lock() {
+            Ok(()) => return Ok(DbLock { _file: file, path }),
+            Err(TryLockError::WouldBlock) => std::thread::sleep(Duration::from_millis(10)),
+            Err(TryLockError::Error(source)) => return Err(Error::LockFile { path, source }),
+        }
     }
+    Err(Error::Locked {
+        path: db.to_path_buf(),
+        lock: path,
+    })
 }
+
+/// Attempts, 10 ms apart, before another holder is reported.
+const BRIEF_HOLD_RETRIES: u32 = 20;
 
 /// Whether a process holds the lock now, for `status`. It never creates the lock file (a
 /// missing one is not held) and never waits: it tries the lock and, if it got it, releases
-/// it at once. A scan starting in that instant is refused as if another were running.
+/// it at once. A scan starting in that instant retries for a moment (see `acquire`).
 pub fn is_held(db: &Path) -> bool {
     let Ok(file) = OpenOptions::new().write(true).open(lock_path(db)) else {
         return false;

@@ -53,7 +53,8 @@ fn main() -> ExitCode {
     match code {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Our messages carry their context; `{:#}` would repeat causes they already name.
+            eprintln!("error: {e}");
             ExitCode::from(1)
         }
     }

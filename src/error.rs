@@ -101,6 +101,11 @@ pub enum Error {
         detail: String,
     },
 
+    #[error(
+        "{0}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, pass --profile, or --no-sign-request for a public bucket"
+    )]
+    NoCredentials(String),
+
     #[error("S3 client setup failed: {0}")]
     ClientSetup(String),
 

@@ -312,6 +312,9 @@ impl Lister {
         };
         let (bucket, prefix, store) =
             (self.bucket.clone(), self.prefix.clone(), self.store.clone());
+        if failure.is_credentials() {
+            return Error::NoCredentials(failure.message);
+        }
         match failure.status {
             Some(404) => Error::NoSuchBucket { bucket, store },
             Some(status @ (401 | 403)) => Error::ListDenied {

@@ -68,7 +68,8 @@ fn done(result: s3meta::Result<()>) -> anyhow::Result<u8> {
 fn init_logging(cli: &Cli) {
     let default = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
-        (false, 0) => "warn",
+        // The SDK's own warnings (e.g. no instance metadata for the region) only with -v.
+        (false, 0) => "s3meta=warn,error",
         (false, 1) => "s3meta=info,warn",
         (false, 2) => "s3meta=debug,info",
         _ => "trace",
@@ -77,7 +78,7 @@ fn init_logging(cli: &Cli) {
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(s3meta::progress::LogWriter);
     match cli.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.with_target(false).init(),

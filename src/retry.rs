@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::error::display::DisplayErrorContext;
@@ -67,15 +68,22 @@ impl Failure {
             retryable: true,
             throttled: false,
         };
+        if let Some(e) = credentials_error(err) {
+            return Failure {
+                retryable: false,
+                ..transport(format!("{NO_CREDENTIALS}: {e}"))
+            };
+        }
         match err {
             SdkError::TimeoutError(_) => transport("timed out".into()),
+            SdkError::DispatchFailure(d) if d.is_timeout() => transport("timed out".into()),
             SdkError::DispatchFailure(d) => Failure {
                 retryable: !d.is_user(),
-                ..transport(format!("{}", DisplayErrorContext(err)))
+                ..transport(root_cause(err))
             },
             SdkError::ResponseError(_) => transport(format!(
                 "connection dropped or response unreadable: {}",
-                DisplayErrorContext(err)
+                root_cause(err)
             )),
             SdkError::ServiceError(ctx) => {
                 let status = ctx.raw().status().as_u16();
@@ -111,6 +119,53 @@ impl Failure {
             retryable,
             throttled,
         }
+    }
+}
+
+const NO_CREDENTIALS: &str = "no usable AWS credentials";
+
+impl Failure {
+    /// The request could not be signed: no (or broken) credentials.
+    pub fn is_credentials(&self) -> bool {
+        self.status.is_none() && self.message.starts_with(NO_CREDENTIALS)
+    }
+}
+
+/// The credentials error behind a request that could not be signed, if that is what failed.
+fn credentials_error(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        if let Some(c) = e.downcast_ref::<CredentialsError>() {
+            return Some(match c {
+                CredentialsError::CredentialsNotLoaded(_) => {
+                    "none found in the environment, profiles, SSO, web identity, container or instance metadata".to_string()
+                }
+                other => root_cause(other),
+            });
+        }
+        cause = e.source();
+    }
+    None
+}
+
+/// The innermost cause's message, on one line (`Connection refused (os error 111)`), instead
+/// of the SDK's nested debug dump.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut last: &(dyn std::error::Error + 'static) = err;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    let text = last.to_string();
+    let line = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .trim_end_matches('.');
+    if line.is_empty() {
+        format!("{}", DisplayErrorContext(err))
+    } else {
+        line.to_string()
     }
 }
 

@@ -123,6 +123,12 @@ async fn fatal_errors_exit_1_with_one_clear_line() {
     bad_creds.env("AWS_SECRET_ACCESS_KEY", "wrong");
     assert_fatal(bad_creds, "access denied listing s3://bkt/").await;
 
+    let mut no_creds = scan_cmd(&env, "s3://bkt");
+    no_creds
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY");
+    assert_fatal(no_creds, "no usable AWS credentials: none found").await;
+
     env.state()
         .add_fault(Fault::list_page(1, Action::Status(403)).times(1));
     assert_fatal(

@@ -10,7 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_s3::operation::head_object::HeadObjectOutput;
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::operation::head_object::{HeadObjectError, HeadObjectOutput};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +24,9 @@ use crate::rfc2047;
 use crate::stats::Stats;
 use crate::timefmt;
 use crate::writer::WriterMsg;
+
+/// Stands in for a whitespace-only key while the SDK builds the request (see `send_head`).
+const BLANK_KEY_PLACEHOLDER: &str = "s3meta-blank-key-placeholder";
 
 /// An object the writer decided to HEAD.
 #[derive(Debug, Clone)]
@@ -134,6 +139,33 @@ impl HeadPool {
         }
     }
 
+    /// One HeadObject request. aws-sdk-s3 refuses to build one for a key made only of
+    /// whitespace (a valid S3 key: it takes a blank required field for a missing one), so
+    /// such a key is sent as a placeholder whose path is rewritten before signing.
+    async fn send_head(
+        &self,
+        key: &str,
+    ) -> Result<HeadObjectOutput, SdkError<HeadObjectError, HttpResponse>> {
+        let req = self.client.head_object().bucket(&self.bucket);
+        if !key.trim().is_empty() {
+            return req.key(key).send().await;
+        }
+        let escaped: String = key.bytes().map(|b| format!("%{b:02X}")).collect();
+        req.key(BLANK_KEY_PLACEHOLDER)
+            .customize()
+            .mutate_request(move |http| {
+                let uri = http.uri().to_string();
+                let needle = format!("/{BLANK_KEY_PLACEHOLDER}");
+                if let Some(at) = uri.rfind(&needle) {
+                    let rewritten =
+                        format!("{}/{escaped}{}", &uri[..at], &uri[at + needle.len()..]);
+                    let _ = http.set_uri(rewritten);
+                }
+            })
+            .send()
+            .await
+    }
+
     /// HEADs one object with retries; `None` when cancelled before an answer.
     async fn head(&self, job: &HeadJob, permit: &Permit) -> Option<HeadResult> {
         let subject = format!("HEAD {:?}", job.key);
@@ -148,14 +180,7 @@ impl HeadPool {
             &subject,
             permit,
             || async {
-                match self
-                    .client
-                    .head_object()
-                    .bucket(&self.bucket)
-                    .key(&job.key)
-                    .send()
-                    .await
-                {
+                match self.send_head(&job.key).await {
                     Ok(out) => Ok(Some(out)),
                     Err(e) => {
                         let failure = Failure::from_sdk(&e);

@@ -11,7 +11,6 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::head::HeadJob;
 use crate::keyspace::KeyRange;
-use crate::ranges::Bounds;
 use crate::timefmt;
 
 /// What a scan covers.
@@ -177,33 +176,6 @@ pub fn covered(conn: &Connection, bucket_id: i64, target: &Target) -> rusqlite::
         params![bucket_id, target.prefix, target.start_after, target.end_key],
         |r| r.get(0),
     )
-}
-
-/// Replaces the single, untouched range of a new scan by a planned set (parallel listing).
-/// Does nothing once the range has listed a page, so a resumed scan keeps its checkpoints.
-pub fn set_ranges(
-    conn: &mut Connection,
-    scan_id: i64,
-    ranges: &[Bounds],
-) -> rusqlite::Result<Vec<RangeState>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let fresh: bool = tx.query_row(
-        "SELECT count(*) = 1 AND sum(pages) = 0 FROM scan_ranges WHERE scan_id = ?1",
-        [scan_id],
-        |r| r.get(0),
-    )?;
-    if fresh && ranges.len() > 1 {
-        tx.execute("DELETE FROM scan_ranges WHERE scan_id = ?1", [scan_id])?;
-        for (i, b) in ranges.iter().enumerate() {
-            tx.execute(
-                "INSERT INTO scan_ranges (scan_id, range_no, start_after, end_key, state) VALUES (?1, ?2, ?3, ?4, 'listing')",
-                params![scan_id, i as i64, b.start_after, b.end],
-            )?;
-        }
-    }
-    let ranges = load_ranges(&tx, scan_id)?;
-    tx.commit()?;
-    Ok(ranges)
 }
 
 fn load_ranges(conn: &Connection, scan_id: i64) -> rusqlite::Result<Vec<RangeState>> {

@@ -1,8 +1,9 @@
 //! Cutting a keyspace into key ranges without listing it: probes of one key each.
 //!
 //! Receives: a lister (bucket and prefix) and a range (after, upper]. Sends on: a split key
-//! S with keys on both sides, or a plan of N ranges (start_after, end] that cover the keyspace
-//! exactly once. Invariants: ranges are contiguous and disjoint by construction (each split
+//! S with keys on both sides (used by parallel listing to split a large range while it is
+//! listed), or a plan of N ranges (start_after, end] that cover the keyspace exactly once
+//! (`s3meta plan`, for sharded scans). Invariants: ranges are contiguous and disjoint by construction (each split
 //! replaces (a, b] by (a, S] and (S, b]); a split needs only `max-keys=1` LIST probes, found
 //! by walking down the key's characters to the first position where keys differ, then
 //! bisecting the characters present at that position, so hierarchical (`data/00/…`) and flat

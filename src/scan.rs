@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{self, Mode, RangeState, ScanPlan, Target};
+use crate::checkpoint::{self, Mode, ScanPlan, Target};
 use crate::db;
 use crate::error::Error;
 use crate::head::{HeadJob, HeadPool};
@@ -23,7 +23,6 @@ use crate::limit::RateLimit;
 use crate::lister::Lister;
 use crate::listing::Listing;
 use crate::lock;
-use crate::ranges::{self, Bounds};
 use crate::retry::Policy;
 use crate::stats::{Snapshot, Stats};
 use crate::writer::{self, WriterCtx, WriterMsg};
@@ -187,8 +186,7 @@ async fn run_pipeline(
     written.and(produced).and(headed)
 }
 
-/// Plans the ranges of a new parallel scan, feeds the HEADs a resumed scan still owes, then
-/// lists every unfinished range.
+/// Feeds the HEADs a resumed scan still owes, then lists every unfinished range.
 #[allow(clippy::too_many_arguments)]
 async fn produce(
     cfg: &ScanConfig,
@@ -201,10 +199,9 @@ async fn produce(
     work: &CancellationToken,
 ) -> Result<(), Error> {
     let scope = cfg.target.keys();
-    let mut ranges = plan.ranges.clone();
-    if cfg.list_parallelism > 1 && !plan.resumed {
-        ranges = plan_ranges(cfg, plan, conn, db_path, &lister).await?;
-    }
+    // Parallel listing starts from the scan's ranges as they are: `Listing` splits the large
+    // ones as soon as they have listed a couple of pages, so a small target costs no probes.
+    let ranges = plan.ranges.clone();
     for range in &ranges {
         // Only keys up to the committed checkpoint: later ones will be listed again.
         let Some(last) = &range.last_key else {
@@ -222,26 +219,6 @@ async fn produce(
         cancel: work.clone(),
     };
     listing.run(ranges).await
-}
-
-/// Cuts a new scan's keyspace into `list_parallelism` ranges with probes, and records them.
-async fn plan_ranges(
-    cfg: &ScanConfig,
-    plan: &ScanPlan,
-    conn: &tokio_rusqlite::Connection,
-    db_path: &Path,
-    lister: &Lister,
-) -> Result<Vec<RangeState>, Error> {
-    let whole = Bounds {
-        start_after: cfg.target.start_after.clone(),
-        end: cfg.target.end_key.clone(),
-    };
-    let bounds = ranges::plan(lister, whole, cfg.list_parallelism).await?;
-    tracing::info!("listing {} key ranges in parallel", bounds.len());
-    let (scan_id, path) = (plan.scan_id, PathBuf::from(db_path));
-    conn.call(move |c| checkpoint::set_ranges(c, scan_id, &bounds).map_err(|e| Error::db(&path, e)))
-        .await
-        .map_err(|e| Error::from_async_db(db_path, e))
 }
 
 /// Queues, in key order and a chunk at a time, the objects of `keys` still owed a HEAD.

@@ -4,8 +4,9 @@
 //! when stderr is a terminal, and one summary line at the end. Invariant: drawing reads
 //! counters only; it never blocks or slows a pipeline stage.
 
-use std::sync::Arc;
+use std::io::Write;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -13,6 +14,38 @@ use tokio::task::JoinHandle;
 
 use crate::scan::{Outcome, ScanReport};
 use crate::stats::{Snapshot, Stats};
+
+/// The bar being drawn, if any: log lines are written around it (see `LogWriter`).
+static ACTIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// A `tracing` writer for stderr that hides the progress line while a log line is written,
+/// so logs and the bar never interleave.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = ACTIVE.lock().map(|b| b.clone()).unwrap_or(None);
+        match bar {
+            Some(bar) => bar
+                .suspend(|| std::io::stderr().write_all(buf))
+                .map(|()| buf.len()),
+            None => std::io::stderr().write_all(buf).map(|()| buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> LogWriter {
+        LogWriter
+    }
+}
 
 /// A running progress line; `finish` clears it.
 pub struct Progress {
@@ -40,20 +73,19 @@ impl Progress {
                 b.tick();
             }
         });
+        if let Ok(mut active) = ACTIVE.lock() {
+            *active = Some(bar.clone());
+        }
         Progress {
             bar: Some((bar, ticker)),
         }
     }
 
-    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
-        match &self.bar {
-            Some((bar, _)) => bar.suspend(f),
-            None => f(),
-        }
-    }
-
     pub fn finish(self) {
         if let Some((bar, ticker)) = self.bar {
+            if let Ok(mut active) = ACTIVE.lock() {
+                *active = None;
+            }
             ticker.abort();
             bar.finish_and_clear();
         }

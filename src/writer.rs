@@ -5,13 +5,16 @@
 //! that need a HEAD, back to the page's lister. Invariants: a page's rows, its deletions and its
 //! checkpoint are one transaction; a HEAD outcome, its metadata rows and its change row are one
 //! transaction; messages are applied in arrival order and batched into as few transactions as
-//! the channel's backlog allows, and a batch is never abandoned: it commits or the scan fails.
+//! the channel's backlog allows (HEAD outcomes wait up to `LINGER` for company, a page never
+//! waits), and a batch is never abandoned: it commits or the scan fails.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::checkpoint::Mode;
@@ -23,6 +26,8 @@ use crate::timefmt;
 
 /// How many rows one transaction takes at most (a page counts one per key).
 const BATCH_ROWS: usize = 4096;
+/// How long a batch of HEAD outcomes waits for more before it is committed.
+const LINGER: Duration = Duration::from_millis(50);
 
 /// One object as the listing reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,19 +112,15 @@ pub async fn run(
     mut rx: mpsc::Receiver<WriterMsg>,
     stats: Arc<Stats>,
 ) -> Result<(), Error> {
+    let path = ctx.path.clone();
+    conn.call(move |c| {
+        c.pragma_update(None, "ignore_check_constraints", true)
+            .map_err(|e| Error::db(&path, e))
+    })
+    .await
+    .map_err(|e| Error::from_async_db(&ctx.path, e))?;
     let mut flushed = stats.snapshot();
-    while let Some(first) = rx.recv().await {
-        let mut rows = first.rows();
-        let mut batch = vec![first];
-        while rows < BATCH_ROWS {
-            match rx.try_recv() {
-                Ok(m) => {
-                    rows += m.rows();
-                    batch.push(m);
-                }
-                Err(_) => break,
-            }
-        }
+    while let Some(batch) = next_batch(&mut rx).await {
         let now = stats.snapshot();
         let requests = delta(&now, &flushed);
         flushed = now;
@@ -143,6 +144,35 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// The next batch: whatever is queued, up to `BATCH_ROWS`. A batch holding a page is committed
+/// as soon as the queue is empty, since its lister waits for the commit; a batch of HEAD
+/// outcomes only waits up to `LINGER` for more, because every commit has a fixed cost (WAL
+/// frames, a thread hand-off) that small batches pay per row. `None` once every sender is gone.
+async fn next_batch(rx: &mut mpsc::Receiver<WriterMsg>) -> Option<Vec<WriterMsg>> {
+    let first = rx.recv().await?;
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut rows = first.rows();
+    let mut urgent = matches!(first, WriterMsg::Page(_));
+    let mut batch = vec![first];
+    while rows < BATCH_ROWS {
+        let msg = match rx.try_recv() {
+            Ok(m) => m,
+            Err(TryRecvError::Empty) if !urgent => {
+                // Cancel safety: recv is cancel-safe; on timeout nothing was taken.
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(m)) => m,
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            Err(_) => break,
+        };
+        urgent |= matches!(msg, WriterMsg::Page(_));
+        rows += msg.rows();
+        batch.push(msg);
+    }
+    Some(batch)
 }
 
 fn delta(now: &Snapshot, before: &Snapshot) -> Snapshot {

@@ -136,7 +136,11 @@ fn main() -> Result<(), String> {
     let bins = Bins::find(args.bin_dir.clone())?;
     let scratch = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let mut rows = Vec::new();
-    let scans = if args.writer_only { &[][..] } else { &args.objects[..] };
+    let scans = if args.writer_only {
+        &[][..]
+    } else {
+        &args.objects[..]
+    };
     for &objects in scans {
         for &latency_ms in &args.latency_ms {
             let server = Server::start(&bins, objects, latency_ms)?;

@@ -5,11 +5,15 @@
 //! counts every attempt) and the store id used in the database. Invariant: one client per
 //! command, so its connection pool is shared and connections are reused, never churned.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_s3::config::endpoint::{
+    DefaultResolver, Endpoint, EndpointFuture, Params, ResolveEndpoint,
+};
 use aws_sdk_s3::config::{
     Region, RequestChecksumCalculation, ResponseChecksumValidation, StalledStreamProtectionConfig,
 };
@@ -77,7 +81,8 @@ pub fn from_shared(shared: &SdkConfig, opts: &ClientOptions) -> Result<S3, Error
         // bounds a stalled response: these two only cost CPU per request.
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-        .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+        .endpoint_resolver(CachedResolver::default());
     if shared.region().is_none() {
         // Most S3-compatible stores accept any region; AWS redirects and we say so.
         config = config.region(Region::new("us-east-1"));
@@ -86,6 +91,38 @@ pub fn from_shared(shared: &SdkConfig, opts: &ClientOptions) -> Result<S3, Error
         client: aws_sdk_s3::Client::from_conf(config.build()),
         store,
     })
+}
+
+/// The SDK's endpoint resolver, remembering its answers. The default one runs S3's endpoint
+/// rules (URL parsing, bucket-name and ARN checks) for every request, and again to choose the
+/// auth scheme; a scan asks the same question (one bucket, one region, one endpoint) each time.
+/// Answers are keyed by the complete `Params`, so a hit returns exactly what the rules would.
+#[derive(Debug, Default)]
+struct CachedResolver {
+    rules: DefaultResolver,
+    known: Mutex<Vec<(Params, Endpoint)>>,
+}
+
+/// Distinct parameter sets kept at most (a command uses one or two buckets).
+const ENDPOINTS_KEPT: usize = 16;
+
+impl ResolveEndpoint for CachedResolver {
+    fn resolve_endpoint<'a>(&'a self, params: &'a Params) -> EndpointFuture<'a> {
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, endpoint)) = known.iter().find(|(p, _)| p == params) {
+            return EndpointFuture::ready(Ok(endpoint.clone()));
+        }
+        drop(known);
+        let resolving = self.rules.resolve_endpoint(params);
+        EndpointFuture::new(async move {
+            let endpoint = resolving.await?;
+            let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            if known.len() < ENDPOINTS_KEPT && !known.iter().any(|(p, _)| p == params) {
+                known.push((params.clone(), endpoint.clone()));
+            }
+            Ok(endpoint)
+        })
+    }
 }
 
 /// Normalizes an endpoint URL into a store id: lower-case scheme and host, no default port,
@@ -119,6 +156,29 @@ pub fn normalize_endpoint(url: &str) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn endpoint_answers_are_remembered_per_params() {
+        let params = |bucket: &str| {
+            Params::builder()
+                .bucket(bucket)
+                .region("us-east-1")
+                .endpoint("http://127.0.0.1:9000")
+                .force_path_style(true)
+                .build()
+                .unwrap()
+        };
+        let cached = CachedResolver::default();
+        let a = cached.resolve_endpoint(&params("a")).await.unwrap();
+        let again = cached.resolve_endpoint(&params("a")).await.unwrap();
+        let b = cached.resolve_endpoint(&params("b")).await.unwrap();
+        assert_eq!(a.url(), "http://127.0.0.1:9000/a");
+        assert_eq!(b.url(), "http://127.0.0.1:9000/b");
+        assert_eq!(a, again);
+        let rules = DefaultResolver::new();
+        assert_eq!(a, rules.resolve_endpoint(&params("a")).await.unwrap());
+        assert_eq!(cached.known.lock().unwrap().len(), 2);
+    }
 
     #[test]
     fn normalizes_endpoints() {

@@ -106,20 +106,19 @@ pub fn begin(
         )
         .optional()?;
     let mut abandoned = None;
-    if let Some((scan_id, mode, record_created)) = unfinished {
-        if !restart {
+    let plan = match unfinished {
+        Some((scan_id, mode, record_created)) if !restart => {
             tx.execute(
                 "UPDATE scans SET state = 'running', updated_at = ?2 WHERE scan_id = ?1",
                 params![scan_id, now],
             )?;
-            let ranges = load_ranges(&tx, scan_id)?;
-            tx.commit()?;
             let mode = if mode == "rescan" {
                 Mode::Rescan
             } else {
                 Mode::Full
             };
-            return Ok(ScanPlan {
+            let ranges = load_ranges(&tx, scan_id)?;
+            ScanPlan {
                 scan_id,
                 bucket_id,
                 mode,
@@ -127,15 +126,36 @@ pub fn begin(
                 resumed: true,
                 abandoned,
                 ranges,
-            });
+            }
         }
-        tx.execute(
-            "UPDATE scans SET state = 'abandoned', finished_at = ?2, updated_at = ?2 WHERE scan_id = ?1",
-            params![scan_id, now],
-        )?;
-        abandoned = Some(scan_id);
-    }
-    let covered = covered(&tx, bucket_id, target)?;
+        other => {
+            if let Some((scan_id, ..)) = other {
+                tx.execute(
+                    "UPDATE scans SET state = 'abandoned', finished_at = ?2, updated_at = ?2 WHERE scan_id = ?1",
+                    params![scan_id, now],
+                )?;
+                abandoned = Some(scan_id);
+            }
+            ScanPlan {
+                abandoned,
+                ..start(&tx, bucket_id, target, full, &now)?
+            }
+        }
+    };
+    tx.commit()?;
+    Ok(plan)
+}
+
+/// Inserts a new scan of the target with one range over its whole keyspace: a rescan when a
+/// completed scan covers the target (unless `full`), else a full scan.
+fn start(
+    tx: &Connection,
+    bucket_id: i64,
+    target: &Target,
+    full: bool,
+    now: &str,
+) -> rusqlite::Result<ScanPlan> {
+    let covered = covered(tx, bucket_id, target)?;
     let mode = if covered && !full {
         Mode::Rescan
     } else {
@@ -151,16 +171,14 @@ pub fn begin(
         "INSERT INTO scan_ranges (scan_id, range_no, start_after, end_key, state) VALUES (?1, 0, ?2, ?3, 'listing')",
         params![scan_id, target.start_after, target.end_key],
     )?;
-    let ranges = load_ranges(&tx, scan_id)?;
-    tx.commit()?;
     Ok(ScanPlan {
         scan_id,
         bucket_id,
         mode,
         record_created: covered,
         resumed: false,
-        abandoned,
-        ranges,
+        abandoned: None,
+        ranges: load_ranges(tx, scan_id)?,
     })
 }
 

@@ -45,11 +45,13 @@ pub async fn scan(args: &ScanArgs, quiet: bool, cancel: CancellationToken) -> Re
         let outcome = result
             .as_ref()
             .map_err(|_| error.as_deref().unwrap_or_default());
+        let scan = stats.scan.get().copied();
         let doc = Summary::new(
             target.as_ref(),
             outcome,
             code,
             &stats.snapshot(),
+            scan,
             started.elapsed(),
         );
         doc.write(dest).map_err(|source| Error::Write {

@@ -133,6 +133,10 @@ pub enum Error {
     #[error("cannot write the output")]
     Output(#[source] std::io::Error),
 
+    /// Ctrl-C or SIGTERM stopped a command that has nothing to commit (exit code 130).
+    #[error("interrupted")]
+    Interrupted,
+
     #[error("{0}")]
     Internal(String),
 }

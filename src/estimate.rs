@@ -15,9 +15,8 @@ use serde::Serialize;
 use crate::checkpoint::Target;
 use crate::db;
 use crate::error::Error;
-use crate::keyspace::KeyRange;
 use crate::lister::Lister;
-use crate::writer::stored_in;
+use crate::writer::stored;
 
 /// AWS S3 Standard request prices in USD per 1,000 requests (us-east-1, 2026).
 pub const LIST_PRICE: f64 = 0.005;
@@ -49,7 +48,6 @@ pub async fn run(
     let keys = target.keys();
     let (mut objects, mut pages, mut to_head) = (0u64, 0u64, 0u64);
     let mut token: Option<String> = None;
-    let mut prev = target.start_after.clone();
     loop {
         let start_after = if pages == 0 {
             target.start_after.clone()
@@ -64,16 +62,11 @@ pub async fn run(
             .take_while(|e| keys.contains(&e.key))
             .collect();
         objects += inside.len() as u64;
-        if let (Some((conn, bucket_id, _)), Some(last)) = (&known, inside.last()) {
-            let window = keys.intersect(&KeyRange::between(prev.as_deref(), Some(&last.key)));
-            let stored = stored_in(conn, *bucket_id, &window).map_err(|e| Error::db(db_path, e))?;
-            to_head += inside
-                .iter()
-                .filter(|e| !stored.get(&e.key).is_some_and(|s| s.unchanged(e)))
-                .count() as u64;
-        }
-        if let Some(last) = inside.last() {
-            prev = Some(last.key.clone());
+        if let Some((conn, bucket_id, _)) = &known {
+            for e in &inside {
+                let s = stored(conn, *bucket_id, &e.key).map_err(|err| Error::db(db_path, err))?;
+                to_head += u64::from(!s.is_some_and(|s| s.unchanged(e)));
+            }
         }
         // Past the end of the range, or the end of the listing.
         if inside.len() < listed || next.is_none() {

@@ -1,11 +1,13 @@
 //! `s3meta forget`: removing a prefix's rows, and pruning old change records.
 //!
 //! Receives: a target (store, bucket, prefix) and/or a cut-off time. Sends on: counts of what
-//! was removed. Invariants: the scans of the prefix go first, in one transaction, so an
-//! interrupted forget can never leave a "completed scan" describing objects that are gone (the
-//! next scan of the prefix is a full one); objects then go in bounded transactions, each
-//! taking its metadata, errors and changes with it (foreign-key cascades), so the database is
-//! consistent after every commit. Keys are selected by comparison, never LIKE/GLOB.
+//! was removed. Invariants: the scans within the prefix go first, in one transaction, so an
+//! interrupted forget never leaves a completed scan of the prefix describing objects that are
+//! gone; objects then go in bounded transactions, each taking its metadata, errors and
+//! changes with it (foreign-key cascades), so the database is consistent after every commit.
+//! A completed scan of a parent prefix stays: the next scan of the prefix is then a rescan
+//! that finds the forgotten objects again as `created`. Keys are selected by comparison,
+//! never LIKE/GLOB.
 
 use std::path::Path;
 
@@ -165,9 +167,21 @@ pub fn forget_prefix(
     Ok(Some(out))
 }
 
-/// Deletes change records older than `before` (canonical time text). Returns how many.
+/// Deletes change records older than `before` (canonical time text), in bounded
+/// transactions. Returns how many.
 pub fn prune_changes(conn: &Connection, before: &str) -> rusqlite::Result<i64> {
-    Ok(conn.execute("DELETE FROM changes WHERE at < ?1", [before])? as i64)
+    let mut total = 0;
+    loop {
+        let n = conn.execute(
+            "DELETE FROM changes WHERE change_id IN
+               (SELECT change_id FROM changes WHERE at < ?1 LIMIT ?2)",
+            params![before, CHUNK],
+        )? as i64;
+        total += n;
+        if n < CHUNK {
+            return Ok(total);
+        }
+    }
 }
 
 /// The stores that hold a bucket of this name (for a helpful error).

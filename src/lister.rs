@@ -103,6 +103,7 @@ impl Lister {
         loop {
             // Cancel safety: aborting the fetch loses only an uncommitted page.
             let joined = tokio::select! {
+                biased;
                 _ = self.cancel.cancelled() => { fetch.abort(); return Ok(false); }
                 r = &mut fetch => r,
             };
@@ -120,6 +121,8 @@ impl Lister {
                     first = false;
                     continue;
                 }
+                // Cancelled during a retry's back-off: an interruption, not a failure.
+                Err(ListError::Cancelled) => return Ok(false),
                 Err(e) => return Err(self.fatal(e)),
             };
             first = false;
@@ -308,7 +311,7 @@ impl Lister {
             ListError::Failed { failure, attempts } => (failure, attempts),
             ListError::TokenRejected(failure) => (failure, 1),
             ListError::Decode(msg) => return Error::Internal(msg),
-            ListError::Cancelled => return Error::Internal("listing cancelled".into()),
+            ListError::Cancelled => return Error::Interrupted,
         };
         let (bucket, prefix, store) =
             (self.bucket.clone(), self.prefix.clone(), self.store.clone());

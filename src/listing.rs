@@ -66,7 +66,15 @@ impl Listing {
             let idle = self.parallelism > 1
                 && !self.cancel.is_cancelled()
                 && tasks.len() < self.parallelism;
-            if idle && let Some(range) = self.split_one(&active, next_no).await? {
+            let split = if idle {
+                match self.split_one(&active, next_no).await {
+                    Err(Error::Interrupted) => None, // a probe cut short by Ctrl-C
+                    other => other?,
+                }
+            } else {
+                None
+            };
+            if let Some(range) = split {
                 next_no += 1;
                 self.spawn(&mut tasks, &mut active, range, &listed);
             }

@@ -52,6 +52,10 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(Duration::from_millis(100));
     match code {
         Ok(code) => ExitCode::from(code),
+        Err(e) if matches!(e.downcast_ref(), Some(s3meta::Error::Interrupted)) => {
+            eprintln!("interrupted");
+            ExitCode::from(130)
+        }
         Err(e) => {
             // Our messages carry their context; `{:#}` would repeat causes they already name.
             eprintln!("error: {e}");
@@ -92,6 +96,7 @@ fn signals() -> CancellationToken {
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
+        // Cancel safety: both are signal streams; losing the other branch loses nothing.
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

@@ -233,6 +233,9 @@ where
     // every SlowDown, so those get `THROTTLED_BUDGET` times as many attempts.
     let (mut attempts, mut throttles) = (0u32, 0u32);
     loop {
+        if cancel.is_cancelled() {
+            return Outcome::Cancelled;
+        }
         attempts += 1;
         if let Some(rate) = pace {
             // Cancel safety: a dropped wait only wastes its slot.

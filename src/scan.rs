@@ -94,6 +94,7 @@ pub async fn run(
     if plan.resumed {
         tracing::info!("resuming scan {}", plan.scan_id);
     }
+    let _ = stats.scan.set((plan.scan_id, plan.mode.as_str()));
     let conn = tokio_rusqlite::Connection::from(conn);
     let work = cancel.child_token();
     let fatal = run_pipeline(cfg, client, db_path, &plan, &conn, &work, &stats).await;
@@ -145,7 +146,17 @@ async fn run_pipeline(
         path: db_path.to_path_buf(),
     });
     let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
-    let writer = tokio::spawn(writer::run(conn.clone(), ctx, writer_rx, stats.clone()));
+    let writer = tokio::spawn({
+        let (conn, stats, work) = (conn.clone(), stats.clone(), work.clone());
+        async move {
+            let result = writer::run(conn, ctx, writer_rx, stats).await;
+            if result.is_err() {
+                // Nothing more can be committed: stop listing and HEADing at once.
+                work.cancel();
+            }
+            result
+        }
+    });
     let (jobs_tx, jobs_rx) = mpsc::channel(cfg.concurrency.max(cfg.page_size as usize));
     let rate = cfg.max_rps.map(|rps| Arc::new(RateLimit::new(rps)));
     let pool = Arc::new(HeadPool {
@@ -203,11 +214,20 @@ async fn produce(
     // ones as soon as they have listed a couple of pages, so a small target costs no probes.
     let ranges = plan.ranges.clone();
     for range in &ranges {
-        // Only keys up to the committed checkpoint: later ones will be listed again.
-        let Some(last) = &range.last_key else {
-            continue;
+        // Only keys up to the committed checkpoint (the whole range once it is listed): later
+        // ones will be listed again.
+        let upto = if range.done {
+            range.end_key.as_ref()
+        } else {
+            range.last_key.as_ref()
         };
-        let keys = scope.intersect(&KeyRange::between(range.start_after.as_deref(), Some(last)));
+        if !range.done && upto.is_none() {
+            continue;
+        }
+        let keys = scope.intersect(&KeyRange::between(
+            range.start_after.as_deref(),
+            upto.map(String::as_str),
+        ));
         feed_due(conn, db_path, plan.bucket_id, keys, &jobs_tx, work).await?;
     }
     let listing = Listing {

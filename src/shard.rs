@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Target;
@@ -87,7 +87,7 @@ pub fn merge(out: &Path, inputs: &[&Path]) -> Result<Merged, Error> {
                 input.display()
             )));
         }
-        drop(db::open_ro(input)?); // refuses missing, foreign and newer databases
+        check_input(input)?;
         let m = merge_one(&mut conn, input).map_err(|e| Error::db(out, e))?;
         total.keyspaces += m.keyspaces;
         total.objects += m.objects;
@@ -95,7 +95,36 @@ pub fn merge(out: &Path, inputs: &[&Path]) -> Result<Merged, Error> {
     Ok(total)
 }
 
+/// Refuses a missing, foreign or newer input, and one whose scan is running or unfinished: a
+/// half-done shard would replace its range in OUT with a partial copy.
+fn check_input(input: &Path) -> Result<(), Error> {
+    let conn = db::open_ro(input)?;
+    if lock::is_held(input) {
+        return Err(Error::Locked {
+            path: input.to_path_buf(),
+            lock: lock::lock_path(input),
+        });
+    }
+    let unfinished: Option<(i64, String, String)> = conn
+        .query_row(
+            "SELECT s.scan_id, b.name, s.prefix FROM scans s JOIN buckets b USING (bucket_id)
+             WHERE s.state IN ('running', 'interrupted') LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .map_err(|e| Error::db(input, e))?;
+    match unfinished {
+        Some((id, bucket, prefix)) => Err(Error::BadInput(format!(
+            "{} holds an unfinished scan of s3://{bucket}/{prefix} (scan {id}): run that scan again to finish it, then merge",
+            input.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// A scanned keyspace of the input: its bucket and bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Keyspace {
     store: String,
     bucket: String,
@@ -104,15 +133,58 @@ struct Keyspace {
     end_key: Option<String>,
 }
 
+impl Keyspace {
+    fn keys(&self) -> KeyRange {
+        KeyRange::prefix(&self.prefix).intersect(&KeyRange::between(
+            self.start_after.as_deref(),
+            self.end_key.as_deref(),
+        ))
+    }
+
+    /// Every key of `other` is one of ours (a parent prefix scanned without a range).
+    fn covers(&self, other: &Keyspace) -> bool {
+        self == other
+            || (self.store == other.store
+                && self.bucket == other.bucket
+                && self.start_after.is_none()
+                && self.end_key.is_none()
+                && other.prefix.starts_with(&self.prefix))
+    }
+}
+
+/// Replaces, in one transaction, what OUT holds in the input's keyspaces: their scans (all
+/// copied under new ids, mapped in `temp.scan_map`) and the objects of the outermost ones.
 fn merge_one(conn: &mut Connection, input: &Path) -> rusqlite::Result<Merged> {
     conn.execute("ATTACH DATABASE ?1 AS src", [input.to_string_lossy()])?;
     let result = (|| {
         let tx = conn.transaction()?;
         let spaces = keyspaces(&tx)?;
-        let mut merged = Merged::default();
+        let outer: Vec<&Keyspace> = spaces
+            .iter()
+            .filter(|k| !spaces.iter().any(|o| o != *k && o.covers(k)))
+            .collect();
         for k in &spaces {
-            merged.objects += replace_keyspace(&tx, k)?;
-            merged.keyspaces += 1;
+            let out_b = bucket_id(&tx, "main", k)?;
+            tx.execute(
+                "DELETE FROM scans WHERE bucket_id = ?1 AND prefix = ?2 AND start_after IS ?3 AND end_key IS ?4",
+                params![out_b, k.prefix, k.start_after, k.end_key],
+            )?;
+        }
+        copy_scans(&tx)?;
+        let mut merged = Merged {
+            keyspaces: spaces.len(),
+            objects: 0,
+        };
+        for k in outer {
+            let (out_b, src_b) = (bucket_id(&tx, "main", k)?, bucket_id(&tx, "src", k)?);
+            let keys = k.keys();
+            let (frag, mut args) = keys.sql("key");
+            args.push((":b", &out_b));
+            tx.execute(
+                &format!("DELETE FROM objects WHERE bucket_id = :b{frag}"),
+                args.as_slice(),
+            )?;
+            merged.objects += copy_objects(&tx, &keys, out_b, src_b)?;
         }
         tx.commit()?;
         Ok(merged)
@@ -138,58 +210,38 @@ fn keyspaces(conn: &Connection) -> rusqlite::Result<Vec<Keyspace>> {
     rows.collect()
 }
 
-/// Replaces the output's objects and scans of one keyspace by the input's.
-fn replace_keyspace(tx: &Connection, k: &Keyspace) -> rusqlite::Result<i64> {
-    tx.execute(
-        "INSERT INTO buckets (store, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-        params![k.store, k.bucket],
-    )?;
-    let ids = |schema: &str| -> rusqlite::Result<Option<i64>> {
-        tx.query_row(
-            &format!("SELECT bucket_id FROM {schema}.buckets WHERE store = ?1 AND name = ?2"),
+/// The keyspace's bucket id in `schema` (`main` or `src`), creating it in `main` if needed.
+fn bucket_id(tx: &Connection, schema: &str, k: &Keyspace) -> rusqlite::Result<i64> {
+    if schema == "main" {
+        tx.execute(
+            "INSERT INTO buckets (store, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
             params![k.store, k.bucket],
-            |r| r.get(0),
-        )
-        .map(Some)
-    };
-    let (out_b, src_b) = (
-        ids("main")?.unwrap_or_default(),
-        ids("src")?.unwrap_or_default(),
-    );
-    let keys = KeyRange::prefix(&k.prefix).intersect(&KeyRange::between(
-        k.start_after.as_deref(),
-        k.end_key.as_deref(),
-    ));
-    let (frag, mut args) = keys.sql("key");
-    args.push((":b", &out_b));
-    tx.execute(
-        &format!("DELETE FROM objects WHERE bucket_id = :b{frag}"),
-        args.as_slice(),
-    )?;
-    tx.execute(
-        "DELETE FROM scans WHERE bucket_id = ?1 AND prefix = ?2 AND start_after IS ?3 AND end_key IS ?4",
-        params![out_b, k.prefix, k.start_after, k.end_key],
-    )?;
-    copy_scans(tx, k, out_b, src_b)?;
-    copy_objects(tx, &keys, out_b, src_b)
+        )?;
+    }
+    tx.query_row(
+        &format!("SELECT bucket_id FROM {schema}.buckets WHERE store = ?1 AND name = ?2"),
+        params![k.store, k.bucket],
+        |r| r.get(0),
+    )
 }
 
-/// Copies the keyspace's scans and ranges under new ids, recorded in `temp.scan_map`.
-fn copy_scans(tx: &Connection, k: &Keyspace, out_b: i64, src_b: i64) -> rusqlite::Result<()> {
+/// Copies every scan of the input (and its ranges) under new ids, recorded in
+/// `temp.scan_map`, so every reference to an input scan can be translated.
+fn copy_scans(tx: &Connection) -> rusqlite::Result<()> {
     tx.execute_batch(
         "CREATE TEMP TABLE IF NOT EXISTS scan_map (old INTEGER PRIMARY KEY, new INTEGER NOT NULL);
          DELETE FROM temp.scan_map;",
     )?;
     let mut stmt = tx.prepare(
-        "SELECT scan_id FROM src.scans
-         WHERE bucket_id = ?1 AND prefix = ?2 AND start_after IS ?3 AND end_key IS ?4 ORDER BY scan_id",
+        "SELECT s.scan_id, ob.bucket_id FROM src.scans s
+         JOIN src.buckets sb ON sb.bucket_id = s.bucket_id
+         JOIN main.buckets ob ON ob.store = sb.store AND ob.name = sb.name
+         ORDER BY s.scan_id",
     )?;
-    let old: Vec<i64> = stmt
-        .query_map(params![src_b, k.prefix, k.start_after, k.end_key], |r| {
-            r.get(0)
-        })?
+    let scans: Vec<(i64, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    for id in old {
+    for (id, out_b) in scans {
         tx.execute(
             "INSERT INTO scans (bucket_id, prefix, start_after, end_key, mode, state, record_created,
                  started_at, updated_at, finished_at, objects_listed, heads_ok, heads_skipped,
@@ -250,9 +302,12 @@ fn copy_objects(tx: &Connection, keys: &KeyRange, out_b: i64, src_b: i64) -> rus
     tx.execute(
         &format!(
             "INSERT INTO object_errors (object_id, scan_id, status, code, message, attempts, at)
-             SELECT o.object_id, coalesce((SELECT new FROM temp.scan_map WHERE old = e.scan_id), e.scan_id),
+             SELECT o.object_id, coalesce((SELECT new FROM temp.scan_map WHERE old = e.scan_id), 0),
                  e.status, e.code, e.message, e.attempts, e.at {}",
-            join.replace("FROM src.objects s", "FROM src.object_errors e JOIN src.objects s USING (object_id)")
+            join.replace(
+                "FROM src.objects s",
+                "FROM src.object_errors e JOIN src.objects s USING (object_id)"
+            )
         ),
         args.as_slice(),
     )?;
@@ -260,9 +315,9 @@ fn copy_objects(tx: &Connection, keys: &KeyRange, out_b: i64, src_b: i64) -> rus
         &format!(
             "INSERT INTO changes (scan_id, object_id, kind, old_etag, old_size, old_modified, new_etag,
                  new_size, new_modified, old_metadata, new_metadata, at)
-             SELECT coalesce((SELECT new FROM temp.scan_map WHERE old = c.scan_id), c.scan_id), o.object_id,
+             SELECT coalesce((SELECT new FROM temp.scan_map WHERE old = c.scan_id), 0), o.object_id,
                  c.kind, c.old_etag, c.old_size, c.old_modified, c.new_etag, c.new_size, c.new_modified,
-                 c.old_metadata, c.new_metadata, c.at {}",
+                 c.old_metadata, c.new_metadata, c.at {} ORDER BY c.change_id",
             join.replace("FROM src.objects s", "FROM src.changes c JOIN src.objects s USING (object_id)")
         ),
         args.as_slice(),

@@ -22,6 +22,8 @@ pub struct Stats {
     pub failed: AtomicU64,
     /// Current HEAD concurrency limit (adaptive when throttled).
     pub concurrency: AtomicU64,
+    /// The scan row this run works on, and its mode, once the scan has started.
+    pub scan: std::sync::OnceLock<(i64, &'static str)>,
 }
 
 /// A plain copy of the counters at one instant.

@@ -20,6 +20,9 @@ pub struct Summary {
     pub store: String,
     pub bucket: String,
     pub prefix: String,
+    /// The key range of a `--range-json` scan; null otherwise.
+    pub start_after: Option<String>,
+    pub end: Option<String>,
     pub scan_id: Option<i64>,
     pub mode: Option<&'static str>,
     pub resumed: bool,
@@ -69,6 +72,7 @@ impl Summary {
         result: Result<&ScanReport, &str>,
         exit_code: u8,
         stats: &Snapshot,
+        scan: Option<(i64, &'static str)>,
         elapsed: Duration,
     ) -> Summary {
         let (report, error) = match result {
@@ -86,8 +90,10 @@ impl Summary {
             store: target.map(|t| t.store.clone()).unwrap_or_default(),
             bucket: target.map(|t| t.bucket.clone()).unwrap_or_default(),
             prefix: target.map(|t| t.prefix.clone()).unwrap_or_default(),
-            scan_id: report.map(|r| r.scan_id),
-            mode: report.map(|r| r.mode.as_str()),
+            start_after: target.and_then(|t| t.start_after.clone()),
+            end: target.and_then(|t| t.end_key.clone()),
+            scan_id: report.map(|r| r.scan_id).or(scan.map(|s| s.0)),
+            mode: report.map(|r| r.mode.as_str()).or(scan.map(|s| s.1)),
             resumed: report.is_some_and(|r| r.resumed),
             state,
             exit_code,

@@ -13,7 +13,7 @@ use s3meta::scan::Outcome;
 fn key_for(shape: &str, i: usize) -> String {
     match shape {
         "uniform" => format!("dir-{:02}/file-{i:05}", i % 20),
-        "skewed" if i % 10 != 0 => format!("big/part-{i:05}"),
+        "skewed" if !i.is_multiple_of(10) => format!("big/part-{i:05}"),
         "skewed" => format!("small-{:02}/file-{i:05}", i % 7),
         _ => format!("obj{i:06}"),
     }

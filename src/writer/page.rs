@@ -1,0 +1,270 @@
+//! Applying one listing page: the rows it lists, the stored keys it no longer lists, and the
+//! range's checkpoint — all in the page's transaction.
+//!
+//! Receives: a `PageMsg`. Sends on: the page's objects that need a HEAD. Invariants: stored
+//! rows are looked up per listed key, and deletions are found with key comparisons over the
+//! page's window a bounded chunk at a time, so memory stays flat even when a window spans
+//! millions of deleted keys; the rescan rule (`Stored::unchanged`) is the one `estimate` uses.
+
+use std::collections::HashSet;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::{ListedObject, PageMsg, Tally, WriterCtx, record_change};
+use crate::checkpoint::Mode;
+use crate::head::HeadJob;
+use crate::keyspace::KeyRange;
+
+/// Stored rows examined per query when looking for deletions.
+const DELETION_CHUNK: i64 = 1000;
+
+/// A stored object, as a page finds it.
+pub(crate) struct Stored {
+    object_id: i64,
+    state: String,
+    head_due: bool,
+    etag: Option<String>,
+    size: Option<i64>,
+    modified: Option<String>,
+    storage_class: Option<String>,
+}
+
+impl Stored {
+    /// The listing reports the same ETag, size and Last-Modified as the stored listing: the
+    /// fields that change when an object is rewritten.
+    fn same_listing(&self, e: &ListedObject) -> bool {
+        self.etag == e.etag && self.size == e.size && self.modified == e.last_modified
+    }
+
+    /// The rescan rule: an object whose listing is unchanged (and has an ETag) and whose last
+    /// HEAD succeeded needs no new HEAD. A storage-class transition (lifecycle rules rewrite
+    /// nothing else) also earns a HEAD, so the stored HEAD fields stay what a fresh scan gets.
+    pub(crate) fn unchanged(&self, e: &ListedObject) -> bool {
+        self.same_listing(e)
+            && e.etag.is_some()
+            && self.storage_class == e.storage_class
+            && self.state == "ok"
+            && !self.head_due
+    }
+
+    /// The stored listing fields, as an "old" side of a change.
+    fn as_listed(&self, key: &str) -> ListedObject {
+        ListedObject {
+            key: key.to_string(),
+            etag: self.etag.clone(),
+            size: self.size,
+            last_modified: self.modified.clone(),
+            storage_class: self.storage_class.clone(),
+        }
+    }
+}
+
+/// The stored row of one key, if any.
+pub(crate) fn stored(
+    conn: &Connection,
+    bucket_id: i64,
+    key: &str,
+) -> rusqlite::Result<Option<Stored>> {
+    conn.prepare_cached(
+        "SELECT object_id, state, head_due, list_etag, list_size, list_modified, list_storage_class
+         FROM objects WHERE bucket_id = ?1 AND key = ?2",
+    )?
+    .query_row(params![bucket_id, key], |r| {
+        Ok(Stored {
+            object_id: r.get(0)?,
+            state: r.get(1)?,
+            head_due: r.get(2)?,
+            etag: r.get(3)?,
+            size: r.get(4)?,
+            modified: r.get(5)?,
+            storage_class: r.get(6)?,
+        })
+    })
+    .optional()
+}
+
+/// Commits one page: new and changed objects become `head_due`, stored keys of the page's
+/// window that the listing lacks become `gone`, and the range's checkpoint moves on.
+pub(super) fn apply_page(
+    tx: &Transaction,
+    ctx: &WriterCtx,
+    page: &PageMsg,
+    now: &str,
+    tally: &mut Tally,
+) -> rusqlite::Result<Vec<HeadJob>> {
+    let mut jobs = Vec::new();
+    for e in &page.entries {
+        let object_id = match stored(tx, ctx.bucket_id, &e.key)? {
+            None => {
+                let object_id = insert_listed(tx, ctx, e)?;
+                if ctx.record_created {
+                    record_change(tx, ctx, object_id, "created", None, Some(e), now)?;
+                }
+                object_id
+            }
+            Some(s) if ctx.mode == Mode::Rescan && s.unchanged(e) => {
+                tally.skipped += 1;
+                continue;
+            }
+            Some(s) => {
+                relist(tx, ctx, s.object_id, e)?;
+                if s.state == "gone" {
+                    if ctx.record_created {
+                        record_change(tx, ctx, s.object_id, "created", None, Some(e), now)?;
+                    }
+                } else if !s.same_listing(e) {
+                    let old = s.as_listed(&e.key);
+                    record_change(tx, ctx, s.object_id, "modified", Some(&old), Some(e), now)?;
+                }
+                s.object_id
+            }
+        };
+        jobs.push(HeadJob {
+            object_id,
+            key: e.key.clone(),
+        });
+    }
+    if let Some(window) = page_window(page) {
+        let listed: HashSet<&str> = page.entries.iter().map(|e| e.key.as_str()).collect();
+        tally.gone += mark_unlisted_gone(tx, ctx, &window, &listed, now)?;
+    }
+    tx.prepare_cached(
+        "UPDATE scan_ranges SET token = ?3, last_key = COALESCE(?4, last_key), state = ?5,
+             pages = pages + 1, keys_listed = keys_listed + ?6
+         WHERE scan_id = ?1 AND range_no = ?2",
+    )?
+    .execute(params![
+        ctx.scan_id,
+        page.range_no,
+        page.next_token,
+        page.last_key,
+        if page.done { "done" } else { "listing" },
+        page.entries.len() as i64
+    ])?;
+    tally.listed += page.entries.len() as i64;
+    Ok(jobs)
+}
+
+/// The keys a page speaks for: (previous page's last key, this page's last key], or up to the
+/// range's end for the last page. `None` for an empty page in mid-listing.
+pub(crate) fn page_window(page: &PageMsg) -> Option<KeyRange> {
+    let after_prev = match &page.prev_last {
+        Some(k) => page.keys.intersect(&KeyRange::between(Some(k), None)),
+        None => (*page.keys).clone(),
+    };
+    if page.done {
+        return Some(after_prev);
+    }
+    let last = page.last_key.as_deref()?;
+    Some(after_prev.intersect(&KeyRange::between(None, Some(last))))
+}
+
+/// Marks `gone` the stored, not yet gone, keys of `window` that the page does not list, a
+/// chunk of keys at a time; returns how many.
+fn mark_unlisted_gone(
+    tx: &Transaction,
+    ctx: &WriterCtx,
+    window: &KeyRange,
+    listed: &HashSet<&str>,
+    now: &str,
+) -> rusqlite::Result<i64> {
+    let mut gone = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let chunk_window = match &after {
+            Some(k) => window.intersect(&KeyRange::between(Some(k), None)),
+            None => window.clone(),
+        };
+        let (frag, mut args) = chunk_window.sql("key");
+        args.push((":b", &ctx.bucket_id));
+        args.push((":n", &DELETION_CHUNK));
+        let sql = format!(
+            "SELECT object_id, key, state, head_due, list_etag, list_size, list_modified, list_storage_class
+             FROM objects WHERE bucket_id = :b AND state != 'gone'{frag} ORDER BY key LIMIT :n"
+        );
+        let rows: Vec<(String, Stored)> = tx
+            .prepare_cached(&sql)?
+            .query_map(args.as_slice(), |r| {
+                Ok((
+                    r.get(1)?,
+                    Stored {
+                        object_id: r.get(0)?,
+                        state: r.get(2)?,
+                        head_due: r.get(3)?,
+                        etag: r.get(4)?,
+                        size: r.get(5)?,
+                        modified: r.get(6)?,
+                        storage_class: r.get(7)?,
+                    },
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        for (key, s) in rows.iter().filter(|(k, _)| !listed.contains(k.as_str())) {
+            mark_gone(tx, ctx, s.object_id)?;
+            record_change(
+                tx,
+                ctx,
+                s.object_id,
+                "deleted",
+                Some(&s.as_listed(key)),
+                None,
+                now,
+            )?;
+            gone += 1;
+        }
+        if (rows.len() as i64) < DELETION_CHUNK {
+            return Ok(gone);
+        }
+        after = rows.last().map(|(k, _)| k.clone());
+    }
+}
+
+/// Marks an object deleted by this scan.
+pub(super) fn mark_gone(tx: &Transaction, ctx: &WriterCtx, object_id: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE objects SET state = 'gone', head_due = 0, gone_scan = ?2 WHERE object_id = ?1",
+    )?
+    .execute(params![object_id, ctx.scan_id])?;
+    Ok(())
+}
+
+/// Records a stored object's new listing and owes it a HEAD.
+fn relist(
+    tx: &Transaction,
+    ctx: &WriterCtx,
+    object_id: i64,
+    e: &ListedObject,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE objects SET head_due = 1, list_etag = ?2, list_size = ?3,
+             list_modified = ?4, list_storage_class = ?5, listed_scan = ?6
+         WHERE object_id = ?1",
+    )?
+    .execute(params![
+        object_id,
+        e.etag,
+        e.size,
+        e.last_modified,
+        e.storage_class,
+        ctx.scan_id
+    ])?;
+    Ok(())
+}
+
+fn insert_listed(tx: &Transaction, ctx: &WriterCtx, e: &ListedObject) -> rusqlite::Result<i64> {
+    tx.prepare_cached(
+        "INSERT INTO objects (bucket_id, key, state, head_due, list_etag, list_size,
+             list_modified, list_storage_class, listed_scan)
+         VALUES (?1, ?2, 'pending', 1, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        ctx.bucket_id,
+        e.key,
+        e.etag,
+        e.size,
+        e.last_modified,
+        e.storage_class,
+        ctx.scan_id
+    ])?;
+    Ok(tx.last_insert_rowid())
+}

@@ -358,3 +358,59 @@ async fn changes_lists_what_rescans_noticed_in_the_query_formats() {
         stderr(&out)
     );
 }
+
+/// Review finding (issue 5): a page whose window spans thousands of deleted keys marks them
+/// gone a chunk at a time, never loading the window whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_spanning_thousands_of_deleted_keys_marks_them_all_gone() {
+    let env = Env::new().await;
+    fill(env.state(), "bkt", "k/", 2600);
+    env.state().put_object("bkt", "z", b"z", &[]);
+    env.scan(&env.config("bkt", "")).await.unwrap();
+    for i in 0..2600 {
+        env.state().delete_object("bkt", &format!("k/obj-{i:05}"));
+    }
+    let report = env.scan(&env.config("bkt", "")).await.unwrap();
+    assert_eq!(report.stats.gone, 2600);
+    assert_eq!(
+        env.state().requests(Op::Head),
+        2601,
+        "no HEAD in the rescan"
+    );
+    assert_eq!(
+        count(&env.db, "SELECT count(*) FROM objects WHERE state = 'gone'"),
+        2600
+    );
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT count(*) FROM changes WHERE kind = 'deleted'"
+        ),
+        2600
+    );
+}
+
+/// Review finding (issue 5): an object rewritten and then deleted before its HEAD records the
+/// listing known before this scan as its old side, not the new listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_object_answering_404_keeps_its_old_listing_on_the_deleted_row() {
+    let env = Env::new().await;
+    fill(env.state(), "bkt", "", 5);
+    env.scan(&env.config("bkt", "")).await.unwrap();
+    let old_etag = column(
+        &env.db,
+        "SELECT list_etag FROM objects WHERE key = 'obj-00001'",
+    );
+    env.state()
+        .put_object("bkt", "obj-00001", b"rewritten", &[]);
+    env.state()
+        .add_fault(Fault::head("obj-00001", Action::Status(404)));
+    env.scan(&env.config("bkt", "")).await.unwrap();
+    assert_eq!(
+        column(
+            &env.db,
+            "SELECT kind || ' ' || old_etag || ' ' || coalesce(new_etag, '-') FROM changes"
+        ),
+        [format!("deleted {} -", old_etag[0])]
+    );
+}

@@ -85,15 +85,7 @@ pub fn begin(
     full: bool,
 ) -> rusqlite::Result<ScanPlan> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.execute(
-        "INSERT INTO buckets (store, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-        params![target.store, target.bucket],
-    )?;
-    let bucket_id: i64 = tx.query_row(
-        "SELECT bucket_id FROM buckets WHERE store = ?1 AND name = ?2",
-        params![target.store, target.bucket],
-        |r| r.get(0),
-    )?;
+    let bucket_id = crate::db::ensure_bucket(&tx, &target.store, &target.bucket)?;
     let now = timefmt::now();
     let unfinished: Option<(i64, String, bool)> = tx
         .query_row(

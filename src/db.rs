@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::error::{Error, Result};
 
@@ -105,6 +105,22 @@ fn check_identity(conn: &Connection, path: &Path) -> Result<i64> {
         });
     }
     Ok(version)
+}
+
+/// The id of a (store, bucket) row, if the database has one.
+pub fn bucket_id(conn: &Connection, store: &str, bucket: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT bucket_id FROM buckets WHERE store = ?1 AND name = ?2")?
+        .query_row([store, bucket], |r| r.get(0))
+        .optional()
+}
+
+/// The id of a (store, bucket) row, created if missing.
+pub fn ensure_bucket(conn: &Connection, store: &str, bucket: &str) -> rusqlite::Result<i64> {
+    conn.execute(
+        "INSERT INTO buckets (store, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        [store, bucket],
+    )?;
+    Ok(bucket_id(conn, store, bucket)?.expect("the row was just inserted"))
 }
 
 /// Applies the missing migrations in one exclusive transaction.

@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 use serde::Serialize;
 
 use crate::checkpoint::Target;
@@ -95,14 +95,7 @@ fn open_known(db_path: &Path, target: &Target) -> Result<Option<(Connection, i64
     }
     let conn = db::open_ro(db_path)?;
     let dbe = |e| Error::db(db_path, e);
-    let bucket_id: Option<i64> = conn
-        .query_row(
-            "SELECT bucket_id FROM buckets WHERE store = ?1 AND name = ?2",
-            params![target.store, target.bucket],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(dbe)?;
+    let bucket_id = db::bucket_id(&conn, &target.store, &target.bucket).map_err(dbe)?;
     let Some(bucket_id) = bucket_id else {
         return Ok(None);
     };

@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use crate::cli::ForgetArgs;
 use crate::client::{AWS_STORE, normalize_endpoint};
@@ -122,13 +122,7 @@ pub fn forget_prefix(
     bucket: &str,
     prefix: &str,
 ) -> rusqlite::Result<Option<Forgotten>> {
-    let bucket_id: Option<i64> = conn
-        .query_row(
-            "SELECT bucket_id FROM buckets WHERE store = ?1 AND name = ?2",
-            params![store, bucket],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let bucket_id = db::bucket_id(conn, store, bucket)?;
     let Some(bucket_id) = bucket_id else {
         return Ok(None);
     };

@@ -353,7 +353,7 @@ impl Lister {
     }
 }
 
-fn writer_gone() -> Error {
+pub(crate) fn writer_gone() -> Error {
     Error::Internal("the database writer stopped".into())
 }
 

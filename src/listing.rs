@@ -161,7 +161,7 @@ impl Listing {
         self.writer
             .send(WriterMsg::Split(split))
             .await
-            .map_err(|_| Error::Internal("the database writer stopped".into()))?;
+            .map_err(|_| crate::lister::writer_gone())?;
         tracing::debug!("split range {} at {at:?}: new range {new_no}", c.range_no);
         let tail = RangeState {
             range_no: new_no,

@@ -78,6 +78,83 @@ pub struct RangeCtl {
 
 pub type SharedRange = Arc<tokio::sync::Mutex<RangeCtl>>;
 
+/// The pages of one range, one request ahead of the page being committed. Dropping it
+/// aborts the request in flight.
+struct Prefetch {
+    lister: Arc<Lister>,
+    fetch: JoinHandle<Result<Page, ListError>>,
+    /// Until the first page arrives: where to restart if the store rejects the saved token.
+    fallback: Option<Option<String>>,
+}
+
+impl Prefetch {
+    fn start(lister: Arc<Lister>, range: &RangeState) -> Prefetch {
+        let start_after = range.last_key.clone().or(range.start_after.clone());
+        let cursor = Cursor {
+            token: range.token.clone(),
+            start_after: start_after.clone(),
+            max_keys: None,
+        };
+        Prefetch {
+            fetch: lister.clone().spawn_fetch(cursor),
+            fallback: range.token.is_some().then_some(start_after),
+            lister,
+        }
+    }
+
+    /// Requests the page after the one just received.
+    fn request(&mut self, token: String) {
+        let cursor = Cursor {
+            token: Some(token),
+            start_after: None,
+            max_keys: None,
+        };
+        self.fetch = self.lister.clone().spawn_fetch(cursor);
+    }
+
+    /// The next page; `None` when the scan is cancelled.
+    async fn next(&mut self) -> Result<Option<Page>, Error> {
+        loop {
+            // Cancel safety: the request in flight is aborted with `self`, losing only an
+            // uncommitted page.
+            let joined = tokio::select! {
+                biased;
+                _ = self.lister.cancel.cancelled() => return Ok(None),
+                r = &mut self.fetch => r.map_err(|e| Error::Internal(format!("lister: {e}")))?,
+            };
+            match (joined, self.fallback.take()) {
+                (Ok(page), _) => return Ok(Some(page)),
+                (Err(ListError::TokenRejected(f)), Some(start_after)) => {
+                    tracing::warn!(
+                        "the store rejected the saved continuation token ({f}); resuming after the last committed key instead"
+                    );
+                    let cursor = Cursor {
+                        token: None,
+                        start_after,
+                        max_keys: None,
+                    };
+                    self.fetch = self.lister.clone().spawn_fetch(cursor);
+                }
+                // Cancelled during a retry's back-off: an interruption, not a failure.
+                (Err(ListError::Cancelled), _) => return Ok(None),
+                (Err(e), _) => return Err(self.lister.fatal(e)),
+            }
+        }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.fetch.abort();
+    }
+}
+
+/// Where a range's listing stands, for the next page's commit.
+struct Position {
+    range_no: i64,
+    prev_last: Option<String>,
+}
+
 impl Lister {
     /// Lists a range from its checkpoint to its (possibly shrinking) end. Returns `Ok(false)`
     /// if cancelled first. `listed` is notified after each committed page.
@@ -92,85 +169,28 @@ impl Lister {
         if range.done {
             return Ok(true);
         }
-        let resume_token = range.token.clone();
-        let mut prev_last = range.last_key.clone().or(range.start_after.clone());
-        let mut fetch = self.clone().spawn_fetch(Cursor {
-            token: range.token.clone(),
-            start_after: prev_last.clone(),
-            max_keys: None,
-        });
-        let mut first = true;
+        let mut pages = Prefetch::start(self.clone(), &range);
+        let mut at = Position {
+            range_no: range.range_no,
+            prev_last: range.last_key.clone().or(range.start_after.clone()),
+        };
         loop {
-            // Cancel safety: aborting the fetch loses only an uncommitted page.
-            let joined = tokio::select! {
-                biased;
-                _ = self.cancel.cancelled() => { fetch.abort(); return Ok(false); }
-                r = &mut fetch => r,
+            let Some(page) = pages.next().await? else {
+                return Ok(false);
             };
-            let mut page = match joined.map_err(|e| Error::Internal(format!("lister: {e}")))? {
-                Ok(p) => p,
-                Err(ListError::TokenRejected(f)) if first && resume_token.is_some() => {
-                    tracing::warn!(
-                        "the store rejected the saved continuation token ({f}); resuming after the last committed key instead"
-                    );
-                    fetch = self.clone().spawn_fetch(Cursor {
-                        token: None,
-                        start_after: prev_last.clone(),
-                        max_keys: None,
-                    });
-                    first = false;
-                    continue;
-                }
-                // Cancelled during a retry's back-off: an interruption, not a failure.
-                Err(ListError::Cancelled) => return Ok(false),
-                Err(e) => return Err(self.fatal(e)),
-            };
-            first = false;
-            self.check_order(&page, prev_last.as_deref())?;
-            let mut range_ctl = ctl.lock().await;
-            let done = clip(&mut page, &range_ctl.keys);
-            if !done {
-                if page.next_token.is_none() {
-                    return Err(Error::Internal(
-                        "the store said the listing is truncated but gave no continuation token"
-                            .into(),
-                    ));
-                }
-                fetch = self.clone().spawn_fetch(Cursor {
-                    token: page.next_token.clone(),
-                    start_after: None,
-                    max_keys: None,
-                });
-            }
-            let last_key = page.entries.last().map(|o| o.key.clone());
-            if let Some(k) = &last_key {
-                range_ctl.position = Some(k.clone());
-            }
-            range_ctl.pages += 1;
-            range_ctl.done = done;
-            let keys = range_ctl.keys.clone();
-            let committed = self
-                .send_page(
-                    &writer,
-                    range.range_no,
-                    keys,
-                    prev_last.clone(),
-                    last_key.clone(),
-                    page,
-                    done,
-                )
-                .await?;
-            drop(range_ctl);
+            self.check_order(&page, at.prev_last.as_deref())?;
+            let (committed, last_key, done) =
+                self.hand_over(&ctl, &mut pages, &writer, &at, page).await?;
             let jobs = committed.await.map_err(|_| writer_gone())?;
             listed.notify_one();
-            if let Some(k) = last_key {
-                prev_last = Some(k);
+            if last_key.is_some() {
+                at.prev_last = last_key;
             }
             for job in jobs {
                 // Cancel safety: an unsent job stays `head_due` in the database.
                 tokio::select! {
-                    _ = self.cancel.cancelled() => { fetch.abort(); return Ok(false); }
-                    r = heads.send(job) => if r.is_err() { return Ok(false); },
+                    _ = self.cancel.cancelled() => return Ok(false),
+                    r = heads.send(job) => if r.is_err() { return Ok(false) },
                 }
             }
             if done {
@@ -179,29 +199,55 @@ impl Lister {
         }
     }
 
+    /// Clips the page at the range's current end, requests the next one, and hands the page to
+    /// the writer — under the range's lock, so a split is never overtaken (see `RangeCtl`).
+    /// Returns the commit receiver, the page's last key, and whether the range is listed.
+    async fn hand_over(
+        &self,
+        ctl: &SharedRange,
+        pages: &mut Prefetch,
+        writer: &mpsc::Sender<WriterMsg>,
+        at: &Position,
+        mut page: Page,
+    ) -> Result<(oneshot::Receiver<Vec<HeadJob>>, Option<String>, bool), Error> {
+        let mut range_ctl = ctl.lock().await;
+        let done = clip(&mut page, &range_ctl.keys);
+        if !done {
+            let Some(token) = page.next_token.clone() else {
+                return Err(Error::Internal(
+                    "the store said the listing is truncated but gave no continuation token".into(),
+                ));
+            };
+            pages.request(token);
+        }
+        let last_key = page.entries.last().map(|o| o.key.clone());
+        if let Some(k) = &last_key {
+            range_ctl.position = Some(k.clone());
+        }
+        range_ctl.pages += 1;
+        range_ctl.done = done;
+        let msg = PageMsg {
+            range_no: at.range_no,
+            keys: range_ctl.keys.clone(),
+            prev_last: at.prev_last.clone(),
+            last_key: last_key.clone(),
+            next_token: if done { None } else { page.next_token },
+            entries: page.entries,
+            done,
+            reply: oneshot::channel().0,
+        };
+        let committed = self.send_page(writer, msg).await?;
+        Ok((committed, last_key, done))
+    }
+
     /// Hands the page to the writer; the receiver yields its HEAD jobs once committed.
-    #[allow(clippy::too_many_arguments)]
     async fn send_page(
         &self,
         writer: &mpsc::Sender<WriterMsg>,
-        range_no: i64,
-        keys: Arc<KeyRange>,
-        prev_last: Option<String>,
-        last_key: Option<String>,
-        page: Page,
-        done: bool,
+        mut msg: PageMsg,
     ) -> Result<oneshot::Receiver<Vec<HeadJob>>, Error> {
         let (reply, committed) = oneshot::channel();
-        let msg = PageMsg {
-            range_no,
-            keys,
-            prev_last,
-            last_key,
-            entries: page.entries,
-            next_token: if done { None } else { page.next_token },
-            done,
-            reply,
-        };
+        msg.reply = reply;
         writer
             .send(WriterMsg::Page(msg))
             .await

@@ -121,7 +121,8 @@ pub async fn run(
     })
     .await
     .map_err(|e| Error::from_async_db(&ctx.path, e))?;
-    let mut flushed = stats.snapshot();
+    // The stats are this run's: every request they count belongs in the scan row.
+    let mut flushed = Snapshot::default();
     while let Some(batch) = next_batch(&mut rx).await {
         let now = stats.snapshot();
         let requests = delta(&now, &flushed);

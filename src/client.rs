@@ -93,10 +93,12 @@ pub fn from_shared(shared: &SdkConfig, opts: &ClientOptions) -> Result<S3, Error
     })
 }
 
-/// The SDK's endpoint resolver, remembering its answers. The default one runs S3's endpoint
-/// rules (URL parsing, bucket-name and ARN checks) for every request, and again to choose the
-/// auth scheme; a scan asks the same question (one bucket, one region, one endpoint) each time.
-/// Answers are keyed by the complete `Params`, so a hit returns exactly what the rules would.
+/// The SDK's endpoint resolver, remembering its answers. S3's endpoint rules (URL parsing,
+/// bucket-name and ARN checks) run for every request, and again to choose the auth scheme; the
+/// SDK's own one-entry cache never hits for HEAD, because its parameters include the object's
+/// key. The rules bind `Key`, `Prefix` and `CopySource` but never read them (the SDK's tests
+/// say they "should not be used in endpoint evaluation"), so answers are kept per value of
+/// every other parameter: a scan asks one question (its bucket, region, endpoint) each time.
 #[derive(Debug, Default)]
 struct CachedResolver {
     rules: DefaultResolver,
@@ -106,10 +108,30 @@ struct CachedResolver {
 /// Distinct parameter sets kept at most (a command uses one or two buckets).
 const ENDPOINTS_KEPT: usize = 16;
 
+/// Whether the rules give `a` and `b` the same endpoint: equal in everything but the object.
+/// A test checks the fields compared against the SDK's, so an upgrade that adds a parameter
+/// cannot go unnoticed.
+fn same_endpoint(a: &Params, b: &Params) -> bool {
+    a.bucket() == b.bucket()
+        && a.region() == b.region()
+        && a.use_fips() == b.use_fips()
+        && a.use_dual_stack() == b.use_dual_stack()
+        && a.endpoint() == b.endpoint()
+        && a.force_path_style() == b.force_path_style()
+        && a.accelerate() == b.accelerate()
+        && a.use_global_endpoint() == b.use_global_endpoint()
+        && a.use_object_lambda_endpoint() == b.use_object_lambda_endpoint()
+        && a.disable_access_points() == b.disable_access_points()
+        && a.disable_multi_region_access_points() == b.disable_multi_region_access_points()
+        && a.use_arn_region() == b.use_arn_region()
+        && a.use_s3_express_control_endpoint() == b.use_s3_express_control_endpoint()
+        && a.disable_s3_express_session_auth() == b.disable_s3_express_session_auth()
+}
+
 impl ResolveEndpoint for CachedResolver {
     fn resolve_endpoint<'a>(&'a self, params: &'a Params) -> EndpointFuture<'a> {
         let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, endpoint)) = known.iter().find(|(p, _)| p == params) {
+        if let Some((_, endpoint)) = known.iter().find(|(p, _)| same_endpoint(p, params)) {
             return EndpointFuture::ready(Ok(endpoint.clone()));
         }
         drop(known);
@@ -117,7 +139,8 @@ impl ResolveEndpoint for CachedResolver {
         EndpointFuture::new(async move {
             let endpoint = resolving.await?;
             let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-            if known.len() < ENDPOINTS_KEPT && !known.iter().any(|(p, _)| p == params) {
+            if known.len() < ENDPOINTS_KEPT && !known.iter().any(|(p, _)| same_endpoint(p, params))
+            {
                 known.push((params.clone(), endpoint.clone()));
             }
             Ok(endpoint)
@@ -157,27 +180,70 @@ pub fn normalize_endpoint(url: &str) -> Result<String, Error> {
 mod tests {
     use super::*;
 
+    /// The `Params` fields `same_endpoint` ignores.
+    const OBJECT_SCOPED: [&str; 3] = ["key", "prefix", "copy_source"];
+
+    /// The fields `same_endpoint` compares, by name.
+    const COMPARED: [&str; 14] = [
+        "bucket",
+        "region",
+        "use_fips",
+        "use_dual_stack",
+        "endpoint",
+        "force_path_style",
+        "accelerate",
+        "use_global_endpoint",
+        "use_object_lambda_endpoint",
+        "disable_access_points",
+        "disable_multi_region_access_points",
+        "use_arn_region",
+        "use_s3_express_control_endpoint",
+        "disable_s3_express_session_auth",
+    ];
+
+    fn params(bucket: &str, key: &str) -> Params {
+        Params::builder()
+            .bucket(bucket)
+            .key(key)
+            .region("us-east-1")
+            .endpoint("http://127.0.0.1:9000")
+            .force_path_style(true)
+            .build()
+            .unwrap()
+    }
+
     #[tokio::test]
-    async fn endpoint_answers_are_remembered_per_params() {
-        let params = |bucket: &str| {
-            Params::builder()
-                .bucket(bucket)
-                .region("us-east-1")
-                .endpoint("http://127.0.0.1:9000")
-                .force_path_style(true)
-                .build()
-                .unwrap()
-        };
+    async fn endpoint_answers_are_remembered_per_bucket_not_per_key() {
         let cached = CachedResolver::default();
-        let a = cached.resolve_endpoint(&params("a")).await.unwrap();
-        let again = cached.resolve_endpoint(&params("a")).await.unwrap();
-        let b = cached.resolve_endpoint(&params("b")).await.unwrap();
-        assert_eq!(a.url(), "http://127.0.0.1:9000/a");
-        assert_eq!(b.url(), "http://127.0.0.1:9000/b");
-        assert_eq!(a, again);
         let rules = DefaultResolver::new();
-        assert_eq!(a, rules.resolve_endpoint(&params("a")).await.unwrap());
+        for (bucket, key) in [("a", "k1"), ("a", "k2"), ("b", "k1"), ("a", "k3")] {
+            let p = params(bucket, key);
+            let got = cached.resolve_endpoint(&p).await.unwrap();
+            assert_eq!(got, rules.resolve_endpoint(&p).await.unwrap());
+            assert_eq!(got.url(), format!("http://127.0.0.1:9000/{bucket}"));
+        }
         assert_eq!(cached.known.lock().unwrap().len(), 2);
+    }
+
+    /// An SDK upgrade that adds an endpoint parameter must be added to `same_endpoint`.
+    #[test]
+    fn same_endpoint_compares_every_parameter_but_the_object() {
+        let debug = format!("{:?}", params("a", "k"));
+        let body = debug.split_once('{').unwrap().1;
+        let mut names: Vec<&str> = body
+            .split(", ")
+            .filter_map(|f| f.split_once(':').map(|(n, _)| n.trim()))
+            .filter(|n| {
+                n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            })
+            .collect();
+        names.sort_unstable();
+        let mut expected: Vec<&str> = COMPARED.iter().chain(&OBJECT_SCOPED).copied().collect();
+        expected.sort_unstable();
+        assert_eq!(names, expected, "{debug}");
+        assert!(same_endpoint(&params("a", "k1"), &params("a", "k2")));
+        assert!(!same_endpoint(&params("a", "k1"), &params("b", "k1")));
     }
 
     #[test]

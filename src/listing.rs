@@ -66,15 +66,17 @@ impl Listing {
             let idle = self.parallelism > 1
                 && !self.cancel.is_cancelled()
                 && tasks.len() < self.parallelism;
-            let split = if idle {
-                match self.split_one(&active, next_no).await {
-                    Err(Error::Interrupted) => None, // a probe cut short by Ctrl-C
+            let tails = if idle {
+                // The free streams and the range being split share the tail.
+                let pieces = self.parallelism - tasks.len() + 1;
+                match self.split(&active, next_no, pieces).await {
+                    Err(Error::Interrupted) => Vec::new(), // a probe cut short by Ctrl-C
                     other => other?,
                 }
             } else {
-                None
+                Vec::new()
             };
-            if let Some(range) = split {
+            for range in tails {
                 next_no += 1;
                 self.spawn(&mut tasks, &mut active, range, &listed);
             }
@@ -113,13 +115,70 @@ impl Listing {
         tasks.spawn(async move { (range.range_no, run.await) });
     }
 
-    /// Splits the active range that has listed the most pages, if a split point can be found
-    /// beyond its position; returns the new range (the tail) to list.
-    async fn split_one(
+    /// Splits the active range that has listed the most pages into up to `pieces` ranges
+    /// beyond its position; returns the new ranges (its tail, cut) to list.
+    async fn split(
         &self,
         active: &HashMap<i64, SharedRange>,
-        new_no: i64,
-    ) -> Result<Option<RangeState>, Error> {
+        next_no: i64,
+        pieces: usize,
+    ) -> Result<Vec<RangeState>, Error> {
+        let Some(victim) = self.largest(active).await else {
+            return Ok(Vec::new());
+        };
+        let (position, end) = {
+            let c = victim.lock().await;
+            (c.position.clone(), c.end.clone())
+        };
+        let cuts =
+            ranges::find_splits(&self.lister, position.as_deref(), end.as_deref(), pieces).await?;
+        let mut c = victim.lock().await;
+        // The lister may have moved on while we probed: only cuts still ahead of it count.
+        let cuts: Vec<String> = cuts
+            .into_iter()
+            .filter(|at| c.position.as_deref().is_none_or(|p| p < at.as_str()))
+            .filter(|at| c.end.as_deref().is_none_or(|e| at.as_str() < e))
+            .collect();
+        if c.done || cuts.is_empty() {
+            c.split_tried_at = Some(c.pages);
+            return Ok(Vec::new());
+        }
+        let mut tails = Vec::with_capacity(cuts.len());
+        let mut cut_from = c.range_no;
+        for (i, at) in cuts.iter().enumerate() {
+            let new_no = next_no + i as i64;
+            let split = SplitMsg {
+                range_no: cut_from,
+                at: at.clone(),
+                new_range_no: new_no,
+                end: c.end.clone(),
+            };
+            self.writer
+                .send(WriterMsg::Split(split))
+                .await
+                .map_err(|_| crate::lister::writer_gone())?;
+            tails.push(RangeState {
+                range_no: new_no,
+                start_after: Some(at.clone()),
+                end_key: cuts.get(i + 1).cloned().or(c.end.clone()),
+                token: None,
+                last_key: None,
+                done: false,
+            });
+            cut_from = new_no;
+        }
+        tracing::debug!(
+            "split range {} at {cuts:?} into {} new ranges",
+            c.range_no,
+            tails.len()
+        );
+        c.keys = Arc::new(c.keys.intersect(&KeyRange::between(None, Some(&cuts[0]))));
+        c.end = Some(cuts[0].clone());
+        Ok(tails)
+    }
+
+    /// The active range that has listed the most pages, if one is worth splitting.
+    async fn largest(&self, active: &HashMap<i64, SharedRange>) -> Option<SharedRange> {
         let mut best: Option<(u64, SharedRange)> = None;
         for ctl in active.values() {
             let c = ctl.lock().await;
@@ -134,45 +193,6 @@ impl Listing {
                 best = Some((c.pages, ctl.clone()));
             }
         }
-        let Some((_, victim)) = best else {
-            return Ok(None);
-        };
-        let (position, end) = {
-            let c = victim.lock().await;
-            (c.position.clone(), c.end.clone())
-        };
-        let at = ranges::find_split(&self.lister, position.as_deref(), end.as_deref()).await?;
-        let mut c = victim.lock().await;
-        let usable = at.as_ref().filter(|at| {
-            !c.done
-                && c.position.as_deref().is_none_or(|p| p < at.as_str())
-                && c.end.as_deref().is_none_or(|e| at.as_str() < e)
-        });
-        let Some(at) = usable.cloned() else {
-            c.split_tried_at = Some(c.pages);
-            return Ok(None);
-        };
-        let split = SplitMsg {
-            range_no: c.range_no,
-            at: at.clone(),
-            new_range_no: new_no,
-            end: c.end.clone(),
-        };
-        self.writer
-            .send(WriterMsg::Split(split))
-            .await
-            .map_err(|_| crate::lister::writer_gone())?;
-        tracing::debug!("split range {} at {at:?}: new range {new_no}", c.range_no);
-        let tail = RangeState {
-            range_no: new_no,
-            start_after: Some(at.clone()),
-            end_key: c.end.clone(),
-            token: None,
-            last_key: None,
-            done: false,
-        };
-        c.keys = Arc::new(c.keys.intersect(&KeyRange::between(None, Some(&at))));
-        c.end = Some(at);
-        Ok(Some(tail))
+        best.map(|b| b.1)
     }
 }

@@ -21,7 +21,9 @@ pub struct Bounds {
 }
 
 /// Probes at most this many characters deep for the first position where keys differ.
-const MAX_DEPTH_PROBES: usize = 64;
+const MAX_DEPTH: usize = 256;
+/// Probes sent at once: a split costs a few round trips, not one per probe.
+const FAN_OUT: usize = 16;
 
 /// A key S in (after, upper) such that (after, S] and (S, upper] both hold keys, or `None`
 /// when the range holds too few distinct keys to split.
@@ -30,40 +32,82 @@ pub async fn find_split(
     after: Option<&str>,
     upper: Option<&str>,
 ) -> Result<Option<String>, Error> {
+    Ok(find_splits(lister, after, upper, 2).await?.pop())
+}
+
+/// Up to `pieces - 1` increasing keys cutting (after, upper] into pieces that each hold keys
+/// (the last one at least, and the first), evenly spaced over the characters present at the
+/// first position where the range's keys differ. Empty when the range cannot be split.
+pub async fn find_splits(
+    lister: &Lister,
+    after: Option<&str>,
+    upper: Option<&str>,
+    pieces: usize,
+) -> Result<Vec<String>, Error> {
     let within = |k: &String| upper.is_none_or(|u| k.as_str() <= u);
     let Some(first) = lister.first_after(after).await?.filter(within) else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     let chars: Vec<char> = first.chars().collect();
-    let start = lister.prefix.chars().count();
-    // The first position d where some key of the range differs from `first`'s character.
-    let mut depth = None;
-    for d in (start..chars.len()).take(MAX_DEPTH_PROBES) {
-        let head: String = chars[..=d].iter().collect();
-        let Some(next) = prefix_successor(&head) else {
-            continue;
-        };
-        if lister
-            .first_after(Some(&next))
-            .await?
-            .filter(within)
-            .is_some()
-        {
-            depth = Some(d);
-            break;
-        }
-    }
-    let Some(d) = depth else { return Ok(None) };
+    // Every key in (after, upper] shares the characters `first` shares with `upper`.
+    let shared = upper.map_or(0, |u| {
+        first
+            .chars()
+            .zip(u.chars())
+            .take_while(|(a, b)| a == b)
+            .count()
+    });
+    let start = lister.prefix.chars().count().max(shared);
+    let Some(d) = first_difference(lister, &chars, start, &within).await? else {
+        return Ok(Vec::new());
+    };
     let common: String = chars[..d].iter().collect();
     let low = chars[d] as u32;
-    let high = last_char_at(lister, &common, low, upper).await?;
     // high > low: a key beyond `first`'s subtree exists at this position.
-    let mid = low + (high - low).div_ceil(2);
-    Ok(char_at_or_after(mid).map(|c| format!("{common}{c}")))
+    let high = last_char_at(lister, &common, low, upper).await?;
+    let pieces = pieces.max(2) as u32;
+    let mut cuts: Vec<u32> = (1..pieces)
+        .map(|i| low + ((high - low) * i).div_ceil(pieces))
+        .collect();
+    cuts.dedup();
+    Ok(cuts
+        .into_iter()
+        .filter(|&c| c > low && c <= high)
+        .filter_map(char_at_or_after)
+        .map(|c| format!("{common}{c}"))
+        .collect())
+}
+
+/// The first position d ≥ `start` where some key of the range has another character than
+/// `first` (`chars`): probes after `first[..=d]`'s successor, `FAN_OUT` depths at a time.
+async fn first_difference(
+    lister: &Lister,
+    chars: &[char],
+    start: usize,
+    within: &(dyn Fn(&String) -> bool + Sync),
+) -> Result<Option<usize>, Error> {
+    let depths: Vec<usize> = (start..chars.len()).take(MAX_DEPTH).collect();
+    for batch in depths.chunks(FAN_OUT) {
+        let probes = batch.iter().map(|&d| {
+            let next = prefix_successor(&chars[..=d].iter().collect::<String>());
+            async move {
+                match next {
+                    Some(next) => lister.first_after(Some(&next)).await,
+                    None => Ok(None),
+                }
+            }
+        });
+        let found = futures::future::try_join_all(probes).await?;
+        if let Some(i) = found.iter().position(|k| k.as_ref().is_some_and(within)) {
+            return Ok(Some(batch[i]));
+        }
+    }
+    Ok(None)
 }
 
 /// The largest character c at the position after `common` such that a key greater than
 /// `common + c` (and starting with `common`) exists within `upper`; at least `low + 1`.
+/// A `FAN_OUT`-ary search: each round probes several characters at once.
 async fn last_char_at(
     lister: &Lister,
     common: &str,
@@ -86,13 +130,24 @@ async fn last_char_at(
     } else {
         (low.max(0x7F), 0x10FFFF)
     };
-    // Invariant: has_keys_from(lo) (or lo == low, known true), !has_keys_from(hi) unless hi is the top.
+    // Invariant: keys exist from `lo` (or lo == low, known), none from `hi` (unless the top).
     while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        if has_keys_from(mid).await? {
-            lo = mid;
-        } else {
-            hi = mid;
+        let step = (hi - lo).div_ceil(FAN_OUT as u32);
+        let points: Vec<u32> = (1..FAN_OUT as u32)
+            .map(|i| lo + i * step)
+            .filter(|&c| c < hi)
+            .collect();
+        let answers =
+            futures::future::try_join_all(points.iter().map(|&c| has_keys_from(c))).await?;
+        // Answers are monotone (true, …, true, false, …): the last true bounds `lo`.
+        let trues = answers.iter().take_while(|&&t| t).count();
+        if trues > 0 {
+            lo = points[trues - 1];
+        }
+        if trues < points.len() {
+            hi = points[trues];
+        } else if points.is_empty() || step == 1 {
+            break;
         }
     }
     Ok((lo + 1).max(low + 1))

@@ -108,6 +108,11 @@ pub async fn run(
         })
         .await
         .map_err(|e| Error::from_async_db(db_path, e))?;
+    // Closing checkpoints the WAL into the database file, so the file alone is the whole
+    // database once s3meta exits (copies, backups); a failure here loses nothing.
+    if let Err(e) = conn.close().await {
+        tracing::warn!("closing {}: {e}", db_path.display());
+    }
     fatal?;
     let outcome = if finished.state != "complete" {
         Outcome::Interrupted

@@ -129,11 +129,12 @@ async fn sigkill_with_several_ranges_in_flight_then_resume() {
         .arg(&env.db);
         cmd
     };
-    for kill_after in [40u64, 25] {
-        let before = env.state().requests(Op::List);
+    // Kill points by the server's HEAD counter: far enough in that ranges have been split.
+    for kill_after in [1500u64, 600] {
+        let before = env.state().requests(Op::Head);
         let mut child = scan().stderr(Stdio::null()).spawn().unwrap();
         env.state()
-            .wait_for_requests(Some(Op::List), before + kill_after)
+            .wait_for_requests(Some(Op::Head), before + kill_after)
             .await;
         child.kill().unwrap();
         assert!(child.wait().unwrap().code().is_none());

@@ -1,6 +1,7 @@
 //! The unsigned admin endpoint on the S3 port, for a benchmark that runs the server in
 //! another process: `GET /__admin/stats` (JSON counters and the server's CPU seconds) and
-//! `POST /__admin/reset` (zero the counters).
+//! `POST /__admin/reset` (zero the counters), `POST /__admin/latency?ms=N` (latency added to
+//! every request from now on).
 //!
 //! Receives every request first; answers those under `/__admin/` and passes on the rest.
 //! Invariant: admin requests are never counted, so reading stats does not change them
@@ -30,9 +31,25 @@ pub(crate) fn respond<B>(state: &State, req: &Request<B>) -> Option<Response<Res
             state.reset_counters();
             status(StatusCode::NO_CONTENT)
         }
+        (&Method::POST, "latency") => match latency_ms(req.uri().query()) {
+            Some(ms) => {
+                state.set_latency(None, std::time::Duration::from_millis(ms));
+                status(StatusCode::NO_CONTENT)
+            }
+            None => status(StatusCode::BAD_REQUEST),
+        },
         _ => status(StatusCode::NOT_FOUND),
     };
     Some(resp)
+}
+
+/// `ms=N` from `POST /__admin/latency?ms=N`.
+fn latency_ms(query: Option<&str>) -> Option<u64> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("ms="))?
+        .parse()
+        .ok()
 }
 
 fn status(code: StatusCode) -> Response<RespBody> {

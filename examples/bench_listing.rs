@@ -37,7 +37,12 @@ fn main() -> Result<(), String> {
     for p in parallelism {
         let db = dir.path().join(format!("rescan-{p}.db"));
         copy_db(&base, &db)?;
+        let server_cpu = server_cpu_seconds(&endpoint)?;
         let (secs, summary) = scan(&bins, &endpoint, &db, p, 64)?;
+        let server_cpu = server_cpu_seconds(&endpoint)? - server_cpu;
+        let r = &summary["resources"];
+        let client_cpu = r["cpu_user_seconds"].as_f64().unwrap_or(0.0)
+            + r["cpu_system_seconds"].as_f64().unwrap_or(0.0);
         if std::env::var_os("BENCH_DEBUG").is_some() {
             eprintln!("{summary}");
         }
@@ -45,8 +50,11 @@ fn main() -> Result<(), String> {
         let rate = listed / secs;
         let hours = 1e9 / rate / 3600.0;
         println!(
-            "{p:>12} {secs:>10.2} {rate:>14.0} {:>10} {:>8} {hours:>18.2}",
-            summary["requests"]["list"], summary["requests"]["head"]
+            "{p:>12} {secs:>10.2} {rate:>14.0} {:>10} {:>8} {hours:>18.2} {:>14.1} {:>14.1}",
+            summary["requests"]["list"],
+            summary["requests"]["head"],
+            client_cpu / listed * 1e6,
+            server_cpu / listed * 1e6
         );
         if let Some(r1) = first_rate {
             println!("{:>12} {:>10} speed-up {:.1}x", "", "", rate / r1);
@@ -125,6 +133,16 @@ fn copy_db(from: &Path, to: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     drop(conn);
     std::fs::copy(from, to).map(drop).map_err(|e| e.to_string())
+}
+
+/// The server process's CPU seconds so far, from `GET /__admin/stats`.
+fn server_cpu_seconds(endpoint: &str) -> Result<f64, String> {
+    let out = Command::new("curl")
+        .args(["-sf", &format!("{endpoint}/__admin/stats")])
+        .output()
+        .map_err(|e| format!("curl: {e}"))?;
+    let stats: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    Ok(stats["cpu_seconds"].as_f64().unwrap_or(0.0))
 }
 
 fn admin(endpoint: &str, what: &str) -> Result<(), String> {

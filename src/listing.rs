@@ -174,10 +174,13 @@ impl Listing {
         );
         c.keys = Arc::new(c.keys.intersect(&KeyRange::between(None, Some(&cuts[0]))));
         c.end = Some(cuts[0].clone());
+        // What is left of it is small now: the next split should pick a range not yet cut.
+        c.pages = 0;
         Ok(tails)
     }
 
-    /// The active range that has listed the most pages, if one is worth splitting.
+    /// The active range that has listed the most pages since it started or was last cut (the
+    /// best sign of a large remainder), if one is worth splitting.
     async fn largest(&self, active: &HashMap<i64, SharedRange>) -> Option<SharedRange> {
         let mut best: Option<(u64, SharedRange)> = None;
         for ctl in active.values() {

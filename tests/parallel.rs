@@ -103,15 +103,15 @@ async fn parallel_listing_equals_a_single_stream_on_a_flat_keyspace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_with_several_ranges_in_flight_then_resume() {
     let env = Env::new().await;
-    populate(env.state(), "uniform", 4000);
+    populate(env.state(), "uniform", 8000);
     let single = env.dir.path().join("single.db");
     env.scan_into(&env.config("bkt", ""), &single)
         .await
         .unwrap();
+    // Listing is the slow part, so ranges are still listing whatever the client's speed: 80
+    // pages at 30 ms, while a split alone costs some 50 one-key probes.
     env.state()
-        .set_latency(Some(Op::List), std::time::Duration::from_millis(5));
-    env.state()
-        .set_latency(Some(Op::Head), std::time::Duration::from_millis(1));
+        .set_latency(Some(Op::List), std::time::Duration::from_millis(30));
 
     let scan = || {
         let mut cmd = env.bin();
@@ -129,12 +129,12 @@ async fn sigkill_with_several_ranges_in_flight_then_resume() {
         .arg(&env.db);
         cmd
     };
-    // Kill points by the server's HEAD counter: far enough in that ranges have been split.
-    for kill_after in [1500u64, 600] {
-        let before = env.state().requests(Op::Head);
+    // Kill points by the server's LIST counter: past the first split, before the last page.
+    for kill_after in [90u64, 40] {
+        let before = env.state().requests(Op::List);
         let mut child = scan().stderr(Stdio::null()).spawn().unwrap();
         env.state()
-            .wait_for_requests(Some(Op::Head), before + kill_after)
+            .wait_for_requests(Some(Op::List), before + kill_after)
             .await;
         child.kill().unwrap();
         assert!(child.wait().unwrap().code().is_none());

@@ -90,8 +90,10 @@ async fn main() -> anyhow::Result<()> {
         let (project, n) = row?;
         println!("  {project:<12} {n}");
     }
-    println!(
-        "\nthe database is ./demo.db; try: sqlite3 demo.db 'SELECT key, metadata FROM v_objects LIMIT 5'"
-    );
+    println!("\nthe database is ./demo.db; try:");
+    println!("  cargo run -- query --db demo.db --where project=proj-08 --limit 5");
+    println!("  cargo run -- names --db demo.db");
+    println!("  cargo run -- status --db demo.db");
+    println!("  sqlite3 demo.db 'SELECT key, metadata FROM v_objects LIMIT 5'");
     Ok(())
 }

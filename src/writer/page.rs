@@ -1,12 +1,10 @@
 //! Applying one listing page: the rows it lists, the stored keys it no longer lists, and the
 //! range's checkpoint — all in the page's transaction.
 //!
-//! Receives: a `PageMsg`. Sends on: the page's objects that need a HEAD. Invariants: stored
-//! rows are looked up per listed key, and deletions are found with key comparisons over the
-//! page's window a bounded chunk at a time, so memory stays flat even when a window spans
-//! millions of deleted keys; the rescan rule (`Stored::unchanged`) is the one `estimate` uses.
-
-use std::collections::HashSet;
+//! Receives: a `PageMsg`. Sends on: the page's objects that need a HEAD. Invariants: the
+//! page's window is read in key order a bounded chunk at a time and merged with the listed
+//! keys, so memory stays flat even when a window spans millions of deleted keys; the rescan
+//! rule (`Stored::unchanged`) is the one `estimate` uses.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
@@ -15,8 +13,8 @@ use crate::checkpoint::Mode;
 use crate::head::HeadJob;
 use crate::keyspace::KeyRange;
 
-/// Stored rows examined per query when looking for deletions.
-const DELETION_CHUNK: i64 = 1000;
+/// Stored rows of a page's window read per query.
+const WINDOW_CHUNK: i64 = 1000;
 
 /// A stored object, as a page finds it.
 pub(crate) struct Stored {
@@ -84,7 +82,9 @@ pub(crate) fn stored(
 }
 
 /// Commits one page: new and changed objects become `head_due`, stored keys of the page's
-/// window that the listing lacks become `gone`, and the range's checkpoint moves on.
+/// window that the listing lacks become `gone`, and the range's checkpoint moves on. The
+/// page's keys (in increasing order, checked by the lister) are merged with the window's
+/// stored rows read in key order a chunk at a time: one pass, flat memory.
 pub(super) fn apply_page(
     tx: &Transaction,
     ctx: &WriterCtx,
@@ -92,41 +92,29 @@ pub(super) fn apply_page(
     now: &str,
     tally: &mut Tally,
 ) -> rusqlite::Result<Vec<HeadJob>> {
+    let mut rows = page_window(page).map(|w| WindowRows::new(ctx.bucket_id, w));
+    let mut next = advance(tx, &mut rows)?;
     let mut jobs = Vec::new();
     for e in &page.entries {
-        let object_id = match stored(tx, ctx.bucket_id, &e.key)? {
-            None => {
-                let object_id = insert_listed(tx, ctx, e)?;
-                if ctx.record_created {
-                    record_change(tx, ctx, object_id, "created", None, Some(e), now)?;
-                }
-                object_id
-            }
-            Some(s) if ctx.mode == Mode::Rescan && s.unchanged(e) => {
-                tally.skipped += 1;
-                continue;
-            }
-            Some(s) => {
-                relist(tx, ctx, s.object_id, e)?;
-                if s.state == "gone" {
-                    if ctx.record_created {
-                        record_change(tx, ctx, s.object_id, "created", None, Some(e), now)?;
-                    }
-                } else if !s.same_listing(e) {
-                    let old = s.as_listed(&e.key);
-                    record_change(tx, ctx, s.object_id, "modified", Some(&old), Some(e), now)?;
-                }
-                s.object_id
-            }
-        };
-        jobs.push(HeadJob {
-            object_id,
-            key: e.key.clone(),
-        });
+        // Stored keys before this one are no longer listed.
+        while let Some((k, s)) = next.take_if(|(k, _)| k.as_str() < e.key.as_str()) {
+            tally.gone += unlisted(tx, ctx, &k, &s, now)?;
+            next = advance(tx, &mut rows)?;
+        }
+        let found = next.take_if(|(k, _)| *k == e.key).map(|(_, s)| s);
+        if found.is_some() {
+            next = advance(tx, &mut rows)?;
+        }
+        if let Some(object_id) = apply_listed(tx, ctx, e, found, now, tally)? {
+            jobs.push(HeadJob {
+                object_id,
+                key: e.key.clone(),
+            });
+        }
     }
-    if let Some(window) = page_window(page) {
-        let listed: HashSet<&str> = page.entries.iter().map(|e| e.key.as_str()).collect();
-        tally.gone += mark_unlisted_gone(tx, ctx, &window, &listed, now)?;
+    while let Some((k, s)) = next.take() {
+        tally.gone += unlisted(tx, ctx, &k, &s, now)?;
+        next = advance(tx, &mut rows)?;
     }
     tx.prepare_cached(
         "UPDATE scan_ranges SET token = ?3, last_key = COALESCE(?4, last_key), state = ?5,
@@ -145,6 +133,140 @@ pub(super) fn apply_page(
     Ok(jobs)
 }
 
+/// Records one listed object against its stored row; returns its id when it needs a HEAD.
+fn apply_listed(
+    tx: &Transaction,
+    ctx: &WriterCtx,
+    e: &ListedObject,
+    found: Option<Stored>,
+    now: &str,
+    tally: &mut Tally,
+) -> rusqlite::Result<Option<i64>> {
+    let s = match found {
+        None => {
+            let object_id = insert_listed(tx, ctx, e)?;
+            if ctx.record_created {
+                record_change(tx, ctx, object_id, "created", None, Some(e), now)?;
+            }
+            return Ok(Some(object_id));
+        }
+        Some(s) if ctx.mode == Mode::Rescan && s.unchanged(e) => {
+            tally.skipped += 1;
+            return Ok(None);
+        }
+        Some(s) => s,
+    };
+    relist(tx, ctx, s.object_id, e)?;
+    if s.state == "gone" {
+        if ctx.record_created {
+            record_change(tx, ctx, s.object_id, "created", None, Some(e), now)?;
+        }
+    } else if !s.same_listing(e) {
+        let old = s.as_listed(&e.key);
+        record_change(tx, ctx, s.object_id, "modified", Some(&old), Some(e), now)?;
+    }
+    Ok(Some(s.object_id))
+}
+
+/// A stored key the listing no longer has: gone, unless it already was. Returns 1 if marked.
+fn unlisted(
+    tx: &Transaction,
+    ctx: &WriterCtx,
+    key: &str,
+    s: &Stored,
+    now: &str,
+) -> rusqlite::Result<i64> {
+    if s.state == "gone" {
+        return Ok(0);
+    }
+    mark_gone(tx, ctx, s.object_id)?;
+    record_change(
+        tx,
+        ctx,
+        s.object_id,
+        "deleted",
+        Some(&s.as_listed(key)),
+        None,
+        now,
+    )?;
+    Ok(1)
+}
+
+/// The stored rows of a page's window in key order, read `WINDOW_CHUNK` at a time. Rows the
+/// page inserts are never read back: a chunk is fetched as soon as the previous one is used
+/// up, before any listed key beyond it is inserted.
+struct WindowRows {
+    bucket_id: i64,
+    window: KeyRange,
+    buf: std::collections::VecDeque<(String, Stored)>,
+    after: Option<String>,
+    exhausted: bool,
+}
+
+impl WindowRows {
+    fn new(bucket_id: i64, window: KeyRange) -> WindowRows {
+        WindowRows {
+            bucket_id,
+            window,
+            buf: Default::default(),
+            after: None,
+            exhausted: false,
+        }
+    }
+
+    fn next(&mut self, tx: &Transaction) -> rusqlite::Result<Option<(String, Stored)>> {
+        if self.buf.is_empty() && !self.exhausted {
+            self.fetch(tx)?;
+        }
+        Ok(self.buf.pop_front())
+    }
+
+    fn fetch(&mut self, tx: &Transaction) -> rusqlite::Result<()> {
+        let chunk = match &self.after {
+            Some(k) => self.window.intersect(&KeyRange::between(Some(k), None)),
+            None => self.window.clone(),
+        };
+        let (frag, mut args) = chunk.sql("key");
+        args.push((":b", &self.bucket_id));
+        args.push((":n", &WINDOW_CHUNK));
+        let sql = format!(
+            "SELECT object_id, key, state, head_due, list_etag, list_size, list_modified, list_storage_class
+             FROM objects WHERE bucket_id = :b{frag} ORDER BY key LIMIT :n"
+        );
+        let mut stmt = tx.prepare_cached(&sql)?;
+        let rows = stmt.query_map(args.as_slice(), |r| {
+            Ok((
+                r.get::<_, String>(1)?,
+                Stored {
+                    object_id: r.get(0)?,
+                    state: r.get(2)?,
+                    head_due: r.get(3)?,
+                    etag: r.get(4)?,
+                    size: r.get(5)?,
+                    modified: r.get(6)?,
+                    storage_class: r.get(7)?,
+                },
+            ))
+        })?;
+        for row in rows {
+            self.buf.push_back(row?);
+        }
+        self.exhausted = (self.buf.len() as i64) < WINDOW_CHUNK;
+        self.after = self.buf.back().map(|(k, _)| k.clone());
+        Ok(())
+    }
+}
+
+fn advance(
+    tx: &Transaction,
+    rows: &mut Option<WindowRows>,
+) -> rusqlite::Result<Option<(String, Stored)>> {
+    match rows {
+        Some(r) => r.next(tx),
+        None => Ok(None),
+    }
+}
+
 /// The keys a page speaks for: (previous page's last key, this page's last key], or up to the
 /// range's end for the last page. `None` for an empty page in mid-listing.
 pub(crate) fn page_window(page: &PageMsg) -> Option<KeyRange> {
@@ -157,66 +279,6 @@ pub(crate) fn page_window(page: &PageMsg) -> Option<KeyRange> {
     }
     let last = page.last_key.as_deref()?;
     Some(after_prev.intersect(&KeyRange::between(None, Some(last))))
-}
-
-/// Marks `gone` the stored, not yet gone, keys of `window` that the page does not list, a
-/// chunk of keys at a time; returns how many.
-fn mark_unlisted_gone(
-    tx: &Transaction,
-    ctx: &WriterCtx,
-    window: &KeyRange,
-    listed: &HashSet<&str>,
-    now: &str,
-) -> rusqlite::Result<i64> {
-    let mut gone = 0;
-    let mut after: Option<String> = None;
-    loop {
-        let chunk_window = match &after {
-            Some(k) => window.intersect(&KeyRange::between(Some(k), None)),
-            None => window.clone(),
-        };
-        let (frag, mut args) = chunk_window.sql("key");
-        args.push((":b", &ctx.bucket_id));
-        args.push((":n", &DELETION_CHUNK));
-        let sql = format!(
-            "SELECT object_id, key, state, head_due, list_etag, list_size, list_modified, list_storage_class
-             FROM objects WHERE bucket_id = :b AND state != 'gone'{frag} ORDER BY key LIMIT :n"
-        );
-        let rows: Vec<(String, Stored)> = tx
-            .prepare_cached(&sql)?
-            .query_map(args.as_slice(), |r| {
-                Ok((
-                    r.get(1)?,
-                    Stored {
-                        object_id: r.get(0)?,
-                        state: r.get(2)?,
-                        head_due: r.get(3)?,
-                        etag: r.get(4)?,
-                        size: r.get(5)?,
-                        modified: r.get(6)?,
-                        storage_class: r.get(7)?,
-                    },
-                ))
-            })?
-            .collect::<Result<_, _>>()?;
-        for (key, s) in rows.iter().filter(|(k, _)| !listed.contains(k.as_str())) {
-            mark_gone(tx, ctx, s.object_id)?;
-            record_change(
-                tx,
-                ctx,
-                s.object_id,
-                "deleted",
-                Some(&s.as_listed(key)),
-                None,
-                now,
-            )?;
-            gone += 1;
-        }
-        if (rows.len() as i64) < DELETION_CHUNK {
-            return Ok(gone);
-        }
-        after = rows.last().map(|(k, _)| k.clone());
-    }
 }
 
 /// Marks an object deleted by this scan.

@@ -43,16 +43,22 @@ pub enum LogFormat {
 pub enum Command {
     /// List a bucket or prefix and HEAD its objects into the database (resumes an unfinished scan).
     Scan(ScanArgs),
+    /// Search the index offline: objects by metadata and listing fields, or one read-only SQL statement.
+    Query(QueryArgs),
+    /// The metadata names in use, with object counts and their most common values.
+    Names(NamesArgs),
+    /// The scans recorded in the database, their progress and errors, and the objects in error.
+    Status(StatusArgs),
     /// List what rescans noticed: created, modified, metadata changed, deleted objects.
     Changes(ChangesArgs),
+    /// List only (no HEAD) and report the requests, and their cost, of a scan or a rescan.
+    Estimate(EstimateArgs),
     /// Cut a bucket or prefix into N key ranges (JSON lines) for `scan --range-json` on many machines.
     Plan(PlanArgs),
     /// Merge range databases into OUT (each replaces its keyspace's contents in OUT).
     Merge(MergeArgs),
     /// Remove a bucket's or prefix's rows from the database, and/or prune old change records.
     Forget(ForgetArgs),
-    /// List only (no HEAD) and report the requests, and their cost, of a scan or a rescan.
-    Estimate(EstimateArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions {
         #[arg(value_enum)]
@@ -60,12 +66,6 @@ pub enum Command {
     },
     /// Print the man page (roff) to stdout: `s3meta man > s3meta.1`.
     Man,
-    /// Search the index offline: objects by metadata and listing fields, or one read-only SQL statement.
-    Query(QueryArgs),
-    /// The metadata names in use, with object counts and their most common values.
-    Names(NamesArgs),
-    /// The scans recorded in the database, their progress and errors, and the objects in error.
-    Status(StatusArgs),
 }
 
 #[derive(Debug, Args)]

@@ -24,7 +24,7 @@ use crate::ranges;
 use crate::writer::{SplitMsg, WriterMsg};
 
 /// A range is worth splitting once it has listed this many pages.
-const SPLIT_AFTER_PAGES: u64 = 2;
+const SPLIT_AFTER_PAGES: u64 = 1;
 
 pub struct Listing {
     pub lister: Arc<Lister>,

@@ -124,21 +124,34 @@ async fn last_char_at(
             )
         }
     };
-    // Most keys are ASCII: search below 0x80 first, then the rest of Unicode.
-    let (mut lo, mut hi) = if low < 0x7F && !has_keys_from(0x7F).await? {
-        (low, 0x7F)
+    // Most keys are ASCII: search below 0x80, and in the same round ask whether any key goes
+    // beyond it; if one does, search the rest of Unicode instead.
+    let (mut lo, mut hi) = if low < 0x7F {
+        (low, 0x80)
     } else {
-        (low.max(0x7F), 0x10FFFF)
+        (low, 0x10FFFF)
     };
-    // Invariant: keys exist from `lo` (or lo == low, known), none from `hi` (unless the top).
-    while hi - lo > 1 {
-        let step = (hi - lo).div_ceil(FAN_OUT as u32);
-        let points: Vec<u32> = (1..FAN_OUT as u32)
+    let mut beyond_ascii_unknown = low < 0x7F;
+    // Invariant: keys exist from `lo` (or lo == low, known), none from `hi` (unless the top,
+    // or `hi` is 0x80 and `beyond_ascii_unknown`).
+    while hi - lo > 1 || beyond_ascii_unknown {
+        let step = (hi - lo).div_ceil(FAN_OUT as u32).max(1);
+        let mut points: Vec<u32> = (1..FAN_OUT as u32)
             .map(|i| lo + i * step)
             .filter(|&c| c < hi)
             .collect();
-        let answers =
+        if beyond_ascii_unknown {
+            points.push(0x80);
+        }
+        let mut answers =
             futures::future::try_join_all(points.iter().map(|&c| has_keys_from(c))).await?;
+        if std::mem::take(&mut beyond_ascii_unknown) {
+            points.pop();
+            if answers.pop() == Some(true) {
+                (lo, hi) = (0x80, 0x10FFFF);
+                continue;
+            }
+        }
         // Answers are monotone (true, …, true, false, …): the last true bounds `lo`.
         let trues = answers.iter().take_while(|&&t| t).count();
         if trues > 0 {

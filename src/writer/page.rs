@@ -27,7 +27,25 @@ pub(crate) struct Stored {
     storage_class: Option<String>,
 }
 
+/// The columns `Stored::from_row` reads, in its order.
+const STORED_COLUMNS: &str =
+    "object_id, state, head_due, list_etag, list_size, list_modified, list_storage_class";
+const STORED_COLUMN_COUNT: usize = 7;
+
 impl Stored {
+    /// A row whose first columns are `STORED_COLUMNS`.
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
+        Ok(Stored {
+            object_id: r.get(0)?,
+            state: r.get(1)?,
+            head_due: r.get(2)?,
+            etag: r.get(3)?,
+            size: r.get(4)?,
+            modified: r.get(5)?,
+            storage_class: r.get(6)?,
+        })
+    }
+
     /// The listing reports the same ETag, size and Last-Modified as the stored listing: the
     /// fields that change when an object is rewritten.
     fn same_listing(&self, e: &ListedObject) -> bool {
@@ -63,21 +81,10 @@ pub(crate) fn stored(
     bucket_id: i64,
     key: &str,
 ) -> rusqlite::Result<Option<Stored>> {
-    conn.prepare_cached(
-        "SELECT object_id, state, head_due, list_etag, list_size, list_modified, list_storage_class
-         FROM objects WHERE bucket_id = ?1 AND key = ?2",
-    )?
-    .query_row(params![bucket_id, key], |r| {
-        Ok(Stored {
-            object_id: r.get(0)?,
-            state: r.get(1)?,
-            head_due: r.get(2)?,
-            etag: r.get(3)?,
-            size: r.get(4)?,
-            modified: r.get(5)?,
-            storage_class: r.get(6)?,
-        })
-    })
+    conn.prepare_cached(&format!(
+        "SELECT {STORED_COLUMNS} FROM objects WHERE bucket_id = ?1 AND key = ?2"
+    ))?
+    .query_row(params![bucket_id, key], Stored::from_row)
     .optional()
 }
 
@@ -230,22 +237,13 @@ impl WindowRows {
         args.push((":b", &self.bucket_id));
         args.push((":n", &WINDOW_CHUNK));
         let sql = format!(
-            "SELECT object_id, key, state, head_due, list_etag, list_size, list_modified, list_storage_class
-             FROM objects WHERE bucket_id = :b{frag} ORDER BY key LIMIT :n"
+            "SELECT {STORED_COLUMNS}, key FROM objects WHERE bucket_id = :b{frag} ORDER BY key LIMIT :n"
         );
         let mut stmt = tx.prepare_cached(&sql)?;
         let rows = stmt.query_map(args.as_slice(), |r| {
             Ok((
-                r.get::<_, String>(1)?,
-                Stored {
-                    object_id: r.get(0)?,
-                    state: r.get(2)?,
-                    head_due: r.get(3)?,
-                    etag: r.get(4)?,
-                    size: r.get(5)?,
-                    modified: r.get(6)?,
-                    storage_class: r.get(7)?,
-                },
+                r.get::<_, String>(STORED_COLUMN_COUNT)?,
+                Stored::from_row(r)?,
             ))
         })?;
         for row in rows {

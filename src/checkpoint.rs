@@ -267,9 +267,10 @@ pub fn finish(
         args.as_slice(),
         |r| r.get(0),
     )?;
+    // CROSS JOIN: object_errors stays the outer loop (a few rows, not every object).
     let errors: i64 = tx.query_row(
         &format!(
-            "SELECT count(*) FROM object_errors e JOIN objects o USING (object_id)
+            "SELECT count(*) FROM object_errors e CROSS JOIN objects o USING (object_id)
              WHERE o.bucket_id = :b AND o.state = 'error'{frag}"
         ),
         args.as_slice(),

@@ -54,7 +54,10 @@ impl Listing {
                     None => break,
                     Some(joined) => {
                         let (no, r) = joined.map_err(|e| Error::Internal(format!("lister: {e}")))?;
-                        active.remove(&no);
+                        if let Some(ctl) = active.remove(&no) {
+                            let c = ctl.lock().await;
+                            tracing::debug!("range {no} stopped after {} pages since its last cut", c.pages);
+                        }
                         if let Err(e) = r {
                             self.cancel.cancel();
                             result = result.and(Err(e));
@@ -130,8 +133,12 @@ impl Listing {
             let c = victim.lock().await;
             (c.position.clone(), c.end.clone())
         };
-        let cuts =
-            ranges::find_splits(&self.lister, position.as_deref(), end.as_deref(), pieces).await?;
+        let cuts = match &position {
+            Some(listed) => {
+                ranges::find_splits_after_key(&self.lister, listed, end.as_deref(), pieces).await?
+            }
+            None => ranges::find_splits(&self.lister, None, end.as_deref(), pieces).await?,
+        };
         let mut c = victim.lock().await;
         // The lister may have moved on while we probed: only cuts still ahead of it count.
         let cuts: Vec<String> = cuts

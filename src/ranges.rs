@@ -37,7 +37,8 @@ pub async fn find_split(
 
 /// Up to `pieces - 1` increasing keys cutting (after, upper] into pieces that each hold keys
 /// (the last one at least, and the first), evenly spaced over the characters present at the
-/// first position where the range's keys differ. Empty when the range cannot be split.
+/// first position where the range's keys differ — and at the next position too when the
+/// first has fewer characters than pieces. Empty when the range cannot be split.
 pub async fn find_splits(
     lister: &Lister,
     after: Option<&str>,
@@ -48,6 +49,29 @@ pub async fn find_splits(
     let Some(first) = lister.first_after(after).await?.filter(within) else {
         return Ok(Vec::new());
     };
+    splits_from(lister, &first, after, upper, pieces).await
+}
+
+/// `find_splits` for a range being listed, `listed` its last listed key: the key stands in
+/// for the first key of what is left, which saves a round trip.
+pub async fn find_splits_after_key(
+    lister: &Lister,
+    listed: &str,
+    upper: Option<&str>,
+    pieces: usize,
+) -> Result<Vec<String>, Error> {
+    splits_from(lister, listed, Some(listed), upper, pieces).await
+}
+
+/// The cuts of (after, upper] as seen from `first`, a key at its start.
+async fn splits_from(
+    lister: &Lister,
+    first: &str,
+    after: Option<&str>,
+    upper: Option<&str>,
+    pieces: usize,
+) -> Result<Vec<String>, Error> {
+    let within = |k: &String| upper.is_none_or(|u| k.as_str() <= u);
     let chars: Vec<char> = first.chars().collect();
     // Every key in (after, upper] shares the characters `first` shares with `upper`.
     let shared = upper.map_or(0, |u| {
@@ -63,19 +87,82 @@ pub async fn find_splits(
     };
     let common: String = chars[..d].iter().collect();
     let low = chars[d] as u32;
-    // high > low: a key beyond `first`'s subtree exists at this position.
-    let high = last_char_at(lister, &common, low, upper).await?;
-    let pieces = pieces.max(2) as u32;
-    let mut cuts: Vec<u32> = (1..pieces)
-        .map(|i| low + ((high - low) * i).div_ceil(pieces))
-        .collect();
-    cuts.dedup();
-    Ok(cuts
-        .into_iter()
-        .filter(|&c| c > low && c <= high)
-        .filter_map(char_at_or_after)
-        .map(|c| format!("{common}{c}"))
-        .collect())
+    // Both searches at once; the second one's answer is used only when the first position
+    // has too few characters.
+    let (high, next) = futures::future::try_join(
+        last_char_at(lister, &common, low, upper),
+        next_position(lister, &common, low, upper),
+    )
+    .await?;
+    // Buckets: the characters low..high at position d.
+    let buckets = u64::from(high - low);
+    let pieces = pieces.max(2) as u64;
+    let cuts: Vec<String> = match next {
+        Some((low2, high2)) if buckets < pieces => {
+            let sub = u64::from(high2 - low2);
+            even_cuts(buckets * sub, pieces)
+                .filter_map(|j| {
+                    let b = char_at_or_after(low + (j / sub) as u32)?;
+                    match j % sub {
+                        0 => Some(format!("{common}{b}")),
+                        c => Some(format!("{common}{b}{}", char_at_or_after(low2 + c as u32)?)),
+                    }
+                })
+                .collect()
+        }
+        _ => even_cuts(buckets, pieces)
+            .filter_map(|j| char_at_or_after(low + j as u32))
+            .map(|c| format!("{common}{c}"))
+            .collect(),
+    };
+    // Strictly increasing and inside the range, whatever the character mapping did.
+    let mut kept: Vec<String> = Vec::with_capacity(cuts.len());
+    for k in cuts {
+        let inside = after.is_none_or(|a| a < k.as_str()) && upper.is_none_or(|u| k.as_str() < u);
+        if inside && kept.last().is_none_or(|last| last < &k) {
+            kept.push(k);
+        }
+    }
+    Ok(kept)
+}
+
+/// Indices cutting `n` equal buckets into up to `pieces` runs: each in 1..n, increasing.
+fn even_cuts(n: u64, pieces: u64) -> impl Iterator<Item = u64> {
+    let mut prev = 0;
+    (1..pieces)
+        .map(move |i| (n * i).div_ceil(pieces))
+        .filter(move |&j| {
+            let keep = j > prev && j < n;
+            prev = prev.max(j);
+            keep
+        })
+}
+
+/// The characters at position d + 1 in the first full bucket after `low`'s (a sample of what
+/// every bucket holds there): `(low2, high2)` with keys from low2 up to before high2, or
+/// `None` when that bucket has fewer than two.
+async fn next_position(
+    lister: &Lister,
+    common: &str,
+    low: u32,
+    upper: Option<&str>,
+) -> Result<Option<(u32, u32)>, Error> {
+    let Some(next) = char_at_or_after(low + 1) else {
+        return Ok(None);
+    };
+    let Some(key) = lister.first_after(Some(&format!("{common}{next}"))).await? else {
+        return Ok(None);
+    };
+    let mut rest = match key.strip_prefix(common) {
+        Some(rest) if upper.is_none_or(|u| key.as_str() <= u) => rest.chars(),
+        _ => return Ok(None),
+    };
+    let (Some(b), Some(low2)) = (rest.next(), rest.next()) else {
+        return Ok(None);
+    };
+    let bucket = format!("{common}{b}");
+    let high2 = last_char_at(lister, &bucket, low2 as u32, upper).await?;
+    Ok((high2 - low2 as u32 >= 2).then_some((low2 as u32, high2)))
 }
 
 /// The first position d ≥ `start` where some key of the range has another character than

@@ -103,7 +103,7 @@ pub fn read(
                 CAST(round((julianday('now') - julianday(s.updated_at)) * 86400) AS INTEGER),
                 s.objects_listed, s.heads_ok, s.heads_skipped, s.objects_gone, s.objects_failed,
                 s.list_requests, s.head_requests, s.retries, s.throttled,
-                (SELECT count(*) FROM object_errors e JOIN objects o USING (object_id)
+                (SELECT count(*) FROM object_errors e CROSS JOIN objects o USING (object_id)
                   WHERE e.scan_id = s.scan_id AND o.state = 'error'),
                 s.last_error
          FROM scans s JOIN buckets b USING (bucket_id) ORDER BY s.scan_id",
@@ -117,14 +117,16 @@ pub fn read(
             s.stale = true;
         }
     }
+    // Error rows are few and objects many: CROSS JOIN keeps object_errors the outer loop (the
+    // planner would otherwise scan every object).
     let errors_total = conn.query_row(
-        "SELECT count(*) FROM object_errors JOIN objects USING (object_id) WHERE state = 'error'",
+        "SELECT count(*) FROM object_errors CROSS JOIN objects USING (object_id) WHERE state = 'error'",
         [],
         |r| r.get(0),
     )?;
     let mut stmt = conn.prepare(
         "SELECT b.store, b.name, o.key, e.status, e.code, e.message, e.attempts, e.at, e.scan_id
-         FROM object_errors e JOIN objects o USING (object_id) JOIN buckets b USING (bucket_id)
+         FROM object_errors e CROSS JOIN objects o USING (object_id) JOIN buckets b USING (bucket_id)
          WHERE o.state = 'error' ORDER BY b.store, b.name, o.key LIMIT ?1",
     )?;
     let errors = stmt

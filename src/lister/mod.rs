@@ -26,6 +26,8 @@ use crate::stats::Stats;
 use crate::timefmt;
 use crate::writer::{ListedObject, PageMsg, WriterMsg};
 
+mod xml;
+
 /// What every range of one scan lists with.
 #[derive(Debug)]
 pub struct Lister {
@@ -327,12 +329,22 @@ impl Lister {
                 } else if let Some(s) = &cursor.start_after {
                     req = req.start_after(s);
                 }
-                req.send().await.map_err(|e| Failure::from_sdk(&e))
+                let fast = xml::Skim::default();
+                let taken = fast.slot();
+                let out = req
+                    .customize()
+                    .interceptor(fast)
+                    .send()
+                    .await
+                    .map_err(|e| Failure::from_sdk(&e))?;
+                let taken = taken.lock().unwrap_or_else(|e| e.into_inner()).take();
+                Ok((out, taken))
             },
         )
         .await;
         match outcome {
-            Outcome::Ok(out) => decode_page(out).map_err(ListError::Decode),
+            Outcome::Ok((_, Some(raw))) => decode_keys(raw).map_err(ListError::Decode),
+            Outcome::Ok((out, None)) => decode_page(out).map_err(ListError::Decode),
             Outcome::Cancelled => Err(ListError::Cancelled),
             Outcome::Failed { failure, .. }
                 if cursor.token.is_some() && failure.status == Some(400) =>
@@ -426,34 +438,60 @@ enum ListError {
     Cancelled,
 }
 
+/// A page the SDK deserialized (the fast path declined its body).
 fn decode_page(out: ListObjectsV2Output) -> Result<Page, String> {
-    let encoded = out.encoding_type() == Some(&EncodingType::Url);
-    let mut entries = Vec::with_capacity(out.contents().len());
-    for o in out.contents() {
-        let raw = o.key().ok_or("the store listed an object without a key")?;
-        let key = if encoded {
-            url_decode(raw).ok_or_else(|| format!("the store listed an undecodable key {raw:?}"))?
-        } else {
-            raw.to_string()
-        };
-        entries.push(ListedObject {
-            key,
-            etag: o.e_tag().map(strip_quotes),
-            size: o.size(),
-            last_modified: o.last_modified().map(timefmt::from_smithy),
-            storage_class: o.storage_class().map(|s| s.as_str().to_string()),
-        });
-    }
-    Ok(Page {
+    let entries = out
+        .contents()
+        .iter()
+        .map(|o| {
+            Ok(ListedObject {
+                key: o
+                    .key()
+                    .ok_or("the store listed an object without a key")?
+                    .to_string(),
+                etag: o.e_tag().map(strip_quotes),
+                size: o.size(),
+                last_modified: o.last_modified().map(timefmt::from_smithy),
+                storage_class: o.storage_class().map(|s| s.as_str().to_string()),
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    decode_keys(xml::RawPage {
         entries,
         next_token: out.next_continuation_token().map(str::to_string),
         truncated: out.is_truncated().unwrap_or(false),
+        url_encoded: out.encoding_type() == Some(&EncodingType::Url),
+    })
+}
+
+/// The page with its keys decoded, whichever path parsed it.
+fn decode_keys(raw: xml::RawPage) -> Result<Page, String> {
+    let mut entries = raw.entries;
+    if raw.url_encoded {
+        for e in &mut entries {
+            e.key = url_decode_owned(std::mem::take(&mut e.key))
+                .map_err(|raw| format!("the store listed an undecodable key {raw:?}"))?;
+        }
+    }
+    Ok(Page {
+        entries,
+        next_token: raw.next_token,
+        truncated: raw.truncated,
     })
 }
 
 /// ETags are stored without their quotes (`"abc"` → `abc`).
 pub fn strip_quotes(etag: &str) -> String {
     etag.trim_matches('"').to_string()
+}
+
+/// `url_decode` that keeps the key's allocation when it has nothing to decode; gives the key
+/// back when it cannot be decoded.
+fn url_decode_owned(key: String) -> Result<String, String> {
+    if !key.bytes().any(|b| b == b'%' || b == b'+') {
+        return Ok(key);
+    }
+    url_decode(&key).ok_or(key)
 }
 
 /// Decodes an `encoding-type=url` key: `%XX` escapes, and `+` for a space as S3 sends it.

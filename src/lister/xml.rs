@@ -1,0 +1,324 @@
+//! A fast path for ListObjectsV2 answers: the page body is parsed here, once, before the
+//! SDK sees it.
+//!
+//! Receives: the body of a `200` ListObjectsV2 response, through an interceptor on the
+//! request. Sends on: the page's raw fields to the lister (through a slot the request owns),
+//! and an empty `<ListBucketResult>` to the SDK's own deserializer. Why: the SDK parses each
+//! body twice (its check for an error inside a `200` walks the whole document) with a slow
+//! tokenizer — two thirds of the client's CPU in an unchanged rescan, the listing-bound case.
+//! Invariant: the fast path yields exactly what the SDK would; anything it does not fully
+//! understand (CDATA, comments or elements inside a field, an empty field, a carriage return,
+//! an unknown entity, a root other than `ListBucketResult`) leaves the body untouched for the
+//! SDK, so odd stores lose nothing but speed.
+
+use std::borrow::Cow;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextMut;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::date_time::{DateTime, Format};
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use quick_xml::Reader;
+use quick_xml::events::Event;
+
+use super::strip_quotes;
+use crate::timefmt;
+use crate::writer::ListedObject;
+
+/// What the SDK deserializes instead of a page the fast path has taken.
+const TAKEN: &[u8] = b"<ListBucketResult></ListBucketResult>";
+
+/// One page as the store sent it: keys still URL-encoded when `url_encoded`.
+#[derive(Debug, Default)]
+pub(super) struct RawPage {
+    pub entries: Vec<ListedObject>,
+    pub next_token: Option<String>,
+    pub truncated: bool,
+    /// `EncodingType` was `url`.
+    pub url_encoded: bool,
+}
+
+/// Where a request's page lands when the fast path takes it.
+pub(super) type Slot = Arc<Mutex<Option<RawPage>>>;
+
+/// The interceptor one ListObjectsV2 request carries.
+#[derive(Debug, Default)]
+pub(super) struct Skim {
+    slot: Slot,
+}
+
+impl Skim {
+    pub fn slot(&self) -> Slot {
+        self.slot.clone()
+    }
+}
+
+impl Intercept for Skim {
+    fn name(&self) -> &'static str {
+        "s3meta-list-fast-path"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let response = context.response_mut();
+        if response.status().as_u16() != 200 {
+            return Ok(());
+        }
+        let inner = std::mem::replace(response.body_mut(), SdkBody::taken());
+        *response.body_mut() = SdkBody::from_body_1_x(SkimBody {
+            inner,
+            buf: Vec::new(),
+            slot: self.slot.clone(),
+            finished: false,
+        });
+        Ok(())
+    }
+}
+
+/// Collects the response body; at its end, parses it and yields either `TAKEN` or, when the
+/// fast path declines, the body unchanged.
+struct SkimBody {
+    inner: SdkBody,
+    buf: Vec<u8>,
+    slot: Slot,
+    finished: bool,
+}
+
+impl Body for SkimBody {
+    type Data = Bytes;
+    type Error = aws_smithy_types::body::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        while !this.finished {
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    // Trailers carry nothing the listing needs.
+                    if let Ok(data) = frame.into_data() {
+                        this.buf.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => {
+                    this.finished = true;
+                    let body = std::mem::take(&mut this.buf);
+                    let out = match parse(&body) {
+                        Some(page) => {
+                            *this.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(page);
+                            Bytes::from_static(TAKEN)
+                        }
+                        None => Bytes::from(body),
+                    };
+                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                }
+            }
+        }
+        Poll::Ready(None)
+    }
+}
+
+/// The page in a ListObjectsV2 body, or `None` to leave the body to the SDK.
+pub(super) fn parse(body: &[u8]) -> Option<RawPage> {
+    let mut r = Reader::from_reader(body);
+    loop {
+        match r.read_event().ok()? {
+            Event::Start(e) if e.local_name().as_ref() == b"ListBucketResult" => break,
+            Event::Decl(_) | Event::Comment(_) | Event::PI(_) | Event::DocType(_) => {}
+            Event::Text(t) if t.iter().all(u8::is_ascii_whitespace) => {}
+            _ => return None,
+        }
+    }
+    let mut page = RawPage::default();
+    loop {
+        match r.read_event().ok()? {
+            Event::Start(e) => match e.local_name().as_ref() {
+                b"Contents" => page.entries.push(object(&mut r)?),
+                b"IsTruncated" => {
+                    page.truncated = match &*text(&mut r)? {
+                        "true" => true,
+                        "false" => false,
+                        _ => return None,
+                    }
+                }
+                b"NextContinuationToken" => page.next_token = Some(text(&mut r)?.into_owned()),
+                b"EncodingType" => page.url_encoded = text(&mut r)? == "url",
+                _ => {
+                    r.read_to_end(e.name()).ok()?;
+                }
+            },
+            Event::Empty(e) if known_top(e.local_name().as_ref()) => return None,
+            Event::Empty(_) | Event::Text(_) | Event::Comment(_) => {}
+            Event::End(_) => break,
+            _ => return None,
+        }
+    }
+    // Nothing but whitespace, comments and instructions may follow the root.
+    loop {
+        match r.read_event().ok()? {
+            Event::Eof => return Some(page),
+            Event::Comment(_) | Event::PI(_) => {}
+            Event::Text(t) if t.iter().all(u8::is_ascii_whitespace) => {}
+            _ => return None,
+        }
+    }
+}
+
+fn known_top(name: &[u8]) -> bool {
+    matches!(
+        name,
+        b"Contents" | b"IsTruncated" | b"NextContinuationToken" | b"EncodingType"
+    )
+}
+
+/// One `<Contents>` element, its start already read; `None` without a key.
+fn object(r: &mut Reader<&[u8]>) -> Option<ListedObject> {
+    let mut key = None;
+    let mut o = ListedObject {
+        key: String::new(),
+        etag: None,
+        size: None,
+        last_modified: None,
+        storage_class: None,
+    };
+    loop {
+        match r.read_event().ok()? {
+            Event::Start(e) => match e.local_name().as_ref() {
+                b"Key" => key = Some(text(r)?.into_owned()),
+                b"ETag" => o.etag = Some(strip_quotes(&text(r)?)),
+                b"Size" => o.size = Some(text(r)?.parse().ok()?),
+                b"LastModified" => {
+                    let t = DateTime::from_str(&text(r)?, Format::DateTime).ok()?;
+                    o.last_modified = Some(timefmt::from_smithy(&t));
+                }
+                b"StorageClass" => o.storage_class = Some(text(r)?.into_owned()),
+                _ => {
+                    r.read_to_end(e.name()).ok()?;
+                }
+            },
+            Event::Empty(e)
+                if matches!(
+                    e.local_name().as_ref(),
+                    b"Key" | b"ETag" | b"Size" | b"LastModified" | b"StorageClass"
+                ) =>
+            {
+                return None;
+            }
+            Event::Empty(_) | Event::Text(_) | Event::Comment(_) => {}
+            Event::End(_) => {
+                o.key = key?;
+                return Some(o);
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// A field's text, entities resolved, its start already read: borrowed from the body unless
+/// it holds entities. `None` for anything but plain text and entity references, or an empty
+/// field.
+fn text<'a>(r: &mut Reader<&'a [u8]>) -> Option<Cow<'a, str>> {
+    let mut s = Cow::Borrowed("");
+    loop {
+        match r.read_event().ok()? {
+            Event::Text(t) => match t.into_inner() {
+                Cow::Borrowed(b) if s.is_empty() => s = Cow::Borrowed(std::str::from_utf8(b).ok()?),
+                b => s.to_mut().push_str(std::str::from_utf8(&b).ok()?),
+            },
+            Event::GeneralRef(g) => s.to_mut().push(match g.resolve_char_ref().ok()? {
+                Some(c) => c,
+                None => match g.as_ref() {
+                    b"lt" => '<',
+                    b"gt" => '>',
+                    b"amp" => '&',
+                    b"quot" => '"',
+                    b"apos" => '\'',
+                    _ => return None,
+                },
+            }),
+            Event::End(_) => break,
+            _ => return None,
+        }
+    }
+    // The SDK keeps carriage returns as sent; XML readers may normalize them.
+    (!s.is_empty() && !s.contains('\r')).then_some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Prefix></Prefix><KeyCount>2</KeyCount><MaxKeys>1000</MaxKeys><EncodingType>url</EncodingType><IsTruncated>true</IsTruncated><Contents><Key>a%26b</Key><LastModified>2024-05-01T10:20:30.123Z</LastModified><ETag>&quot;0123abc&quot;</ETag><ChecksumAlgorithm>CRC32</ChecksumAlgorithm><Size>42</Size><Owner><ID>x</ID></Owner><StorageClass>STANDARD</StorageClass></Contents><Contents><Key>c&#x41;&#66;</Key><Size>0</Size></Contents><NextContinuationToken>tok&amp;en</NextContinuationToken><StartAfter/></ListBucketResult>
+"#;
+
+    #[test]
+    fn parses_a_page() {
+        let p = parse(PAGE.as_bytes()).unwrap();
+        assert!(p.truncated && p.url_encoded);
+        assert_eq!(p.next_token.as_deref(), Some("tok&en"));
+        assert_eq!(
+            p.entries,
+            [
+                ListedObject {
+                    key: "a%26b".into(),
+                    etag: Some("0123abc".into()),
+                    size: Some(42),
+                    last_modified: Some("2024-05-01T10:20:30.123Z".into()),
+                    storage_class: Some("STANDARD".into()),
+                },
+                ListedObject {
+                    key: "cAB".into(),
+                    etag: None,
+                    size: Some(0),
+                    last_modified: None,
+                    storage_class: None,
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn leaves_what_it_does_not_know_to_the_sdk() {
+        for odd in [
+            "<Key><![CDATA[a]]></Key>",
+            "<Key>a<!-- c -->b</Key>",
+            "<Key></Key>",
+            "<Key/>",
+            "<Key>a\r\nb</Key>",
+            "<Key>&nbsp;</Key>",
+            "<Key><b>a</b></Key>",
+            "<Size>4x</Size>",
+            "<LastModified>yesterday</LastModified>",
+            "<Size>1</Size>",
+        ] {
+            let body = format!("<ListBucketResult><Contents>{odd}</Contents></ListBucketResult>");
+            assert!(parse(body.as_bytes()).is_none(), "{odd}");
+        }
+        for odd in [
+            "<Error><Code>InternalError</Code></Error>",
+            "<ListBucketResult><IsTruncated>yes</IsTruncated></ListBucketResult>",
+            "<ListBucketResult><IsTruncated/></ListBucketResult>",
+            "<ListBucketResult>",
+            "<ListBucketResult></ListBucketResult><more/>",
+            "",
+        ] {
+            assert!(parse(odd.as_bytes()).is_none(), "{odd}");
+        }
+        let plain = parse(b"<ListBucketResult></ListBucketResult>").unwrap();
+        assert!(plain.entries.is_empty() && !plain.truncated && plain.next_token.is_none());
+    }
+}

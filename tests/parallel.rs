@@ -5,9 +5,14 @@
 mod common;
 
 use std::process::Stdio;
+use std::sync::Arc;
 
 use common::*;
+use s3meta::lister::Lister;
+use s3meta::ranges;
 use s3meta::scan::Outcome;
+use s3meta::stats::Stats;
+use tokio_util::sync::CancellationToken;
 
 /// Keys spread over 20 "directories" (uniform), 90% under one prefix (skewed), or flat.
 fn key_for(shape: &str, i: usize) -> String {
@@ -151,4 +156,66 @@ async fn sigkill_with_several_ranges_in_flight_then_resume() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("resumed"));
     assert_eq!(dump(&env.db), dump(&single));
+}
+
+fn lister(env: &Env, bucket: &str) -> Lister {
+    let s3 = env.s3();
+    Lister {
+        client: s3.client,
+        store: s3.store,
+        bucket: bucket.into(),
+        prefix: String::new(),
+        page_size: 1000,
+        policy: env.config(bucket, "").policy,
+        stats: Arc::new(Stats::default()),
+        cancel: CancellationToken::new(),
+        rate: None,
+    }
+}
+
+/// How many of `keys` each piece between consecutive cuts holds (after `from`).
+fn piece_sizes(keys: &[String], from: Option<&str>, cuts: &[String]) -> Vec<usize> {
+    let mut bounds: Vec<Option<&str>> = vec![from];
+    bounds.extend(cuts.iter().map(|c| Some(c.as_str())));
+    bounds.push(None);
+    bounds
+        .windows(2)
+        .map(|w| {
+            keys.iter()
+                .filter(|k| w[0].is_none_or(|a| k.as_str() > a))
+                .filter(|k| w[1].is_none_or(|b| k.as_str() <= b))
+                .count()
+        })
+        .collect()
+}
+
+/// Issue 7: when the first position where keys differ has fewer characters than the pieces
+/// wanted (ten digits in `data/NN/…` for 16 streams), the cuts go one position deeper, so every
+/// piece holds a fair share; and no cut lies past the last key (no empty last stream).
+#[tokio::test]
+async fn a_range_splits_into_sixteen_fair_pieces_over_ten_digits() {
+    let env = Env::new().await;
+    env.state().fill("bkt", 3000, 7);
+    let mut keys: Vec<String> = (0..3000)
+        .map(|i| format!("data/{:02}/obj-{i:08}", i % 100))
+        .collect();
+    keys.sort();
+    let lister = lister(&env, "bkt");
+
+    let cuts = ranges::find_splits(&lister, None, None, 16).await.unwrap();
+    assert_eq!(cuts.len(), 15, "{cuts:?}");
+    for n in piece_sizes(&keys, None, &cuts) {
+        assert!((150..=240).contains(&n), "pieces {cuts:?}");
+    }
+
+    // A range being listed is cut after its last listed key, from that key alone.
+    let listed = "data/42/obj-00000042";
+    let cuts = ranges::find_splits_after_key(&lister, listed, None, 4)
+        .await
+        .unwrap();
+    assert_eq!(cuts.len(), 3, "{cuts:?}");
+    assert!(cuts.iter().all(|c| c.as_str() > listed), "{cuts:?}");
+    for n in piece_sizes(&keys, Some(listed), &cuts) {
+        assert!(n >= 200, "pieces {cuts:?}");
+    }
 }

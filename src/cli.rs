@@ -116,8 +116,8 @@ pub struct ScanArgs {
     #[arg(long, short = 'j', default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub concurrency: u32,
     /// Key ranges listed at once: the keyspace is cut with one-key probes, and large ranges are
-    /// split while the scan runs so the streams stay busy.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    /// split while the scan runs so the streams stay busy (1: one stream, no probes).
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub list_parallelism: u32,
     /// Keys per LIST request (S3 returns at most 1000).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i32).range(1..=1000))]

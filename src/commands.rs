@@ -236,7 +236,7 @@ fn estimate_text(url: &S3Url, e: &estimate::Estimate) -> String {
     );
     match (e.rescan_heads, e.rescan_cost_usd) {
         (Some(heads), Some(cost)) => out.push_str(&format!(
-            "\nrescan:    {} LIST + {} HEAD requests, ${cost:.4}  (what `s3meta scan` would do now)",
+            "\nrescan:    {} LIST + {} HEAD requests, ${cost:.4}  (what `s3meta scan` would do now, split probes aside)",
             n(e.list_requests),
             n(heads)
         )),

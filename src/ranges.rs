@@ -3,11 +3,12 @@
 //! Receives: a lister (bucket and prefix) and a range (after, upper]. Sends on: a split key
 //! S with keys on both sides (used by parallel listing to split a large range while it is
 //! listed), or a plan of N ranges (start_after, end] that cover the keyspace exactly once
-//! (`s3meta plan`, for sharded scans). Invariants: ranges are contiguous and disjoint by construction (each split
-//! replaces (a, b] by (a, S] and (S, b]); a split needs only `max-keys=1` LIST probes, found
-//! by walking down the key's characters to the first position where keys differ, then
-//! bisecting the characters present at that position, so hierarchical (`data/00/…`) and flat
-//! (`obj-00001`) keyspaces split near their middle.
+//! (`s3meta plan`, for sharded scans). Invariants: ranges are contiguous and disjoint by
+//! construction (each split replaces (a, b] by increasing cuts inside it); a split needs only
+//! `max-keys=1` LIST probes, found by walking down the key's characters to the first position
+//! where keys differ, then searching the characters present at that position (and at the next
+//! one, when the first has too few characters for even pieces), so hierarchical (`data/00/…`)
+//! and flat (`obj-00001`) keyspaces split into fair shares.
 
 use crate::error::Error;
 use crate::lister::Lister;
@@ -35,10 +36,11 @@ pub async fn find_split(
     Ok(find_splits(lister, after, upper, 2).await?.pop())
 }
 
-/// Up to `pieces - 1` increasing keys cutting (after, upper] into pieces that each hold keys
-/// (the last one at least, and the first), evenly spaced over the characters present at the
-/// first position where the range's keys differ — and at the next position too when the
-/// first has fewer characters than pieces. Empty when the range cannot be split.
+/// Up to `pieces - 1` increasing keys cutting (after, upper], evenly spaced over the
+/// characters present at the first position where the range's keys differ — and over those
+/// of the next position too when the first has too few characters for even pieces, assuming every
+/// character's subtree holds what one sampled subtree holds there (where it does not, a piece
+/// may be empty: listed in one request, no harm). Empty when the range cannot be split.
 pub async fn find_splits(
     lister: &Lister,
     after: Option<&str>,
@@ -94,11 +96,13 @@ async fn splits_from(
         next_position(lister, &common, low, upper),
     )
     .await?;
-    // Buckets: the characters low..high at position d.
+    // Buckets: the characters low..high at position d. With fewer than four per piece the
+    // pieces would differ by up to a whole bucket (ten digits in eight pieces: one or two
+    // each), so the cuts go one position deeper.
     let buckets = u64::from(high - low);
     let pieces = pieces.max(2) as u64;
     let cuts: Vec<String> = match next {
-        Some((low2, high2)) if buckets < pieces => {
+        Some((low2, high2)) if buckets < 4 * pieces => {
             let sub = u64::from(high2 - low2);
             even_cuts(buckets * sub, pieces)
                 .filter_map(|j| {

@@ -158,6 +158,76 @@ async fn sigkill_with_several_ranges_in_flight_then_resume() {
     assert_eq!(dump(&env.db), dump(&single));
 }
 
+/// Issue 7 with faults: LIST errors on the pages and probes of ranges in flight are retried
+/// (500s and SlowDowns); a page that fails for good stops the scan (exit 1) with every range's
+/// checkpoint intact, and once the store recovers the resumed scan equals a single stream's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_faults_with_ranges_in_flight_are_retried_or_resumed() {
+    let env = Env::new().await;
+    populate(env.state(), "uniform", 3000);
+    let single = env.dir.path().join("single.db");
+    env.scan_into(&env.config("bkt", ""), &single)
+        .await
+        .unwrap();
+    let scan = |db: &std::path::Path| {
+        let mut cmd = env.bin();
+        cmd.args([
+            "scan",
+            "s3://bkt",
+            "--page-size",
+            "100",
+            "--backoff-ms",
+            "1",
+        ])
+        .args(["--no-progress", "--db"])
+        .arg(db);
+        cmd
+    };
+
+    // Transient (fewer than --max-attempts in a row, since a retry asks for the same page):
+    // page 1 of a listing is also what every one-key probe asks for.
+    env.state()
+        .add_fault(Fault::list_page(1, Action::Status(503)).times(12));
+    env.state()
+        .add_fault(Fault::list_page(3, Action::Status(500)).times(4));
+    let lists = env.state().requests(Op::List);
+    let out = output(scan(&env.db)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(count(&env.db, "SELECT count(*) FROM scan_ranges") > 1);
+    assert_eq!(count(&env.db, "SELECT retries FROM scans"), 16);
+    assert_eq!(
+        count(&env.db, "SELECT list_requests FROM scans") as u64,
+        env.state().requests(Op::List) - lists
+    );
+    assert_eq!(dump(&env.db), dump(&single));
+
+    // For good: the fourth page of every range fails until the store recovers.
+    env.state().clear_faults();
+    env.state()
+        .add_fault(Fault::list_page(4, Action::Status(500)));
+    let db = env.dir.path().join("second.db");
+    let out = output(scan(&db)).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("listing s3://bkt/"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(column(&db, "PRAGMA integrity_check"), ["ok"]);
+    assert_eq!(column(&db, "SELECT state FROM scans"), ["interrupted"]);
+    assert!(
+        count(
+            &db,
+            "SELECT count(*) FROM scan_ranges WHERE state != 'done'"
+        ) >= 1
+    );
+    env.state().clear_faults();
+    let out = output(scan(&db)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("resumed"), "{}", stderr(&out));
+    assert_eq!(dump(&db), dump(&single));
+}
+
 fn lister(env: &Env, bucket: &str) -> Lister {
     let s3 = env.s3();
     Lister {

@@ -6,8 +6,10 @@
 //! The kill points are chosen by the server's request counter from a seed printed on stderr
 //! (`soak seed N`); `S3META_SOAK_SEED=N cargo test --test soak` replays the same points and
 //! the same bucket. After every kill the database must pass `PRAGMA integrity_check` and hold
-//! exactly what its checkpoint says: every listed key up to the last committed key, nothing
-//! beyond it.
+//! exactly what its checkpoints say: every listed key up to each key range's last committed
+//! key, nothing beyond it. The binary lists with its default `--list-parallelism` (16 ranges,
+//! split as they go) and the reference scan with one stream, so the soak also checks that a
+//! killed and resumed parallel scan equals a single-stream one.
 
 mod common;
 
@@ -16,7 +18,6 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use rusqlite::OptionalExtension;
 use s3meta::scan::Outcome;
 
 const OBJECTS: usize = 20_000;
@@ -81,42 +82,59 @@ async fn run_and_kill(env: &Env, budget: u64) -> Option<ExitStatus> {
     }
 }
 
-/// What every killed run must leave: a sound file holding exactly the keys its checkpoint
-/// covers (`keys` is the bucket's listing, sorted), each HEADed or still owed a HEAD.
+/// The keys an unfinished scan's checkpoints cover: per range (start_after, last committed
+/// key], or up to the range's end once it is listed (its last page speaks for the keys after
+/// it). Several ranges when the scan lists in parallel.
+fn covered(conn: &rusqlite::Connection) -> impl Fn(&str) -> bool + use<> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT r.start_after, r.end_key, r.last_key, r.state = 'done'
+             FROM scan_ranges r JOIN scans s USING (scan_id)
+             WHERE s.state IN ('running', 'interrupted')",
+        )
+        .unwrap();
+    // (start_after, up to); a range with nothing committed yet covers nothing.
+    let ranges: Vec<(Option<String>, Option<String>)> = stmt
+        .query_map([], |r| {
+            let (start, end, last, done): (Option<String>, Option<String>, Option<String>, bool) =
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            Ok(match (done, last) {
+                (true, _) => Some((start, end)),
+                (false, Some(last)) => Some((start, Some(last))),
+                (false, None) => None,
+            })
+        })
+        .unwrap()
+        .filter_map(Result::transpose)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    move |key: &str| {
+        ranges.iter().any(|(after, upto)| {
+            after.as_deref().is_none_or(|a| key > a) && upto.as_deref().is_none_or(|u| key <= u)
+        })
+    }
+}
+
+/// What every killed run must leave: a sound file holding exactly the keys its checkpoints
+/// cover (`keys` is the bucket's listing, sorted), each HEADed or still owed a HEAD.
 fn check_after_kill(db: &Path, keys: &[String], night: u32) {
     assert_eq!(column(db, "PRAGMA integrity_check"), ["ok"]);
     let conn = rusqlite::Connection::open(db).unwrap();
-    // The unfinished scan's checkpoint: its last committed key, and whether it is listed.
-    let (last, listed): (Option<String>, bool) = conn
-        .query_row(
-            "SELECT r.last_key, r.state = 'done' FROM scan_ranges r JOIN scans s USING (scan_id)
-             WHERE s.state IN ('running', 'interrupted')",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .unwrap()
-        .unwrap_or((None, false));
-    let committed = match &last {
-        Some(k) => keys.partition_point(|key| key <= k),
-        None => 0,
-    };
+    let covered = covered(&conn);
     if night == 1 {
-        // A first scan: the objects are exactly the listed keys up to the checkpoint.
+        // A first scan: the objects are exactly the listed keys the checkpoints cover.
+        let stored = column(db, "SELECT key FROM objects ORDER BY key");
+        let expected: Vec<&String> = keys.iter().filter(|k| covered(k)).collect();
         assert_eq!(
-            count(db, "SELECT count(*) FROM objects") as usize,
-            committed,
-            "objects vs checkpoint {last:?}"
+            stored.len(),
+            expected.len(),
+            "objects vs checkpoints ({} expected)",
+            expected.len()
         );
-        if let Some(k) = &last {
-            let beyond = rusqlite::Connection::open(db)
-                .unwrap()
-                .query_row("SELECT count(*) FROM objects WHERE key > ?1", [k], |r| {
-                    r.get::<_, i64>(0)
-                })
-                .unwrap();
-            assert_eq!(beyond, 0, "rows beyond the checkpoint {k:?}");
-        }
+        assert!(
+            stored.iter().all(|k| covered(k)),
+            "rows beyond the checkpoints"
+        );
         assert_eq!(
             count(
                 db,
@@ -134,22 +152,23 @@ fn check_after_kill(db: &Path, keys: &[String], night: u32) {
             "metadata only on HEADed objects"
         );
     } else {
-        // A rescan: nothing beyond the checkpoint is marked deleted or changed yet (once
-        // listed, the last page also speaks for the keys after it).
-        if listed {
-            return;
-        }
-        let k = last.unwrap_or_default();
-        let early: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM changes c JOIN objects o USING (object_id)
-                 JOIN scans s USING (scan_id)
-                 WHERE s.state IN ('running', 'interrupted') AND o.key > ?1",
-                [&k],
-                |r| r.get(0),
+        // A rescan: nothing beyond the checkpoints is marked deleted or changed yet.
+        let mut stmt = conn
+            .prepare(
+                "SELECT o.key FROM changes c JOIN objects o USING (object_id)
+                 JOIN scans s USING (scan_id) WHERE s.state IN ('running', 'interrupted')",
             )
             .unwrap();
-        assert_eq!(early, 0, "changes recorded beyond the checkpoint {k:?}");
+        let changed: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let early: Vec<&String> = changed.iter().filter(|k| !covered(k)).collect();
+        assert!(
+            early.is_empty(),
+            "changes recorded beyond the checkpoints: {early:?}"
+        );
     }
 }
 
@@ -198,6 +217,10 @@ async fn sigkill_at_20_points_of_a_scan_and_of_a_rescan_loses_and_duplicates_not
     let budgets = kill_budgets(&mut rng, (OBJECTS as u64 + 20) * 95 / 100);
     let night1 = soak(&env, &budgets, &keys, 1).await;
     assert_eq!(column(&env.db, "SELECT state FROM scans"), ["complete"]);
+    assert!(
+        count(&env.db, "SELECT count(*) FROM scan_ranges") > 1,
+        "the binary listed key ranges in parallel"
+    );
     assert_eq!(dump(&env.db), dump(&reference));
 
     // Night 2: rewrite 1,000 objects (half with new metadata), delete 500, create 500.

@@ -84,6 +84,11 @@ pub enum Action {
     /// Never answer; the connection stays open until the client gives up (or
     /// [`STALL_CAP`] passes, then it is closed).
     Stall,
+    /// Answer normally, but re-format a ListObjectsV2 answer the way other stores write XML:
+    /// line breaks and indentation between elements, `&#34;` for the quotes of ETags,
+    /// `EncodingType` before the entries, and on odd pages a comment inside the first `Key`
+    /// (XML readers return the text around it). Other ops are answered unchanged.
+    Restyle,
 }
 
 /// The longest a [`Action::Stall`] holds a connection, so a forgotten stall cannot hang a

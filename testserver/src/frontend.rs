@@ -45,6 +45,10 @@ enum Verdict {
     Drop,
     /// Forward, then send the headers and half the body and close the connection.
     ForwardTruncated,
+    /// Forward, then re-format the ListObjectsV2 XML (`Action::Restyle`) of this page.
+    ForwardRestyled {
+        page: u32,
+    },
 }
 
 impl Frontend {
@@ -71,6 +75,7 @@ impl Frontend {
             Verdict::Answer(resp) => Ok(resp),
             Verdict::Drop => Err("injected fault: connection dropped".into()),
             Verdict::ForwardTruncated => Ok(truncate(self.forward(req).await?).await),
+            Verdict::ForwardRestyled { page } => Ok(restyle(self.forward(req).await?, page).await),
         }
     }
 
@@ -104,6 +109,10 @@ impl Frontend {
             }
             Some(Action::DropConnection) if info.op == Op::List => Verdict::ForwardTruncated,
             Some(Action::DropConnection) => Verdict::Drop,
+            Some(Action::Restyle) if info.op == Op::List => {
+                Verdict::ForwardRestyled { page: info.page }
+            }
+            Some(Action::Restyle) => Verdict::Forward,
         }
     }
 
@@ -260,6 +269,52 @@ async fn truncate(resp: Response<RespBody>) -> Response<RespBody> {
     Response::from_parts(parts, StreamBody::new(first.chain(fail)).boxed_unsync())
 }
 
+/// A ListObjectsV2 answer re-formatted by `restyled_listing` (other answers unchanged).
+async fn restyle(resp: Response<RespBody>, page: u32) -> Response<RespBody> {
+    let (mut parts, body) = resp.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .unwrap_or_default();
+    let out = match std::str::from_utf8(&bytes) {
+        Ok(xml) if parts.status == StatusCode::OK && xml.contains("<ListBucketResult") => {
+            Bytes::from(restyled_listing(xml, page % 2 == 1))
+        }
+        _ => bytes,
+    };
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+    Response::from_parts(parts, full(out))
+}
+
+/// The listing XML as another store might write it (see `Action::Restyle`). Plain string
+/// edits: s3meta asks for URL-encoded keys, so no text holds `<`.
+fn restyled_listing(xml: &str, comment_in_key: bool) -> String {
+    let mut xml = xml
+        .replace("&quot;", "\"")
+        .replace("<ETag>\"", "<ETag>&#34;")
+        .replace("\"</ETag>", "&#34;</ETag>");
+    // First instead of last (where s3s writes it).
+    let encoding = "<EncodingType>url</EncodingType>";
+    if let Some(at) = xml.find(encoding) {
+        xml.replace_range(at..at + encoding.len(), "");
+        if let Some(root) = xml.find("<ListBucketResult")
+            && let Some(end) = xml[root..].find('>')
+        {
+            xml.insert_str(root + end + 1, &format!("\n{encoding}"));
+        }
+    }
+    let mut xml = xml
+        .replace("<Contents>", "\n  <Contents>\n    ")
+        .replace("</Contents>", "\n  </Contents>");
+    if comment_in_key && let Some(at) = xml.find("</Key>") {
+        xml.insert_str(at, "<!-- restyled -->");
+    }
+    xml
+}
+
 /// A complete body.
 pub(crate) fn full(body: impl Into<Bytes>) -> RespBody {
     Full::new(body.into())
@@ -270,6 +325,24 @@ pub(crate) fn full(body: impl Into<Bytes>) -> RespBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restyles_a_listing() {
+        let xml = "<?xml version=\"1.0\"?><ListBucketResult xmlns=\"x\">\
+            <Contents><Key>a%20b</Key><ETag>\"e1\"</ETag></Contents>\
+            <Contents><Key>c</Key><ETag>&quot;e2&quot;</ETag></Contents>\
+            <EncodingType>url</EncodingType></ListBucketResult>";
+        let odd = restyled_listing(xml, true);
+        assert_eq!(
+            odd,
+            "<?xml version=\"1.0\"?><ListBucketResult xmlns=\"x\">\n<EncodingType>url</EncodingType>\
+             \n  <Contents>\n    <Key>a%20b<!-- restyled --></Key><ETag>&#34;e1&#34;</ETag>\
+             \n  </Contents>\n  <Contents>\n    <Key>c</Key><ETag>&#34;e2&#34;</ETag>\
+             \n  </Contents></ListBucketResult>"
+        );
+        let even = restyled_listing(xml, false);
+        assert_eq!(even, odd.replace("<!-- restyled -->", ""));
+    }
 
     fn info(method: Method, uri: &str) -> RequestInfo {
         classify(&Request::builder().method(method).uri(uri).body(()).unwrap())

@@ -4,9 +4,13 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_s3::error::{ProvideErrorMetadata as _, SdkError};
+use aws_sdk_s3::config::interceptors::AfterDeserializationInterceptorContextRef;
+use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_s3::error::{BoxError, ProvideErrorMetadata as _, SdkError};
+use aws_sdk_s3::types::EncodingType;
 use common::{client, client_with_timeout, raw_exchange, raw_get, status};
 use s3meta_testserver::{Action, Fault, Gate, Op, TestServer};
 use tokio::time::Instant;
@@ -169,6 +173,110 @@ async fn dropped_listing_sends_headers_and_part_of_the_body() {
         body.len()
     );
     s3.list_objects_v2().bucket(BUCKET).send().await.unwrap();
+}
+
+/// The last response as it came off the wire, kept by [`Wire`].
+#[derive(Debug)]
+struct Seen {
+    content_length: Option<String>,
+    body: String,
+}
+
+/// An interceptor that keeps the last response it saw.
+#[derive(Clone, Debug, Default)]
+struct Wire(Arc<Mutex<Option<Seen>>>);
+
+impl Intercept for Wire {
+    fn name(&self) -> &'static str {
+        "wire"
+    }
+
+    fn read_after_deserialization(
+        &self,
+        context: &AfterDeserializationInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let response = context.response();
+        let content_length = response.headers().get("content-length").map(str::to_owned);
+        let body = String::from_utf8(response.body().bytes().unwrap_or_default().to_vec())?;
+        *self.0.lock().unwrap() = Some(Seen {
+            content_length,
+            body,
+        });
+        Ok(())
+    }
+}
+
+/// `Action::Restyle` over the wire: every listing page re-formatted, with a `Content-Length`
+/// that matches; the comment inside the first key on odd pages only, and the SDK still reads
+/// that key whole; other ops untouched.
+#[tokio::test]
+async fn restyle_reformats_listings_and_comments_odd_pages_only() {
+    let server = server_with(&["a b", "c\"d", "e", "f", "g"]).await;
+    server.state().add_fault(Fault::new(None, Action::Restyle));
+    let s3 = client(&server.endpoint());
+    let wire = Wire::default();
+    let mut keys = Vec::new();
+    let mut token = None;
+    for page in 1..=3 {
+        let listed = s3
+            .list_objects_v2()
+            .bucket(BUCKET)
+            .encoding_type(EncodingType::Url)
+            .max_keys(2)
+            .set_continuation_token(token)
+            .customize()
+            .interceptor(wire.clone())
+            .send()
+            .await
+            .unwrap();
+        let n = listed.contents().len();
+        keys.extend(
+            listed
+                .contents()
+                .iter()
+                .filter_map(|o| o.key())
+                .map(str::to_owned),
+        );
+        token = listed.next_continuation_token().map(str::to_owned);
+        let Seen {
+            content_length,
+            body,
+        } = wire.0.lock().unwrap().take().expect("a response");
+        assert_eq!(content_length, Some(body.len().to_string()), "page {page}");
+        // `EncodingType` moved from near the end to right after the root's start tag.
+        let (_, after_root) = body.split_once("<ListBucketResult").expect(&body);
+        let (_, inside) = after_root.split_once('>').expect(&body);
+        assert!(
+            inside.starts_with("\n<EncodingType>url</EncodingType><Name>"),
+            "page {page}: {body}"
+        );
+        assert_eq!(body.matches("<EncodingType>").count(), 1, "{body}");
+        assert_eq!(body.matches("\n  <Contents>\n    <").count(), n, "{body}");
+        assert_eq!(body.matches("\n  </Contents>").count(), n, "{body}");
+        assert_eq!(body.matches("<ETag>&#34;").count(), n, "{body}");
+        assert!(
+            !body.contains("&quot;") && !body.contains("<ETag>\""),
+            "{body}"
+        );
+        let odd = page % 2 == 1;
+        assert_eq!(body.matches("<!-- restyled -->").count(), usize::from(odd));
+        assert_eq!(body.contains("<!-- restyled --></Key>"), odd, "{body}");
+    }
+    assert_eq!(token, None);
+    assert_eq!(keys, ["a%20b", "c%22d", "e", "f", "g"]);
+
+    // Other ops are answered unchanged.
+    let got = s3
+        .get_object()
+        .bucket(BUCKET)
+        .key("e")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(&got.body.collect().await.unwrap().into_bytes()[..], b"data");
+    assert_eq!(server.state().requests(Op::List), 3);
 }
 
 #[tokio::test]

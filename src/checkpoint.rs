@@ -267,7 +267,8 @@ pub fn finish(
         args.as_slice(),
         |r| r.get(0),
     )?;
-    // CROSS JOIN: object_errors stays the outer loop (a few rows, not every object).
+    // CROSS JOIN: object_errors stays the outer loop (one row per object in error, usually a
+    // few; the planner chose to walk every object of the bucket instead).
     let errors: i64 = tx.query_row(
         &format!(
             "SELECT count(*) FROM object_errors e CROSS JOIN objects o USING (object_id)

@@ -55,14 +55,20 @@ pub async fn find_splits(
 }
 
 /// `find_splits` for a range being listed, `listed` its last listed key: the key stands in
-/// for the first key of what is left, which saves a round trip.
+/// for the first key of what is left, which saves a round trip — unless the keys left differ
+/// only beyond its end (it is a prefix of them, like a folder marker `dir/` before `dir/…`),
+/// then the next key is asked for after all.
 pub async fn find_splits_after_key(
     lister: &Lister,
     listed: &str,
     upper: Option<&str>,
     pieces: usize,
 ) -> Result<Vec<String>, Error> {
-    splits_from(lister, listed, Some(listed), upper, pieces).await
+    let cuts = splits_from(lister, listed, Some(listed), upper, pieces).await?;
+    if !cuts.is_empty() {
+        return Ok(cuts);
+    }
+    find_splits(lister, Some(listed), upper, pieces).await
 }
 
 /// The cuts of (after, upper] as seen from `first`, a key at its start.

@@ -117,8 +117,8 @@ pub fn read(
             s.stale = true;
         }
     }
-    // Error rows are few and objects many: CROSS JOIN keeps object_errors the outer loop (the
-    // planner would otherwise scan every object).
+    // CROSS JOIN keeps object_errors (one row per object in error, usually a few) the outer
+    // loop; the planner would otherwise walk every object.
     let errors_total = conn.query_row(
         "SELECT count(*) FROM object_errors CROSS JOIN objects USING (object_id) WHERE state = 'error'",
         [],

@@ -288,4 +288,12 @@ async fn a_range_splits_into_sixteen_fair_pieces_over_ten_digits() {
     for n in piece_sizes(&keys, Some(listed), &cuts) {
         assert!(n >= 200, "pieces {cuts:?}");
     }
+
+    // A folder marker is a prefix of every key after it: the keys left differ only beyond it.
+    env.state().put_object("bkt", "data/50/", b"", &[]);
+    let cuts = ranges::find_splits_after_key(&lister, "data/50/", Some("data/50/z"), 2)
+        .await
+        .unwrap();
+    assert_eq!(cuts.len(), 1, "{cuts:?}");
+    assert!(cuts[0].starts_with("data/50/obj-"), "{cuts:?}");
 }

@@ -2,14 +2,21 @@
 //! SDK sees it.
 //!
 //! Receives: the body of a `200` ListObjectsV2 response, through an interceptor on the
-//! request. Sends on: the page's raw fields to the lister (through a slot the request owns),
-//! and an empty `<ListBucketResult>` to the SDK's own deserializer. Why: the SDK parses each
-//! body twice (its check for an error inside a `200` walks the whole document) with a slow
+//! request. Sends on: the page's fields to the lister (through a slot the request owns), and
+//! an empty `<ListBucketResult>` to the SDK's own deserializer. Why: the SDK parses each body
+//! twice (its check for an error inside a `200` walks the whole document) with a slow
 //! tokenizer — two thirds of the client's CPU in an unchanged rescan, the listing-bound case.
-//! Invariant: the fast path yields exactly what the SDK would; anything it does not fully
-//! understand (CDATA, comments or elements inside a field, an empty field, a carriage return,
-//! an unknown entity, a root other than `ListBucketResult`) leaves the body untouched for the
-//! SDK, so odd stores lose nothing but speed.
+//! Invariant: the fields s3meta reads (keys, ETag, size, Last-Modified, storage class, the
+//! token, truncation, encoding) come out exactly as the SDK reads them, and anything the fast
+//! path does not fully understand (CDATA, comments or elements inside a field, an empty field,
+//! a carriage return, an entity other than XML's five and character references, a malformed
+//! attribute, a body that is not UTF-8, a root other than `ListBucketResult`) leaves the body
+//! untouched for the SDK. One difference, on purpose: fields s3meta does not use (`KeyCount`,
+//! `Owner`, `RestoreStatus`, …) are not type-checked, so a store that garbles one of them gets
+//! its page read where the SDK would have failed the whole listing.
+//!
+//! The SDK itself keeps only the text before a comment inside a field (`<Key>a<!---->b</Key>`
+//! reads as `a`); no store is known to write one.
 
 use std::borrow::Cow;
 use std::pin::Pin;
@@ -26,7 +33,7 @@ use aws_smithy_types::date_time::{DateTime, Format};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use quick_xml::Reader;
-use quick_xml::events::Event;
+use quick_xml::events::{BytesRef, BytesStart, Event};
 
 use super::strip_quotes;
 use crate::timefmt;
@@ -112,7 +119,10 @@ impl Body for SkimBody {
                         this.buf.extend_from_slice(&data);
                     }
                 }
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Some(Err(e)) => {
+                    this.finished = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
                 None => {
                     this.finished = true;
                     let body = std::mem::take(&mut this.buf);
@@ -133,19 +143,28 @@ impl Body for SkimBody {
 
 /// The page in a ListObjectsV2 body, or `None` to leave the body to the SDK.
 pub(super) fn parse(body: &[u8]) -> Option<RawPage> {
+    // The SDK reads the body as one `str`.
+    std::str::from_utf8(body).ok()?;
     let mut r = Reader::from_reader(body);
+    let mut first = true;
     loop {
         match r.read_event().ok()? {
-            Event::Start(e) if e.local_name().as_ref() == b"ListBucketResult" => break,
-            Event::Decl(_) | Event::Comment(_) | Event::PI(_) | Event::DocType(_) => {}
+            Event::Start(e) if e.local_name().as_ref() == b"ListBucketResult" => {
+                attributes_ok(&e)?;
+                break;
+            }
+            // A declaration comes first or not at all.
+            Event::Decl(_) if first => {}
+            Event::Comment(_) | Event::PI(_) | Event::DocType(_) => {}
             Event::Text(t) if t.iter().all(u8::is_ascii_whitespace) => {}
             _ => return None,
         }
+        first = false;
     }
     let mut page = RawPage::default();
     loop {
         match r.read_event().ok()? {
-            Event::Start(e) => match e.local_name().as_ref() {
+            Event::Start(e) => match attributes_ok(&e)?.local_name().as_ref() {
                 b"Contents" => page.entries.push(object(&mut r)?),
                 b"IsTruncated" => {
                     page.truncated = match &*text(&mut r)? {
@@ -156,12 +175,12 @@ pub(super) fn parse(body: &[u8]) -> Option<RawPage> {
                 }
                 b"NextContinuationToken" => page.next_token = Some(text(&mut r)?.into_owned()),
                 b"EncodingType" => page.url_encoded = text(&mut r)? == "url",
-                _ => {
-                    r.read_to_end(e.name()).ok()?;
-                }
+                _ => skip(&mut r)?,
             },
             Event::Empty(e) if known_top(e.local_name().as_ref()) => return None,
-            Event::Empty(_) | Event::Text(_) | Event::Comment(_) => {}
+            Event::Empty(e) => drop(attributes_ok(&e)?),
+            Event::Text(_) | Event::Comment(_) => {}
+            Event::GeneralRef(g) => drop(entity(&g)?),
             Event::End(_) => break,
             _ => return None,
         }
@@ -174,6 +193,47 @@ pub(super) fn parse(body: &[u8]) -> Option<RawPage> {
             Event::Text(t) if t.iter().all(u8::is_ascii_whitespace) => {}
             _ => return None,
         }
+    }
+}
+
+/// The element whose start was just read, skipped to its end; `None` (leave the body to the
+/// SDK) for what the SDK would refuse to tokenize there.
+fn skip(r: &mut Reader<&[u8]>) -> Option<()> {
+    let mut depth = 0u32;
+    loop {
+        match r.read_event().ok()? {
+            Event::Start(e) => {
+                attributes_ok(&e)?;
+                depth += 1;
+            }
+            Event::End(_) if depth == 0 => return Some(()),
+            Event::End(_) => depth -= 1,
+            Event::Empty(e) => drop(attributes_ok(&e)?),
+            Event::GeneralRef(g) => drop(entity(&g)?),
+            Event::Text(_) | Event::Comment(_) | Event::CData(_) | Event::PI(_) => {}
+            _ => return None,
+        }
+    }
+}
+
+/// The element, if its attributes are well-formed.
+fn attributes_ok<'e, 'a>(e: &'e BytesStart<'a>) -> Option<&'e BytesStart<'a>> {
+    e.attributes().all(|a| a.is_ok()).then_some(e)
+}
+
+/// The character an entity or character reference stands for: XML's five predefined
+/// entities only, as the SDK's reader.
+fn entity(g: &BytesRef<'_>) -> Option<char> {
+    match g.resolve_char_ref().ok()? {
+        Some(c) => Some(c),
+        None => match g.as_ref() {
+            b"lt" => Some('<'),
+            b"gt" => Some('>'),
+            b"amp" => Some('&'),
+            b"quot" => Some('"'),
+            b"apos" => Some('\''),
+            _ => None,
+        },
     }
 }
 
@@ -196,7 +256,7 @@ fn object(r: &mut Reader<&[u8]>) -> Option<ListedObject> {
     };
     loop {
         match r.read_event().ok()? {
-            Event::Start(e) => match e.local_name().as_ref() {
+            Event::Start(e) => match attributes_ok(&e)?.local_name().as_ref() {
                 b"Key" => key = Some(text(r)?.into_owned()),
                 b"ETag" => o.etag = Some(strip_quotes(&text(r)?)),
                 b"Size" => o.size = Some(text(r)?.parse().ok()?),
@@ -205,9 +265,7 @@ fn object(r: &mut Reader<&[u8]>) -> Option<ListedObject> {
                     o.last_modified = Some(timefmt::from_smithy(&t));
                 }
                 b"StorageClass" => o.storage_class = Some(text(r)?.into_owned()),
-                _ => {
-                    r.read_to_end(e.name()).ok()?;
-                }
+                _ => skip(r)?,
             },
             Event::Empty(e)
                 if matches!(
@@ -217,7 +275,9 @@ fn object(r: &mut Reader<&[u8]>) -> Option<ListedObject> {
             {
                 return None;
             }
-            Event::Empty(_) | Event::Text(_) | Event::Comment(_) => {}
+            Event::Empty(e) => drop(attributes_ok(&e)?),
+            Event::Text(_) | Event::Comment(_) => {}
+            Event::GeneralRef(g) => drop(entity(&g)?),
             Event::End(_) => {
                 o.key = key?;
                 return Some(o);
@@ -238,17 +298,7 @@ fn text<'a>(r: &mut Reader<&'a [u8]>) -> Option<Cow<'a, str>> {
                 Cow::Borrowed(b) if s.is_empty() => s = Cow::Borrowed(std::str::from_utf8(b).ok()?),
                 b => s.to_mut().push_str(std::str::from_utf8(&b).ok()?),
             },
-            Event::GeneralRef(g) => s.to_mut().push(match g.resolve_char_ref().ok()? {
-                Some(c) => c,
-                None => match g.as_ref() {
-                    b"lt" => '<',
-                    b"gt" => '>',
-                    b"amp" => '&',
-                    b"quot" => '"',
-                    b"apos" => '\'',
-                    _ => return None,
-                },
-            }),
+            Event::GeneralRef(g) => s.to_mut().push(entity(&g)?),
             Event::End(_) => break,
             _ => return None,
         }
@@ -309,6 +359,11 @@ mod tests {
             assert!(parse(body.as_bytes()).is_none(), "{odd}");
         }
         for odd in [
+            "<ListBucketResult><Prefix>&nbsp;</Prefix></ListBucketResult>",
+            "<ListBucketResult><Contents><Key>a</Key><Owner><ID>&x;</ID></Owner></Contents></ListBucketResult>",
+            "<ListBucketResult><Contents><Key a=b>a</Key></Contents></ListBucketResult>",
+            "<ListBucketResult><Name x=1/></ListBucketResult>",
+            " <?xml version=\"1.0\"?><ListBucketResult></ListBucketResult>",
             "<Error><Code>InternalError</Code></Error>",
             "<ListBucketResult><IsTruncated>yes</IsTruncated></ListBucketResult>",
             "<ListBucketResult><IsTruncated/></ListBucketResult>",
@@ -318,6 +373,7 @@ mod tests {
         ] {
             assert!(parse(odd.as_bytes()).is_none(), "{odd}");
         }
+        assert!(parse(b"<ListBucketResult><Name>\xff</Name></ListBucketResult>").is_none());
         let plain = parse(b"<ListBucketResult></ListBucketResult>").unwrap();
         assert!(plain.entries.is_empty() && !plain.truncated && plain.next_token.is_none());
     }

@@ -86,8 +86,9 @@ pub enum Action {
     Stall,
     /// Answer normally, but re-format a ListObjectsV2 answer the way other stores write XML:
     /// line breaks and indentation between elements, `&#34;` for the quotes of ETags,
-    /// `EncodingType` before the entries, and on odd pages a comment inside the first `Key`
-    /// (XML readers return the text around it). Other ops are answered unchanged.
+    /// `EncodingType` before the entries, and on odd pages a comment at the end of the first
+    /// `Key` (the SDK's reader keeps only the text before a comment, which here is the whole
+    /// key). Other ops are answered unchanged.
     Restyle,
 }
 

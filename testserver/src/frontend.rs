@@ -247,15 +247,21 @@ fn error_response(
     resp
 }
 
-/// Keeps the status and headers (with the full `Content-Length`), sends half the body,
-/// then fails the body so hyper closes the connection mid-response.
-async fn truncate(resp: Response<RespBody>) -> Response<RespBody> {
-    let (mut parts, body) = resp.into_parts();
+/// A forwarded response's head and whole body (empty if the body failed).
+async fn collected(resp: Response<RespBody>) -> (http::response::Parts, Bytes) {
+    let (parts, body) = resp.into_parts();
     let bytes = body
         .collect()
         .await
         .map(http_body_util::Collected::to_bytes)
         .unwrap_or_default();
+    (parts, bytes)
+}
+
+/// Keeps the status and headers (with the full `Content-Length`), sends half the body,
+/// then fails the body so hyper closes the connection mid-response.
+async fn truncate(resp: Response<RespBody>) -> Response<RespBody> {
+    let (mut parts, bytes) = collected(resp).await;
     parts
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
@@ -271,12 +277,7 @@ async fn truncate(resp: Response<RespBody>) -> Response<RespBody> {
 
 /// A ListObjectsV2 answer re-formatted by `restyled_listing` (other answers unchanged).
 async fn restyle(resp: Response<RespBody>, page: u32) -> Response<RespBody> {
-    let (mut parts, body) = resp.into_parts();
-    let bytes = body
-        .collect()
-        .await
-        .map(http_body_util::Collected::to_bytes)
-        .unwrap_or_default();
+    let (mut parts, bytes) = collected(resp).await;
     let out = match std::str::from_utf8(&bytes) {
         Ok(xml) if parts.status == StatusCode::OK && xml.contains("<ListBucketResult") => {
             Bytes::from(restyled_listing(xml, page % 2 == 1))

@@ -7,15 +7,7 @@ use std::process::Stdio;
 use common::*;
 
 fn scan_cmd(env: &Env, url: &str) -> std::process::Command {
-    scan_cmd_db(env, url, &env.db)
-}
-
-fn scan_cmd_db(env: &Env, url: &str, db: &std::path::Path) -> std::process::Command {
-    let mut cmd = env.bin();
-    cmd.args(["scan", url, "--db"])
-        .arg(db)
-        .args(["--backoff-ms", "1", "--page-size", "100"]);
-    cmd
+    env.scan_cmd(url, &env.db)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +169,7 @@ async fn foreign_corrupt_and_newer_databases_are_refused_untouched() {
     let garbage = env.dir.path().join("garbage.db");
     std::fs::write(&garbage, vec![7u8; 4096]).unwrap();
     assert_fatal(
-        scan_cmd_db(&env, "s3://bkt", &garbage),
+        env.scan_cmd("s3://bkt", &garbage),
         "is not an s3meta database",
     )
     .await;
@@ -189,7 +181,7 @@ async fn foreign_corrupt_and_newer_databases_are_refused_untouched() {
         .execute_batch("CREATE TABLE notes (x)")
         .unwrap();
     assert_fatal(
-        scan_cmd_db(&env, "s3://bkt", &foreign),
+        env.scan_cmd("s3://bkt", &foreign),
         "SQLite database of another program",
     )
     .await;

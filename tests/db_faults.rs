@@ -14,14 +14,8 @@ use common::*;
 use s3meta::scan::Outcome;
 
 fn scan_cmd(env: &Env, url: &str, db: &Path) -> Command {
-    let mut cmd = env.bin();
-    cmd.args(["scan", url, "--db"]).arg(db).args([
-        "--backoff-ms",
-        "1",
-        "--page-size",
-        "100",
-        "--no-progress",
-    ]);
+    let mut cmd = env.scan_cmd(url, db);
+    cmd.arg("--no-progress");
     cmd
 }
 

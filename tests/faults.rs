@@ -20,17 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 /// `s3meta scan URL --db DB` with fast retries and pages of 100 keys.
 fn scan_cmd(env: &Env, url: &str, db: &Path) -> Command {
-    let mut cmd = env.bin();
+    let mut cmd = env.scan_cmd(url, db);
     // One stream: these tests aim faults at the pages of one listing and count its requests
     // (tests/parallel.rs covers faults with ranges in flight).
-    cmd.args(["scan", url, "--db"]).arg(db).args([
-        "--backoff-ms",
-        "1",
-        "--page-size",
-        "100",
-        "--list-parallelism",
-        "1",
-    ]);
+    cmd.args(["--list-parallelism", "1"]);
     cmd
 }
 

@@ -8,11 +8,8 @@ use common::*;
 use serde_json::Value;
 
 fn scan_cmd(env: &Env, url: &str, summary: &std::path::Path) -> std::process::Command {
-    let mut cmd = env.bin();
-    cmd.args(["scan", url, "--db"])
-        .arg(&env.db)
-        .args(["--backoff-ms", "1", "--page-size", "100", "--summary-json"])
-        .arg(summary);
+    let mut cmd = env.scan_cmd(url, &env.db);
+    cmd.arg("--summary-json").arg(summary);
     cmd
 }
 

@@ -25,17 +25,16 @@ async fn records(env: &Env, args: &[&str]) -> Vec<Record> {
 async fn matches(env: &Env, filters: &[&str], extra: &[&str]) -> Vec<String> {
     let mut args: Vec<&str> = filters.iter().flat_map(|f| ["--where", f]).collect();
     args.extend(extra);
-    records(env, &args)
-        .await
-        .iter()
-        .map(|r| {
-            format!(
-                "{}/{}",
-                r["bucket"].as_str().unwrap(),
-                r["key"].as_str().unwrap()
-            )
-        })
-        .collect()
+    records(env, &args).await.iter().map(bucket_key).collect()
+}
+
+/// A record's `bucket/key`.
+fn bucket_key(r: &Record) -> String {
+    format!(
+        "{}/{}",
+        r["bucket"].as_str().unwrap(),
+        r["key"].as_str().unwrap()
+    )
 }
 
 /// Exit code 1 and exactly one line on stderr containing `needle`.
@@ -244,13 +243,7 @@ async fn modified_compares_at_the_precision_written() {
     let keys = |keep: &dyn Fn(&str) -> bool| -> Vec<String> {
         all.iter()
             .filter(|r| r["state"] != "gone" && keep(&lm(r)))
-            .map(|r| {
-                format!(
-                    "{}/{}",
-                    r["bucket"].as_str().unwrap(),
-                    r["key"].as_str().unwrap()
-                )
-            })
+            .map(bucket_key)
             .collect()
     };
     let cases: Vec<(String, Vec<String>)> = vec![

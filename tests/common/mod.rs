@@ -88,6 +88,15 @@ impl Env {
     pub fn bin(&self) -> Command {
         bin_for(&self.server.endpoint(), self.dir.path())
     }
+
+    /// `s3meta scan URL --db DB` with fast retries and pages of 100 keys; callers add flags.
+    pub fn scan_cmd(&self, url: &str, db: &Path) -> Command {
+        let mut cmd = self.bin();
+        cmd.args(["scan", url, "--db"])
+            .arg(db)
+            .args(["--backoff-ms", "1", "--page-size", "100"]);
+        cmd
+    }
 }
 
 /// A client exactly as s3meta builds it, with static credentials.

@@ -77,7 +77,7 @@ pub struct DbArgs {
 
 #[derive(Debug, Args)]
 pub struct ConnectionArgs {
-    /// S3-compatible endpoint, e.g. http://127.0.0.1:9000 (also AWS_ENDPOINT_URL). Default: AWS.
+    /// S3-compatible endpoint, e.g. http://127.0.0.1:9000 (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the profile's). Default: AWS.
     #[arg(long, value_name = "URL")]
     pub endpoint_url: Option<String>,
     /// Region (default: from the AWS config chain, else us-east-1).
@@ -221,9 +221,13 @@ pub struct ForgetArgs {
     pub url: Option<String>,
     #[command(flatten)]
     pub db: DbArgs,
-    /// The store the bucket was scanned at (as given to `scan`; also AWS_ENDPOINT_URL). Default: AWS.
+    /// The store the bucket was scanned at, resolved as `scan` does (flag, AWS_ENDPOINT_URL_S3,
+    /// AWS_ENDPOINT_URL, the profile's endpoint). Default: AWS.
     #[arg(long, value_name = "URL")]
     pub endpoint_url: Option<String>,
+    /// Named profile from ~/.aws/config, read for its endpoint only (no credentials are used).
+    #[arg(long)]
+    pub profile: Option<String>,
     /// Also delete change records older than TIME (e.g. 2026-01-31 or 2026-01-31T12:00:00Z, UTC).
     #[arg(long, value_name = "TIME")]
     pub prune_changes_before: Option<String>,

@@ -2,8 +2,10 @@
 //!
 //! Receives: the connection flags (endpoint, region, profile, addressing, signing, timeout).
 //! Sends on: an `aws_sdk_s3::Client` with the SDK's own retries off (s3meta's retry loop
-//! counts every attempt) and the store id used in the database. Invariant: one client per
-//! command, so its connection pool is shared and connections are reused, never churned.
+//! counts every attempt) and the store id used in the database. Invariants: one client per
+//! command, so its connection pool is shared and connections are reused, never churned; the
+//! endpoint is resolved once (`StoreEndpoint::resolve`), and the URL the client sends to, the store
+//! id rows are filed under and the default addressing all come from that one value (issue 13).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use aws_sdk_s3::config::endpoint::{
 use aws_sdk_s3::config::{
     Region, RequestChecksumCalculation, ResponseChecksumValidation, StalledStreamProtectionConfig,
 };
+use aws_types::service_config::ServiceConfigKey;
 
 use crate::error::Error;
 
@@ -43,8 +46,71 @@ pub struct S3 {
     pub store: String,
 }
 
+/// Where a command's requests go, resolved once from every source of an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreEndpoint {
+    /// The URL requests are sent to, as configured; `None` is AWS S3 itself.
+    pub url: Option<String>,
+    /// The store id rows are filed under: the normalized URL, or `aws`.
+    pub store: String,
+}
+
+impl StoreEndpoint {
+    /// The endpoint, highest precedence first: `--endpoint-url`, then what the AWS
+    /// configuration names for S3 — `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, the profile's
+    /// `services` section (`s3 = endpoint_url = …`), the profile's `endpoint_url` (aws-config
+    /// reads the environment and the profile, and honours `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`).
+    /// The SDK applies the same order when it builds an S3 config, but s3meta sets the result
+    /// on the config explicitly, so the store id can never name another endpoint than the
+    /// one requests go to.
+    pub fn resolve(flag: Option<&str>, shared: &SdkConfig) -> Result<StoreEndpoint, Error> {
+        let key = ServiceConfigKey::builder()
+            .service_id("S3")
+            .env("AWS_ENDPOINT_URL")
+            .profile("endpoint_url")
+            .build()
+            .expect("every part of the key is set");
+        let url = match flag {
+            Some(url) => Some(url.to_string()),
+            None => shared
+                .service_config()
+                .and_then(|c| c.load_config(key))
+                .or_else(|| shared.endpoint_url().map(str::to_string)),
+        };
+        let store = match &url {
+            Some(url) => normalize_endpoint(url)?,
+            None => AWS_STORE.to_string(),
+        };
+        Ok(StoreEndpoint { url, store })
+    }
+
+    /// Path-style addressing unless asked otherwise, exactly when the endpoint is not AWS's:
+    /// S3-compatible stores (`http://localhost:9000` included) rarely resolve
+    /// `bucket.host` names.
+    pub fn path_style(&self, asked: Option<bool>) -> bool {
+        asked.unwrap_or(self.url.is_some())
+    }
+}
+
 /// Loads credentials and region from aws-config's default chain and builds the client.
 pub async fn build(opts: &ClientOptions) -> Result<S3, Error> {
+    from_shared(&load(opts, opts.no_sign_request).await, opts)
+}
+
+/// The store id the options name, as `build` would compute it, without credentials or any
+/// request (for `forget`, which works offline).
+pub async fn store_of(opts: &ClientOptions) -> Result<String, Error> {
+    let offline = ClientOptions {
+        // A region given, no instance metadata is asked for one.
+        region: Some(opts.region.clone().unwrap_or_else(|| "us-east-1".into())),
+        ..opts.clone()
+    };
+    let shared = load(&offline, true).await;
+    Ok(StoreEndpoint::resolve(opts.endpoint_url.as_deref(), &shared)?.store)
+}
+
+/// aws-config's view of the environment and profile files, with the flags applied.
+async fn load(opts: &ClientOptions, no_credentials: bool) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(profile) = &opts.profile {
         loader = loader.profile_name(profile);
@@ -52,24 +118,19 @@ pub async fn build(opts: &ClientOptions) -> Result<S3, Error> {
     if let Some(region) = &opts.region {
         loader = loader.region(Region::new(region.clone()));
     }
-    if let Some(url) = &opts.endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    if opts.no_sign_request {
+    if no_credentials {
         loader = loader.no_credentials();
     }
-    from_shared(&loader.load().await, opts)
+    loader.load().await
 }
 
 /// Builds the client from an already loaded configuration (tests pass static credentials).
 pub fn from_shared(shared: &SdkConfig, opts: &ClientOptions) -> Result<S3, Error> {
-    let endpoint = shared.endpoint_url().map(str::to_string);
-    let store = match &endpoint {
-        Some(url) => normalize_endpoint(url)?,
-        None => AWS_STORE.to_string(),
-    };
-    let mut config = aws_sdk_s3::config::Builder::from(shared)
-        .force_path_style(opts.path_style.unwrap_or(endpoint.is_some()))
+    let endpoint = StoreEndpoint::resolve(opts.endpoint_url.as_deref(), shared)?;
+    let mut config = aws_sdk_s3::config::Builder::from(shared);
+    config.set_endpoint_url(endpoint.url.clone());
+    let mut config = config
+        .force_path_style(endpoint.path_style(opts.path_style))
         .retry_config(RetryConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
@@ -89,7 +150,7 @@ pub fn from_shared(shared: &SdkConfig, opts: &ClientOptions) -> Result<S3, Error
     }
     Ok(S3 {
         client: aws_sdk_s3::Client::from_conf(config.build()),
-        store,
+        store: endpoint.store,
     })
 }
 
@@ -244,6 +305,55 @@ mod tests {
         assert_eq!(names, expected, "{debug}");
         assert!(same_endpoint(&params("a", "k1"), &params("a", "k2")));
         assert!(!same_endpoint(&params("a", "k1"), &params("b", "k1")));
+    }
+
+    /// What aws-config would read from the environment and the profile for S3.
+    #[derive(Debug)]
+    struct Configured(Option<&'static str>);
+
+    impl aws_types::service_config::LoadServiceConfig for Configured {
+        fn load_config(&self, key: ServiceConfigKey<'_>) -> Option<String> {
+            assert_eq!(
+                (key.service_id(), key.env(), key.profile()),
+                ("S3", "AWS_ENDPOINT_URL", "endpoint_url")
+            );
+            self.0.map(str::to_string)
+        }
+    }
+
+    fn shared(global: Option<&str>, s3: Option<&'static str>) -> SdkConfig {
+        let mut b = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .service_config(Configured(s3));
+        b.set_endpoint_url(global.map(str::to_string));
+        b.build()
+    }
+
+    /// Issue 13: the flag, then S3's own configuration, then the global endpoint; the store
+    /// id and the addressing follow the endpoint chosen.
+    #[test]
+    fn the_endpoint_is_resolved_once_and_names_the_store() {
+        let e = StoreEndpoint::resolve(None, &shared(None, None)).unwrap();
+        assert_eq!((e.url.as_deref(), e.store.as_str()), (None, AWS_STORE));
+        assert!(!e.path_style(None));
+        let e = StoreEndpoint::resolve(None, &shared(Some("http://g:1"), None)).unwrap();
+        assert_eq!(e.store, "http://g:1");
+        let e = StoreEndpoint::resolve(
+            None,
+            &shared(Some("http://g:1"), Some("http://LOCALHOST:8333/")),
+        )
+        .unwrap();
+        assert_eq!(e.url.as_deref(), Some("http://LOCALHOST:8333/"));
+        assert_eq!(e.store, "http://localhost:8333");
+        assert!(e.path_style(None), "a custom endpoint is path-style");
+        assert!(!e.path_style(Some(false)));
+        let e = StoreEndpoint::resolve(
+            Some("http://flag:2"),
+            &shared(Some("http://g:1"), Some("http://s3:3")),
+        )
+        .unwrap();
+        assert_eq!(e.store, "http://flag:2");
+        assert!(StoreEndpoint::resolve(None, &shared(None, Some("localhost:1"))).is_err());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use clap::CommandFactory;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::Target;
-use crate::cli::{Cli, EstimateArgs, EstimateFormat, MergeArgs, PlanArgs, ScanArgs};
+use crate::cli::{Cli, EstimateArgs, EstimateFormat, ForgetArgs, MergeArgs, PlanArgs, ScanArgs};
 use crate::client;
 use crate::error::Error;
 use crate::estimate;
@@ -168,6 +168,23 @@ pub fn merge(args: &MergeArgs, quiet: bool) -> Result<u8, Error> {
             m.objects
         );
     }
+    Ok(0)
+}
+
+/// `s3meta forget`: the store is resolved as `scan` resolves it (no request is sent).
+pub async fn forget(args: &ForgetArgs, quiet: bool) -> Result<u8, Error> {
+    let store = match &args.url {
+        Some(_) => {
+            let opts = client::ClientOptions {
+                endpoint_url: args.endpoint_url.clone(),
+                profile: args.profile.clone(),
+                ..client::ClientOptions::default()
+            };
+            Some(client::store_of(&opts).await?)
+        }
+        None => None,
+    };
+    crate::forget::run(args, store.as_deref(), quiet)?;
     Ok(0)
 }
 

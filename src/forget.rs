@@ -14,7 +14,6 @@ use std::path::Path;
 use rusqlite::{Connection, params};
 
 use crate::cli::ForgetArgs;
-use crate::client::{AWS_STORE, normalize_endpoint};
 use crate::error::Error;
 use crate::s3url::S3Url;
 use crate::{db, lock, timefmt};
@@ -30,8 +29,10 @@ pub struct Forgotten {
     pub objects: i64,
 }
 
-/// Runs `s3meta forget`: prints what was removed on stderr (unless `quiet`).
-pub fn run(args: &ForgetArgs, quiet: bool) -> Result<(), Error> {
+/// Runs `s3meta forget`: prints what was removed on stderr (unless `quiet`). `store` is the
+/// store id the connection flags name (`client::store_of`, as `scan` resolves it), needed
+/// when a bucket is given.
+pub fn run(args: &ForgetArgs, store: Option<&str>, quiet: bool) -> Result<(), Error> {
     let path = args.db.db.as_path();
     if args.url.is_none() && args.prune_changes_before.is_none() {
         return Err(Error::BadInput(
@@ -59,11 +60,11 @@ pub fn run(args: &ForgetArgs, quiet: bool) -> Result<(), Error> {
         }
     };
     if let Some(url) = url {
-        let store = store_of(args.endpoint_url.as_deref())?;
+        let store = store.ok_or_else(|| Error::Internal("forget: no store resolved".into()))?;
         let dbe = |e| Error::db(path, e);
-        let Some(f) = forget_prefix(&mut conn, &store, &url.bucket, &url.prefix).map_err(dbe)?
+        let Some(f) = forget_prefix(&mut conn, store, &url.bucket, &url.prefix).map_err(dbe)?
         else {
-            return Err(no_such_bucket(&conn, path, &store, &url)?);
+            return Err(no_such_bucket(&conn, path, store, &url)?);
         };
         say(format!(
             "forgot {url} at {store}: {} objects, {} scans",
@@ -80,15 +81,6 @@ pub fn run(args: &ForgetArgs, quiet: bool) -> Result<(), Error> {
         say("vacuumed".into());
     }
     Ok(())
-}
-
-/// The store id the flags name, as `scan` would compute it (no network).
-fn store_of(endpoint: Option<&str>) -> Result<String, Error> {
-    let env = std::env::var("AWS_ENDPOINT_URL").ok();
-    match endpoint.or(env.as_deref()) {
-        Some(url) => normalize_endpoint(url),
-        None => Ok(AWS_STORE.to_string()),
-    }
 }
 
 fn no_such_bucket(

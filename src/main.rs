@@ -47,9 +47,7 @@ fn main() -> ExitCode {
             Command::Changes(ref a) => {
                 done(to_stdout(|out, tty| s3meta::changes::run(a, out, tty)))
             }
-            Command::Forget(ref args) => s3meta::forget::run(args, cli.quiet)
-                .map(|()| 0)
-                .map_err(Into::into),
+            Command::Forget(ref a) => Ok(commands::forget(a, cli.quiet).await?),
             Command::Query(ref a) => done(to_stdout(|out, tty| query::run(a, out, tty))),
             Command::Names(ref a) => done(to_stdout(|out, tty| query::names::run(a, out, tty))),
             Command::Status(ref a) => done(to_stdout(|out, _| s3meta::status::run(a, out))),

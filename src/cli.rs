@@ -95,8 +95,8 @@ pub struct ConnectionArgs {
     /// Send unsigned requests (public buckets); no credentials are looked up.
     #[arg(long)]
     pub no_sign_request: bool,
-    /// Per-request timeout in seconds; a request that takes longer is retried.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    /// Per-request timeout in seconds (more than 0, at most 3600); a request that takes longer is retried.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = timeout_secs)]
     pub timeout: f64,
 }
 
@@ -112,25 +112,25 @@ pub struct ScanArgs {
     pub db: DbArgs,
     #[command(flatten)]
     pub conn: ConnectionArgs,
-    /// HEAD requests in flight at most (the connection pool follows it).
-    #[arg(long, short = 'j', default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    /// HEAD requests in flight at most, 1 to 4096 (the connection pool follows it).
+    #[arg(long, short = 'j', value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub concurrency: u32,
     /// Key ranges listed at once: the keyspace is cut with one-key probes, and large ranges are
-    /// split while the scan runs so the streams stay busy (1: one stream, no probes).
+    /// split while the scan runs so the streams stay busy (1: one stream, no probes; at most 256).
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub list_parallelism: u32,
-    /// Keys per LIST request (S3 returns at most 1000).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    /// Keys per LIST request, 1 to 1000 (S3 returns at most 1000).
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(i32).range(1..=1000))]
     pub page_size: i32,
-    /// Attempts per request before an object is recorded as failed (or a LIST failure is fatal);
-    /// throttled answers (503 SlowDown, 429) get 4 times as many.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    /// Attempts per request, 1 to 100, before an object is recorded as failed (or a LIST failure
+    /// is fatal); throttled answers (503 SlowDown, 429) get 4 times as many.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
-    /// Requests per second at most, LIST and HEAD together (AWS sustains about 5,500 HEAD/s per prefix).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Requests per second at most, LIST and HEAD together, 1 to 1000000 (AWS sustains about 5,500 HEAD/s per prefix).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_rps: Option<u32>,
-    /// First retry back-off in milliseconds; doubles per retry (jittered, at most 20 s).
-    #[arg(long, value_name = "MS", default_value_t = 100)]
+    /// First retry back-off in milliseconds, 0 to 20000; doubles per retry (jittered, at most 20 s).
+    #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=20_000))]
     pub backoff_ms: u64,
     /// Abandon the unfinished scan of this target (its committed rows stay) and start anew.
     #[arg(long)]
@@ -155,11 +155,11 @@ pub struct EstimateArgs {
     pub db: DbArgs,
     #[command(flatten)]
     pub conn: ConnectionArgs,
-    /// Price of 1,000 LIST requests in USD (default: AWS S3 Standard).
-    #[arg(long, value_name = "USD", default_value_t = crate::estimate::LIST_PRICE)]
+    /// Price of 1,000 LIST requests in USD, 0 to 1000 (default: AWS S3 Standard).
+    #[arg(long, value_name = "USD", default_value_t = crate::estimate::LIST_PRICE, value_parser = price)]
     pub list_price: f64,
-    /// Price of 1,000 HEAD requests in USD (default: AWS S3 Standard, GET class).
-    #[arg(long, value_name = "USD", default_value_t = crate::estimate::HEAD_PRICE)]
+    /// Price of 1,000 HEAD requests in USD, 0 to 1000 (default: AWS S3 Standard, GET class).
+    #[arg(long, value_name = "USD", default_value_t = crate::estimate::HEAD_PRICE, value_parser = price)]
     pub head_price: f64,
     /// Output format.
     #[arg(long, value_enum, default_value_t = EstimateFormat::Text)]
@@ -184,8 +184,8 @@ pub struct ChangesArgs {
     /// Only changes of this kind.
     #[arg(long, value_parser = ["created", "modified", "metadata", "deleted"])]
     pub kind: Option<String>,
-    /// At most N rows.
-    #[arg(long, value_name = "N")]
+    /// At most N rows (0 to 2^63-1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..))]
     pub limit: Option<i64>,
     /// Output format [default: table when stdout is a terminal, else jsonl].
     #[arg(long, value_enum)]
@@ -287,8 +287,8 @@ pub struct QueryArgs {
     /// Output format [default: table when stdout is a terminal, else jsonl].
     #[arg(long, value_enum)]
     pub format: Option<Format>,
-    /// At most N objects (rows).
-    #[arg(long, value_name = "N")]
+    /// At most N objects (rows), 0 to 2^63-1.
+    #[arg(long, value_name = "N", value_parser = count_parser())]
     pub limit: Option<u64>,
     /// Print only the number of matching objects.
     #[arg(long, conflicts_with = "limit")]
@@ -315,19 +315,73 @@ pub struct StatusArgs {
     pub db: DbArgs,
     #[arg(long, value_enum, default_value_t = StatusFormat::Table)]
     pub format: StatusFormat,
-    /// List at most N objects in error (the total is always shown).
-    #[arg(long, value_name = "N", default_value_t = 20)]
+    /// List at most N objects in error, 0 to 2^63-1 (the total is always shown).
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = count_parser())]
     pub errors: u64,
+}
+
+/// `--timeout`: seconds, more than 0 and at most an hour (a larger value would only hide a
+/// dead connection; `1e308` would overflow a `Duration`).
+fn timeout_secs(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 3600.0 => Ok(v),
+        _ => Err("expected a number of seconds more than 0 and at most 3600".into()),
+    }
+}
+
+/// `--list-price`, `--head-price`: USD per 1,000 requests, 0 to 1000.
+fn price(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=1000.0).contains(&v) => Ok(v),
+        _ => Err("expected a price in USD per 1,000 requests, 0 to 1000".into()),
+    }
+}
+
+/// Counts that end up in SQL `LIMIT` (an `i64`).
+fn count_parser() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(0..=i64::MAX as u64)
+}
+
+/// A clap usage error in at most two lines: the error, its details and tips on the first,
+/// clap's usage line (or its pointer to `--help`) on the second. Clap itself prints three to
+/// seven lines; the README promises one line per error, whatever the command.
+pub fn usage_error(e: &clap::Error) -> String {
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return "error: no command given\nUsage: s3meta [OPTIONS] <COMMAND> (try 's3meta --help')\n"
+            .into();
+    }
+    usage_lines(&e.render().to_string())
+}
+
+/// The two lines of `usage_error`, from clap's rendered paragraphs.
+fn usage_lines(rendered: &str) -> String {
+    let mut paragraphs = rendered.split("\n\n").map(|p| {
+        p.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    let mut first = paragraphs.next().unwrap_or_default();
+    let (mut usage, mut more) = (None, None);
+    for p in paragraphs {
+        if p.starts_with("Usage:") {
+            usage = Some(p);
+        } else if p.starts_with("For more information") {
+            more = Some(p);
+        } else if !p.is_empty() {
+            first = format!("{first} ({p})");
+        }
+    }
+    match usage.or(more) {
+        Some(hint) => format!("{first}\n{hint}\n"),
+        None => format!("{first}\n"),
+    }
 }
 
 impl ConnectionArgs {
     /// The client options these flags ask for.
     pub fn options(&self) -> Result<ClientOptions, Error> {
-        if !(self.timeout > 0.0 && self.timeout.is_finite()) {
-            return Err(Error::BadInput(
-                "--timeout must be a positive number of seconds".into(),
-            ));
-        }
         Ok(ClientOptions {
             endpoint_url: self.endpoint_url.clone(),
             region: self.region.clone(),
@@ -340,5 +394,28 @@ impl ConnectionArgs {
             no_sign_request: self.no_sign_request,
             timeout: Duration::from_secs_f64(self.timeout),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 13: clap's paragraphs become at most two lines.
+    #[test]
+    fn usage_errors_fold_into_two_lines() {
+        let rendered = "error: the following required arguments were not provided:\n  <S3_URL>\n\n  tip: try this\n\nUsage: s3meta scan <S3_URL>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            usage_lines(rendered),
+            "error: the following required arguments were not provided: <S3_URL> (tip: try this)\nUsage: s3meta scan <S3_URL>\n"
+        );
+        assert_eq!(
+            usage_lines("error: invalid value 'x'\n\nFor more information, try '--help'.\n"),
+            "error: invalid value 'x'\nFor more information, try '--help'.\n"
+        );
+        let parsed = Cli::try_parse_from(["s3meta", "scan", "s3://b", "--timeout", "1e308"]);
+        let text = usage_error(&parsed.unwrap_err());
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.contains("at most 3600"), "{text}");
     }
 }

@@ -23,9 +23,14 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            eprint!("{}", s3meta::cli::usage_error(&e));
+            return ExitCode::from(1);
+        }
         Err(e) => {
+            // --help and --version: clap prints them to stdout.
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+            return ExitCode::SUCCESS;
         }
     };
     init_logging(&cli);

@@ -30,6 +30,12 @@ use crate::summary::Summary;
 /// `s3meta scan`.
 pub async fn scan(args: &ScanArgs, quiet: bool, cancel: CancellationToken) -> Result<u8, Error> {
     let (started, stats) = (Instant::now(), Arc::new(Stats::default()));
+    if let Some(dest) = &args.summary_json {
+        Summary::check_writable(dest).map_err(|source| Error::SummaryPath {
+            path: dest.clone(),
+            source,
+        })?;
+    }
     let mut target = None;
     let result = scan_once(args, quiet, cancel, &stats, &mut target).await;
     let code = match &result {
@@ -52,6 +58,7 @@ pub async fn scan(args: &ScanArgs, quiet: bool, cancel: CancellationToken) -> Re
             code,
             &stats.snapshot(),
             scan,
+            stats.head_due.get().copied(),
             started.elapsed(),
         );
         doc.write(dest).map_err(|source| Error::Write {

@@ -109,6 +109,15 @@ pub enum Error {
     #[error("S3 client setup failed: {0}")]
     ClientSetup(String),
 
+    #[error(
+        "--summary-json {path} cannot be written ({source}): fix the path or its permissions (nothing was scanned)"
+    )]
+    SummaryPath {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,

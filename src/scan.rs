@@ -108,6 +108,7 @@ pub async fn run(
         })
         .await
         .map_err(|e| Error::from_async_db(db_path, e))?;
+    let _ = stats.head_due.set(finished.due);
     // Closing checkpoints the WAL into the database file, so the file alone is the whole
     // database once s3meta exits (copies, backups); a failure here loses nothing.
     if let Err(e) = conn.close().await {

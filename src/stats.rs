@@ -26,6 +26,9 @@ pub struct Stats {
     pub concurrency: AtomicU64,
     /// The scan row this run works on, and its mode, once the scan has started.
     pub scan: std::sync::OnceLock<(i64, &'static str)>,
+    /// The HEADs the scan still owes, once this run's end is recorded — also when it ends
+    /// with a fatal error, so `--summary-json` tells what a resume has left to do.
+    pub head_due: std::sync::OnceLock<i64>,
 }
 
 /// A plain copy of the counters at one instant.

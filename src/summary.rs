@@ -47,8 +47,9 @@ pub struct Objects {
     pub with_metadata: u64,
     pub deleted: u64,
     pub errored: u64,
-    /// Still owed a HEAD (non-zero after an interrupt).
-    pub head_due: i64,
+    /// Still owed a HEAD when the run ended (non-zero after an interrupt or a failure); null
+    /// when the scan never started.
+    pub head_due: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -73,6 +74,7 @@ impl Summary {
         exit_code: u8,
         stats: &Snapshot,
         scan: Option<(i64, &'static str)>,
+        head_due: Option<i64>,
         elapsed: Duration,
     ) -> Summary {
         let (report, error) = match result {
@@ -105,7 +107,7 @@ impl Summary {
                 with_metadata: stats.with_metadata,
                 deleted: stats.gone,
                 errored: stats.failed,
-                head_due: report.map_or(0, |r| r.due),
+                head_due: report.map(|r| r.due).or(head_due),
             },
             requests: Requests {
                 list: stats.list_requests,
@@ -121,6 +123,25 @@ impl Summary {
                 0.0
             },
             resources: resources(),
+        }
+    }
+
+    /// Fails at once if `dest` cannot be written, so that no scan runs for a summary that
+    /// would be lost at its end. A file created to find out is removed again.
+    pub fn check_writable(dest: &Path) -> std::io::Result<()> {
+        if dest == Path::new("-") {
+            return Ok(());
+        }
+        match std::fs::OpenOptions::new().write(true).open(dest) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(dest)?;
+                std::fs::remove_file(dest)
+            }
+            Err(e) => Err(e),
         }
     }
 

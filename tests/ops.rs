@@ -289,3 +289,58 @@ async fn every_retry_is_logged_at_debug_and_logs_can_be_json() {
     let out = output(cmd).await;
     assert!(!stderr(&out).contains("retry"), "{}", stderr(&out));
 }
+
+/// Issue 13: a failed run reports the HEADs it still owes, as the database records them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn summary_json_head_due_is_what_a_failed_run_still_owes() {
+    let env = Env::new().await;
+    fill(env.state(), "bkt", "", 300);
+    env.state()
+        .set_latency(Some(Op::Head), std::time::Duration::from_millis(10));
+    env.state()
+        .add_fault(Fault::list_page(3, Action::Status(500)));
+    let path = env.dir.path().join("summary.json");
+    let mut cmd = scan_cmd(&env, "s3://bkt", &path);
+    cmd.args(["--max-attempts", "1", "--list-parallelism", "1", "-j", "1"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let s = read(&path);
+    assert_eq!(s["state"], "failed");
+    let owed = count(&env.db, "SELECT count(*) FROM objects WHERE head_due = 1");
+    // Pages 1 and 2 are committed; the HEAD queue holds a page, so page 3 is asked for (and
+    // fails) while a page of HEADs is still owed.
+    assert!(owed > 0, "{owed}");
+    assert_eq!(s["objects"]["head_due"], owed, "{s}");
+}
+
+/// Issue 13: an unwritable --summary-json is refused before anything is scanned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_summary_path_is_refused_before_the_scan() {
+    let env = Env::new().await;
+    fill(env.state(), "bkt", "", 30);
+    for dest in [
+        env.dir.path().join("no-such-dir").join("s.json"),
+        env.dir.path().to_path_buf(),
+    ] {
+        let out = output(scan_cmd(&env, "s3://bkt", &dest)).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!(
+                "--summary-json {} cannot be written",
+                dest.display()
+            )),
+            "{err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert_eq!(env.state().requests(Op::List), 0, "nothing was listed");
+        assert!(!env.db.exists(), "no database was created");
+    }
+    // A writable path that does not exist yet is not left behind by the check.
+    let fresh = env.dir.path().join("fresh.json");
+    let mut cmd = scan_cmd(&env, "s3://nosuch", &fresh);
+    cmd.args(["--max-attempts", "1"]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(read(&fresh)["state"], "failed");
+}

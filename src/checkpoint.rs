@@ -4,7 +4,7 @@
 //! `--restart`/`--full`. Sends on: a `ScanPlan` — the scan row to continue, its mode and the
 //! ranges with their checkpoints — and, at the end, the final state. Invariants: at most one
 //! unfinished scan per target (an unfinished one is always resumed unless `--restart`
-//! abandons it); a scan is `complete` only when every range is listed and no object of its
+//! abandons it, or `--full` an unfinished rescan); a scan is `complete` only when every range is listed and no object of its
 //! keyspace is still owed a HEAD.
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -77,7 +77,10 @@ pub struct ScanPlan {
     pub ranges: Vec<RangeState>,
 }
 
-/// Resumes the target's unfinished scan, or starts a new one, in one transaction.
+/// Resumes the target's unfinished scan, or starts a new one, in one transaction. `full` with
+/// an unfinished *rescan* abandons it and starts a full scan, as `restart` does: the rescan
+/// has already skipped the HEADs of the objects it found unchanged, so resuming it could not
+/// HEAD every object (issue 13).
 pub fn begin(
     conn: &mut Connection,
     target: &Target,
@@ -99,7 +102,7 @@ pub fn begin(
         .optional()?;
     let mut abandoned = None;
     let plan = match unfinished {
-        Some((scan_id, mode, record_created)) if !restart => {
+        Some((scan_id, mode, record_created)) if !(restart || full && mode == "rescan") => {
             tx.execute(
                 "UPDATE scans SET state = 'running', updated_at = ?2 WHERE scan_id = ?1",
                 params![scan_id, now],

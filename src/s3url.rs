@@ -44,7 +44,7 @@ fn strip_scheme(text: &str) -> Option<&str> {
 
 /// Bucket names as S3-compatible stores accept them: the strict AWS rules are a subset, and
 /// legacy or on-premises buckets may hold upper case and underscores, so those are allowed.
-fn check_bucket_name(name: &str) -> Result<(), String> {
+pub fn check_bucket_name(name: &str) -> Result<(), String> {
     let shown_name: String = name.chars().map(shown).collect();
     if name.len() < 3 || name.len() > 255 {
         return Err(format!(

@@ -88,8 +88,14 @@ pub async fn run(
     let mut conn = db::open_rw(db_path)?;
     let plan = checkpoint::begin(&mut conn, &cfg.target, cfg.restart, cfg.full)
         .map_err(|e| Error::db(db_path, e))?;
-    if let Some(old) = plan.abandoned {
-        tracing::info!("abandoned unfinished scan {old} (--restart); its committed rows stay");
+    match plan.abandoned {
+        Some(old) if cfg.restart => {
+            tracing::info!("abandoned unfinished scan {old} (--restart); its committed rows stay")
+        }
+        Some(old) => tracing::warn!(
+            "--full: abandoned the unfinished rescan {old} (its committed rows stay) to start a full scan, which HEADs every object"
+        ),
+        None => {}
     }
     if plan.resumed {
         tracing::info!("resuming scan {}", plan.scan_id);

@@ -49,12 +49,24 @@ impl RangeLine {
             .collect()
     }
 
+    /// Parses and checks a line: the bucket is a bucket name as `s3://` URLs require (never
+    /// `s3://x` or `a/../b` sent to the store), and the range is not empty.
     pub fn parse(text: &str) -> Result<RangeLine, Error> {
-        serde_json::from_str(text.trim()).map_err(|e| {
+        let bad = |reason: String| {
             Error::BadInput(format!(
-                "--range-json: {e}; expected one line printed by `s3meta plan`, e.g. {{\"bucket\":\"b\",\"prefix\":\"\",\"start_after\":null,\"end\":\"k\"}}"
+                "--range-json: {reason}; expected one line printed by `s3meta plan`, e.g. {{\"bucket\":\"b\",\"prefix\":\"\",\"start_after\":null,\"end\":\"k\"}}"
             ))
-        })
+        };
+        let line: RangeLine = serde_json::from_str(text.trim()).map_err(|e| bad(e.to_string()))?;
+        crate::s3url::check_bucket_name(&line.bucket).map_err(bad)?;
+        if let (Some(a), Some(e)) = (&line.start_after, &line.end)
+            && a >= e
+        {
+            return Err(bad(format!(
+                "the range is empty (start_after {a:?} is not before end {e:?})"
+            )));
+        }
+        Ok(line)
     }
 
     pub fn target(&self, store: &str) -> Target {

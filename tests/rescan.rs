@@ -414,3 +414,65 @@ async fn a_rewritten_object_answering_404_keeps_its_old_listing_on_the_deleted_r
         [format!("deleted {} -", old_etag[0])]
     );
 }
+
+/// Issue 13: `--full` is honoured when an unfinished rescan would be resumed: the rescan is
+/// abandoned (and the log says so) and a full scan HEADs every object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_abandons_an_unfinished_rescan_and_says_so() {
+    let env = Env::new().await;
+    fill(env.state(), "bkt", "", 450);
+    let scan = |extra: &[&str]| {
+        let mut cmd = env.scan_cmd("s3://bkt", &env.db);
+        cmd.args(["--list-parallelism", "1", "--max-attempts", "1"])
+            .args(extra);
+        output(cmd)
+    };
+    let out = scan(&[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    env.state().put_object("bkt", "obj-00001", b"v2", &[]);
+    env.state()
+        .add_fault(Fault::list_page(3, Action::Status(500)).times(1));
+    let out = scan(&[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        column(
+            &env.db,
+            "SELECT mode || ' ' || state FROM scans ORDER BY scan_id"
+        ),
+        ["full complete", "rescan interrupted"]
+    );
+
+    let before = env.state().requests(Op::Head);
+    let out = scan(&["--full"]).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("--full: abandoned the unfinished rescan 2"),
+        "{err}"
+    );
+    assert_eq!(env.state().requests(Op::Head) - before, 450, "every object");
+    assert_eq!(
+        column(
+            &env.db,
+            "SELECT mode || ' ' || state FROM scans ORDER BY scan_id"
+        ),
+        ["full complete", "rescan abandoned", "full complete"]
+    );
+
+    // Without --full an unfinished full scan is resumed as before; --full resumes it too.
+    env.state()
+        .add_fault(Fault::list_page(3, Action::Status(500)).times(1));
+    env.state().reset_counters();
+    let out = scan(&["--full"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = scan(&["--full"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("abandoned"), "{}", stderr(&out));
+    assert_eq!(
+        column(
+            &env.db,
+            "SELECT mode || ' ' || state FROM scans WHERE scan_id = 4"
+        ),
+        ["full complete"]
+    );
+}

@@ -125,3 +125,42 @@ async fn plan_range_scans_and_merge_equal_one_scan_on_two_nights() {
         stderr(&out)
     );
 }
+
+/// Issue 13: a range line's bucket is checked like an `s3://` URL's before anything is sent,
+/// and an empty range is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_json_lines_with_bad_buckets_or_empty_ranges_are_refused() {
+    let env = Env::new().await;
+    fill(env.state(), "bkt", "", 5);
+    for (bucket, needle) in [
+        ("s3://x", "bucket name `s3://x` contains `:`"),
+        ("a/../b", "bucket name `a/../b` contains `/`"),
+        ("", "must be 3 to 255 characters long"),
+        ("bkt\n", "contains `\\n`"),
+    ] {
+        let line =
+            serde_json::json!({"bucket": bucket, "prefix": "", "start_after": null, "end": "k"});
+        let mut cmd = env.bin();
+        cmd.args(["scan", "--range-json", &line.to_string(), "--db"])
+            .arg(&env.db);
+        let out = output(cmd).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("--range-json: "), "{err}");
+        assert!(err.contains(needle), "expected {needle:?} in {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+    let empty = r#"{"bucket":"bkt","prefix":"","start_after":"m","end":"c"}"#;
+    let mut cmd = env.bin();
+    cmd.args(["scan", "--range-json", empty, "--db"])
+        .arg(&env.db);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("the range is empty"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.state().requests(Op::List), 0, "nothing was sent");
+    assert!(!env.db.exists());
+}

@@ -49,6 +49,7 @@ pub fn open_ro(path: &Path) -> Result<Connection> {
             path: path.to_path_buf(),
         });
     }
+    crate::lock::refuse_hard_links(path)?;
     let db = |e| Error::db(path, e);
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(db)?;
@@ -68,6 +69,23 @@ pub fn open_ro(path: &Path) -> Result<Connection> {
     }
     conn.pragma_update(None, "query_only", "ON").map_err(db)?;
     Ok(conn)
+}
+
+/// A `file:` URI opening `path` read-only, for `ATTACH` (the connection must accept URIs,
+/// as rusqlite's default flags do): a missing file is then an error, never created.
+pub fn read_only_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut uri = String::from("file:");
+    for &b in absolute.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(b as char);
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?mode=ro");
+    uri
 }
 
 /// Returns the schema version of an s3meta (or empty) database; refuses anything else.
@@ -165,6 +183,34 @@ mod tests {
         let ro = open_ro(&path).unwrap();
         let err = ro.execute("DELETE FROM objects", []).unwrap_err();
         assert!(err.to_string().contains("readonly"), "{err}");
+    }
+
+    /// Issue 13: an attached input is opened read-only by URI, whatever its name holds.
+    #[test]
+    fn read_only_uris_attach_any_name_and_never_create() {
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("a?b#c%d é.db");
+        drop(open_rw(&odd).unwrap());
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute("ATTACH ?1 AS src", [read_only_uri(&odd)])
+            .unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM src.objects", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
+        let err = conn
+            .execute(
+                "INSERT INTO src.buckets (store, name) VALUES ('a', 'b')",
+                [],
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("readonly"), "{err}");
+        let missing = dir.path().join("missing.db");
+        assert!(
+            conn.execute("ATTACH ?1 AS gone", [read_only_uri(&missing)])
+                .is_err()
+        );
+        assert!(!missing.exists());
     }
 
     #[test]

@@ -57,9 +57,23 @@ pub enum Error {
     NoDatabase { path: PathBuf },
 
     #[error(
-        "another s3meta process is writing to {path} (lock {lock}): wait for it to finish, or use another --db"
+        "another s3meta process is writing to {path}: wait for it to finish, or use another --db"
     )]
-    Locked { path: PathBuf, lock: PathBuf },
+    Locked { path: PathBuf },
+
+    #[error(
+        "{path} has {links} hard links: SQLite keeps a -wal file per path name, so two names of one database would corrupt it; remove the other names (`find / -xdev -samefile {path}`) or copy the file"
+    )]
+    HardLinks { path: PathBuf, links: u64 },
+
+    #[error(
+        "cannot open {path} for writing ({source}): scan, forget and merge need write access to the database file and its directory"
+    )]
+    OpenDb {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 
     #[error(
         "{path} is locked by another SQLite connection: stop the program holding it (e.g. an open sqlite3 write), then retry"
@@ -70,7 +84,7 @@ pub enum Error {
         source: rusqlite::Error,
     },
 
-    #[error("cannot open lock file {path}: {source}")]
+    #[error("cannot lock {path}: {source}")]
     LockFile {
         path: PathBuf,
         #[source]

@@ -52,6 +52,7 @@ pub fn run(args: &ForgetArgs, store: Option<&str>, quiet: bool) -> Result<(), Er
             path: path.to_path_buf(),
         });
     }
+    // Declared before the connection, so its descriptor closes after it (lock.rs).
     let _lock = lock::acquire(path)?;
     let mut conn = db::open_rw(path)?;
     let say = |msg: String| {

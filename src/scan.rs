@@ -84,6 +84,7 @@ pub async fn run(
     stats: Arc<Stats>,
 ) -> Result<ScanReport, Error> {
     let started = Instant::now();
+    // Taken before the first connection and released after the last is closed (lock.rs).
     let _lock = lock::acquire(db_path)?;
     let mut conn = db::open_rw(db_path)?;
     let plan = checkpoint::begin(&mut conn, &cfg.target, cfg.restart, cfg.full)
@@ -113,13 +114,16 @@ pub async fn run(
                 .map_err(|e| Error::db(&path, e))
         })
         .await
-        .map_err(|e| Error::from_async_db(db_path, e))?;
-    let _ = stats.head_due.set(finished.due);
-    // Closing checkpoints the WAL into the database file, so the file alone is the whole
-    // database once s3meta exits (copies, backups); a failure here loses nothing.
+        .map_err(|e| Error::from_async_db(db_path, e));
+    // Closed on every path, and awaited: dropping the handle would close the connection on
+    // its own thread later, possibly after the lock's descriptor (lock.rs). Closing
+    // checkpoints the WAL into the database file, so the file alone is the whole database
+    // once s3meta exits (copies, backups); a failure here loses nothing.
     if let Err(e) = conn.close().await {
         tracing::warn!("closing {}: {e}", db_path.display());
     }
+    let finished = finished?;
+    let _ = stats.head_due.set(finished.due);
     fatal?;
     let outcome = if finished.state != "complete" {
         Outcome::Interrupted

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::Target;
 use crate::error::Error;
 use crate::keyspace::KeyRange;
+use crate::lock::DbLock;
 use crate::ranges::Bounds;
 use crate::{db, lock};
 
@@ -87,36 +88,55 @@ pub struct Merged {
     pub objects: i64,
 }
 
-/// Merges each input database into `out` (created if missing), in order.
+/// Merges each input database into `out` (created if missing), in order. Every input is
+/// checked first, and locked so that no scan starts on it during the merge, before `out` is
+/// created or changed (issue 13): a mistyped input is an error, never half a merge.
 pub fn merge(out: &Path, inputs: &[&Path]) -> Result<Merged, Error> {
-    let _lock = lock::acquire(out)?;
-    let mut conn = db::open_rw(out)?;
-    let mut total = Merged::default();
+    // Declared before the connection, so the locks' descriptors close after it (lock.rs).
+    let mut held: Vec<(DbLock, (u64, u64))> = Vec::with_capacity(inputs.len());
+    let out_id = file_id(out);
     for input in inputs {
-        if input.canonicalize().ok() == out.canonicalize().ok() {
+        let id = file_id(input).ok_or_else(|| Error::NoDatabase {
+            path: input.to_path_buf(),
+        })?;
+        if out_id == Some(id) {
             return Err(Error::BadInput(format!(
                 "cannot merge {} into itself",
                 input.display()
             )));
         }
-        check_input(input)?;
+        if let Some((first, _)) = held.iter().find(|(_, other)| *other == id) {
+            return Err(Error::BadInput(format!(
+                "{} is given twice (also as {}): name each input once",
+                input.display(),
+                first.path.display()
+            )));
+        }
+        held.push((check_input(input)?, id));
+    }
+    let _lock = lock::acquire(out)?;
+    let mut conn = db::open_rw(out)?;
+    let mut total = Merged::default();
+    for input in inputs {
         let m = merge_one(&mut conn, input).map_err(|e| Error::db(out, e))?;
         total.keyspaces += m.keyspaces;
         total.objects += m.objects;
     }
+    drop(conn);
     Ok(total)
 }
 
-/// Refuses a missing, foreign or newer input, and one whose scan is running or unfinished: a
-/// half-done shard would replace its range in OUT with a partial copy.
-fn check_input(input: &Path) -> Result<(), Error> {
+/// The (device, inode) of a file, which every path to it shares.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Locks an input, and refuses a missing, foreign or newer one, and one whose scan is running
+/// or unfinished: a half-done shard would replace its range in OUT with a partial copy.
+fn check_input(input: &Path) -> Result<DbLock, Error> {
+    let lock = lock::acquire_existing(input)?;
     let conn = db::open_ro(input)?;
-    if lock::is_held(input) {
-        return Err(Error::Locked {
-            path: input.to_path_buf(),
-            lock: lock::lock_path(input),
-        });
-    }
     let unfinished: Option<(i64, String, String)> = conn
         .query_row(
             "SELECT s.scan_id, b.name, s.prefix FROM scans s JOIN buckets b USING (bucket_id)
@@ -126,12 +146,13 @@ fn check_input(input: &Path) -> Result<(), Error> {
         )
         .optional()
         .map_err(|e| Error::db(input, e))?;
+    drop(conn);
     match unfinished {
         Some((id, bucket, prefix)) => Err(Error::BadInput(format!(
             "{} holds an unfinished scan of s3://{bucket}/{prefix} (scan {id}): run that scan again to finish it, then merge",
             input.display()
         ))),
-        None => Ok(()),
+        None => Ok(lock),
     }
 }
 
@@ -167,7 +188,9 @@ impl Keyspace {
 /// Replaces, in one transaction, what OUT holds in the input's keyspaces: their scans (all
 /// copied under new ids, mapped in `temp.scan_map`) and the objects of the outermost ones.
 fn merge_one(conn: &mut Connection, input: &Path) -> rusqlite::Result<Merged> {
-    conn.execute("ATTACH DATABASE ?1 AS src", [input.to_string_lossy()])?;
+    // Read-only by URI: a file that vanished since it was checked is an error, never a new
+    // empty database attached (and created) in its place.
+    conn.execute("ATTACH DATABASE ?1 AS src", [db::read_only_uri(input)])?;
     let result = (|| {
         let tx = conn.transaction()?;
         let spaces = keyspaces(&tx)?;

@@ -77,8 +77,10 @@ pub struct ObjectError {
 /// Runs `s3meta status`, writing to `out`.
 pub fn run(args: &StatusArgs, out: &mut dyn Write) -> Result<()> {
     let path = args.db.db.as_path();
+    // Tested before the connection opens, and its descriptor closed after (lock.rs).
+    let probe = lock::probe(path);
     let conn = db::open_ro(path)?;
-    let live = || lock::is_held(path);
+    let live = || probe.liveness == lock::Liveness::Held;
     let report = read(&conn, path, args.errors, &live).map_err(|e| Error::db(path, e))?;
     match args.format {
         StatusFormat::Json => serde_json::to_writer_pretty(&mut *out, &report)

@@ -204,3 +204,79 @@ async fn foreign_corrupt_and_newer_databases_are_refused_untouched() {
         .unwrap();
     assert_eq!(dump(&env.db), before);
 }
+
+/// Issue 13: one scan per database *file*: a symlink, a deleted lock file or a hard link does
+/// not let a second writer in, and a database with two hard links is refused untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_lock_per_database_file_whatever_the_path() {
+    let env = Env::new().await;
+    fill(env.state(), "bkt", "", 50);
+    env.state().hold(
+        Op::Head,
+        Gate::Requests {
+            op: Op::Delete,
+            n: 1,
+        },
+    );
+    let mut first = scan_cmd(&env, "s3://bkt")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    env.state().wait_for_requests(Some(Op::Head), 1).await;
+
+    let alias = env.dir.path().join("alias.db");
+    std::os::unix::fs::symlink(&env.db, &alias).unwrap();
+    // What a user might delete to "unstick" a scan (the lock of earlier versions).
+    let _ = std::fs::remove_file(env.dir.path().join("s3meta.db.lock"));
+    for db in [&env.db, &alias] {
+        assert_fatal(
+            env.scan_cmd("s3://bkt", db),
+            "another s3meta process is writing to",
+        )
+        .await;
+        let mut forget = env.bin();
+        forget.args(["forget", "s3://bkt", "--db"]).arg(db);
+        assert_fatal(forget, "another s3meta process is writing to").await;
+    }
+
+    env.state().release(Op::Head);
+    let status = tokio::task::spawn_blocking(move || first.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(column(&env.db, "SELECT state FROM scans"), ["complete"]);
+    assert_eq!(
+        count(&env.db, "SELECT count(*) FROM objects WHERE state = 'ok'"),
+        50
+    );
+
+    // A scan through the symlink is a rescan of the same database.
+    let out = output(env.scan_cmd("s3://bkt", &alias)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        column(&env.db, "SELECT mode FROM scans ORDER BY scan_id"),
+        ["full", "rescan"]
+    );
+
+    // Two hard links: every command refuses the file, which stays as it was.
+    let before = dump(&env.db);
+    let link = env.dir.path().join("link.db");
+    std::fs::hard_link(&env.db, &link).unwrap();
+    for db in [&env.db, &link] {
+        assert_fatal(env.scan_cmd("s3://bkt", db), "has 2 hard links").await;
+        for sub in ["query", "status", "names"] {
+            let mut cmd = env.bin();
+            cmd.arg(sub).arg("--db").arg(db);
+            assert_fatal(cmd, "has 2 hard links").await;
+        }
+    }
+    let mut merge = env.bin();
+    merge
+        .arg("merge")
+        .arg(env.dir.path().join("out.db"))
+        .arg(&link);
+    assert_fatal(merge, "has 2 hard links").await;
+    assert!(!env.dir.path().join("out.db").exists());
+    std::fs::remove_file(&link).unwrap();
+    assert_eq!(dump(&env.db), before);
+}

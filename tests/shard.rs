@@ -164,3 +164,55 @@ async fn range_json_lines_with_bad_buckets_or_empty_ranges_are_refused() {
     assert_eq!(env.state().requests(Op::List), 0, "nothing was sent");
     assert!(!env.db.exists());
 }
+
+/// Issue 13: merge checks every input before it creates or changes OUT, and attaches the
+/// inputs read-only, so a missing or mistyped input is an error and never an empty database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_checks_every_input_before_touching_out() {
+    let env = Env::new().await;
+    fill(env.state(), "bkt", "", 40);
+    let good = env.dir.path().join("good.db");
+    env.scan_into(&env.config("bkt", ""), &good).await.unwrap();
+    let unfinished = env.dir.path().join("unfinished.db");
+    env.state()
+        .add_fault(Fault::list_page(1, Action::Status(403)).times(1));
+    assert!(
+        env.scan_into(&env.config("bkt", ""), &unfinished)
+            .await
+            .is_err()
+    );
+    let missing = env.dir.path().join("misspelled.db");
+    let out = env.dir.path().join("out.db");
+    let merge = |inputs: &[&PathBuf]| {
+        let mut cmd = env.bin();
+        cmd.arg("merge").arg(&out).args(inputs);
+        output(cmd)
+    };
+    for (inputs, needle) in [
+        (vec![&good, &missing], "misspelled.db does not exist"),
+        (vec![&good, &unfinished], "holds an unfinished scan"),
+        (vec![&good, &good], "is given twice"),
+    ] {
+        let o = merge(&inputs).await;
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(needle), "expected {needle:?} in {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(
+            !out.exists(),
+            "OUT is not created before the inputs are checked"
+        );
+        assert!(!missing.exists(), "a missing input is never created");
+    }
+    let o = merge(&[&good]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(dump(&out), dump(&good));
+    let mut cmd = env.bin();
+    cmd.arg("merge").arg(&good).arg(&out);
+    let o = output(cmd).await;
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut cmd = env.bin();
+    cmd.arg("merge").arg(&out).arg(&out);
+    let o = output(cmd).await;
+    assert!(stderr(&o).contains("into itself"), "{}", stderr(&o));
+}

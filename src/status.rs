@@ -3,8 +3,9 @@
 //! Receives: the `status` arguments and a database path. Sends on: a report (scans with their
 //! target, mode, state, times, counters and checkpoint age; objects in error, capped) as a
 //! table or as JSON. Invariants: the database is only read; a scan recorded as `running` is
-//! shown as `interrupted` (stale) when no process holds the scan lock, which is tested by
-//! taking the lock and releasing it at once, never by waiting for it.
+//! shown as `interrupted` (stale) when no process holds the scan lock, which is tested through
+//! a read-only descriptor by taking the lock and releasing it at once, never by waiting for
+//! it; a lock that cannot be tested is "unknown", never "not held" (issue 13).
 
 use std::io::Write;
 use std::path::Path;
@@ -15,7 +16,7 @@ use serde::Serialize;
 use crate::cli::{StatusArgs, StatusFormat};
 use crate::db;
 use crate::error::{Error, Result};
-use crate::lock;
+use crate::lock::{self, Liveness};
 use crate::progress::thousands;
 use crate::query::output::escape_controls;
 
@@ -40,8 +41,11 @@ pub struct ScanStatus {
     pub mode: String,
     /// As recorded, except that a `running` scan no process holds the lock of is `interrupted`.
     pub state: String,
-    /// The scan was recorded as `running` but its process is gone (killed, crashed).
-    pub stale: bool,
+    /// The scan was recorded as `running` but its process is gone (killed, crashed); null when
+    /// that cannot be told (see `lock_unknown`).
+    pub stale: Option<bool>,
+    /// Why the lock of a scan recorded as `running` could not be tested.
+    pub lock_unknown: Option<String>,
     pub started_at: String,
     pub updated_at: String,
     pub finished_at: Option<String>,
@@ -80,7 +84,7 @@ pub fn run(args: &StatusArgs, out: &mut dyn Write) -> Result<()> {
     // Tested before the connection opens, and its descriptor closed after (lock.rs).
     let probe = lock::probe(path);
     let conn = db::open_ro(path)?;
-    let live = || probe.liveness == lock::Liveness::Held;
+    let live = || probe.liveness.clone();
     let report = read(&conn, path, args.errors, &live).map_err(|e| Error::db(path, e))?;
     match args.format {
         StatusFormat::Json => serde_json::to_writer_pretty(&mut *out, &report)
@@ -97,7 +101,7 @@ pub fn read(
     conn: &Connection,
     path: &Path,
     max_errors: u64,
-    live: &dyn Fn() -> bool,
+    live: &dyn Fn() -> Liveness,
 ) -> rusqlite::Result<Report> {
     let mut stmt = conn.prepare(
         "SELECT s.scan_id, b.store, b.name, s.prefix, s.start_after, s.end_key, s.mode, s.state,
@@ -113,10 +117,20 @@ pub fn read(
     let mut scans = stmt
         .query_map([], scan_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    if scans.iter().any(|s| s.state == "running") && !live() {
+    if scans.iter().any(|s| s.state == "running") {
+        let liveness = live();
         for s in scans.iter_mut().filter(|s| s.state == "running") {
-            s.state = "interrupted".into();
-            s.stale = true;
+            match &liveness {
+                Liveness::Held => s.stale = Some(false),
+                Liveness::Free => {
+                    s.state = "interrupted".into();
+                    s.stale = Some(true);
+                }
+                Liveness::Unknown(why) => {
+                    s.stale = None;
+                    s.lock_unknown = Some(why.clone());
+                }
+            }
         }
     }
     // CROSS JOIN keeps object_errors (one row per object in error, usually a few) the outer
@@ -152,7 +166,8 @@ fn scan_row(r: &Row<'_>) -> rusqlite::Result<ScanStatus> {
         end_key: r.get(5)?,
         mode: r.get(6)?,
         state: r.get(7)?,
-        stale: false,
+        stale: Some(false),
+        lock_unknown: None,
         started_at: r.get(8)?,
         updated_at: r.get(9)?,
         finished_at: r.get(10)?,
@@ -231,10 +246,12 @@ fn write_scan(s: &ScanStatus, out: &mut dyn Write) -> std::io::Result<()> {
             e.as_deref().unwrap_or("…")
         ),
     };
-    let state = if s.stale {
-        "interrupted (stale: recorded as running, but no s3meta process holds the lock; run the same scan to resume)"
-    } else {
-        &s.state
+    let state = match (&s.stale, &s.lock_unknown) {
+        (Some(true), _) => "interrupted (stale: recorded as running, but no s3meta process holds the lock; run the same scan to resume)".to_string(),
+        (_, Some(why)) => format!(
+            "running, or interrupted: unknown ({why}); run status as a user who can read the database to tell"
+        ),
+        _ => s.state.clone(),
     };
     let n = |v: i64| thousands(v as u64);
     writeln!(
@@ -293,6 +310,41 @@ fn age(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 13: a lock that cannot be tested leaves a running scan running, "unknown".
+    #[test]
+    fn an_untestable_lock_is_unknown_never_not_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let conn = db::open_rw(&path).unwrap();
+        conn.execute_batch(
+            "INSERT INTO buckets (store, name) VALUES ('aws', 'b');
+             INSERT INTO scans (bucket_id, prefix, mode, state, record_created, started_at, updated_at)
+             VALUES (1, '', 'full', 'running', 0, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z');",
+        )
+        .unwrap();
+        let unknown = || Liveness::Unknown("cannot test the lock: ENOLCK".into());
+        let r = read(&conn, &path, 5, &unknown).unwrap();
+        let s = &r.scans[0];
+        assert_eq!((s.state.as_str(), s.stale), ("running", None));
+        let mut text = Vec::new();
+        write_table(&r, &mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(
+            text.contains("unknown (cannot test the lock: ENOLCK)"),
+            "{text}"
+        );
+        let r = read(&conn, &path, 5, &|| Liveness::Free).unwrap();
+        assert_eq!(
+            (r.scans[0].state.as_str(), r.scans[0].stale),
+            ("interrupted", Some(true))
+        );
+        let r = read(&conn, &path, 5, &|| Liveness::Held).unwrap();
+        assert_eq!(
+            (r.scans[0].state.as_str(), r.scans[0].stale),
+            ("running", Some(false))
+        );
+    }
 
     #[test]
     fn ages_read_naturally() {

@@ -155,3 +155,53 @@ async fn queries_and_status_run_while_a_scan_writes() {
     assert_eq!(stdout(&out), "167\n");
     assert_eq!(status(&env).await["state"], "complete");
 }
+
+/// Issue 13: another user, who cannot write the database or its directory, still tells a
+/// running scan from a killed one: the lock is tested through a read-only descriptor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_by_another_user_tells_running_from_killed() {
+    if !can_switch_users("status_by_another_user_tells_running_from_killed") {
+        return;
+    }
+    let env = Env::new().await;
+    fill(env.state(), "bkt", "", 250);
+    let dir = user_dir(&env, "scans", WRITER, 0o755);
+    let db = dir.join("s3meta.db");
+    env.state().hold(
+        Op::Head,
+        Gate::Requests {
+            op: Op::Delete,
+            n: 1,
+        },
+    );
+    let mut scan = as_user(env.scan_cmd("s3://bkt", &db), WRITER);
+    let mut first = scan.stderr(Stdio::null()).spawn().unwrap();
+    env.state().wait_for_requests(Some(Op::Head), 1).await;
+    let status = || {
+        let mut cmd = env.bin();
+        cmd.args(["status", "--format", "json", "--db"]).arg(&db);
+        let cmd = as_user(cmd, READER);
+        async move {
+            let out = output(cmd).await;
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            serde_json::from_str::<Value>(&stdout(&out)).unwrap()["scans"][0].clone()
+        }
+    };
+    let live = status().await;
+    assert_eq!(
+        (live["state"].clone(), live["stale"].clone()),
+        (json!("running"), json!(false)),
+        "{live}"
+    );
+    first.kill().unwrap();
+    tokio::task::spawn_blocking(move || first.wait().unwrap())
+        .await
+        .unwrap();
+    let killed = status().await;
+    assert_eq!(
+        (killed["state"].clone(), killed["stale"].clone()),
+        (json!("interrupted"), json!(true)),
+        "{killed}"
+    );
+    env.state().release(Op::Head);
+}

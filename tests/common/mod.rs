@@ -183,6 +183,41 @@ pub fn count(db: &Path, sql: &str) -> i64 {
     column(db, sql)[0].parse().unwrap()
 }
 
+/// Permission tests (issue 13) run the binary as other users: everyone here runs as root, and
+/// root ignores permission bits. These are "the scanning user" and "another user".
+pub const WRITER: u32 = 2001;
+pub const READER: u32 = 2002;
+
+/// Whether this process can start commands as other users; permission tests print
+/// `SKIPPED` and return when it cannot.
+pub fn can_switch_users(test: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if !root {
+        eprintln!("SKIPPED {test}: needs root to run the binary under uids {WRITER} and {READER}");
+    }
+    root
+}
+
+/// The command, run as `uid` (its group `uid` too, no supplementary groups).
+pub fn as_user(mut cmd: Command, uid: u32) -> Command {
+    use std::os::unix::process::CommandExt;
+    cmd.uid(uid).gid(uid);
+    cmd
+}
+
+/// A directory `name` in the env's scratch directory (made traversable by everyone), owned by
+/// `owner` with permission bits `mode`.
+pub fn user_dir(env: &Env, name: &str, owner: u32, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = env.dir.path().join(name);
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(owner), Some(owner)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    dir
+}
+
 /// Fills `bucket` with `n` objects under `prefix`, two thirds with metadata.
 pub fn fill(state: &State, bucket: &str, prefix: &str, n: usize) {
     for i in 0..n {

@@ -4,7 +4,9 @@
 //! migrated as needed) for the scan's single writer, or read-only for queries. Invariants: a
 //! file that is not an s3meta database, or one written by a newer s3meta, is refused before
 //! anything in it is modified; migrations run in one exclusive transaction, so a database is
-//! at one schema version or the next, never between.
+//! at one schema version or the next, never between; writers and readers leave `-wal` and
+//! `-shm` in place when they close, so that readers of other users never create them
+//! (`access.rs`, issue 13).
 
 use std::path::Path;
 use std::time::Duration;
@@ -25,10 +27,13 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// How long a statement waits for another SQLite connection's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Opens (creating if needed) and migrates the database for writing.
+/// Opens (creating if needed) and migrates the database for writing. Close it with
+/// `close_rw` (or `checkpoint_for_close` then close) to fold the WAL into the file.
 pub fn open_rw(path: &Path) -> Result<Connection> {
     let db = |e| Error::db(path, e);
+    crate::access::check_writer(path)?;
     let conn = Connection::open(path).map_err(db)?;
+    keep_wal_files(&conn).map_err(db)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
     let version = check_identity(&conn, path)?;
     conn.pragma_update(None, "journal_mode", "WAL")
@@ -50,9 +55,11 @@ pub fn open_ro(path: &Path) -> Result<Connection> {
         });
     }
     crate::lock::refuse_hard_links(path)?;
+    crate::access::check_reader(path)?;
     let db = |e| Error::db(path, e);
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(db)?;
+    keep_wal_files(&conn).map_err(db)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
     let version = check_identity(&conn, path)?;
     if version == 0 {
@@ -69,6 +76,34 @@ pub fn open_ro(path: &Path) -> Result<Connection> {
     }
     conn.pragma_update(None, "query_only", "ON").map_err(db)?;
     Ok(conn)
+}
+
+/// The last connection to a WAL database closing would checkpoint and delete `-wal` and
+/// `-shm`; then the next reader of another user would have to create them, owned by itself,
+/// and the writer could not use them. With this, they stay (`close_rw` checkpoints first).
+fn keep_wal_files(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )
+    .map(|_| ())
+}
+
+/// Folds the WAL into the database file and truncates it, without waiting for readers (one
+/// that is reading keeps the rest for the next writer): the file alone is then the whole
+/// database once s3meta exits (copies, backups). A failure here loses nothing.
+pub fn checkpoint_for_close(conn: &Connection) {
+    let _ = conn.busy_timeout(Duration::ZERO);
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        // The next writer checkpoints what is left (e.g. after a full disk).
+        tracing::debug!("checkpoint before closing: {e}");
+    }
+}
+
+/// Checkpoints (see `checkpoint_for_close`) and closes a writer's connection.
+pub fn close_rw(conn: Connection, path: &Path) -> Result<()> {
+    checkpoint_for_close(&conn);
+    conn.close().map_err(|(_, e)| Error::db(path, e))
 }
 
 /// A `file:` URI opening `path` read-only, for `ATTACH` (the connection must accept URIs,

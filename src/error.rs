@@ -84,6 +84,36 @@ pub enum Error {
         source: rusqlite::Error,
     },
 
+    #[error(
+        "cannot read {path} ({source}): ask its owner (uid {owner}) to grant this user read access to it and to its -wal and -shm files (e.g. a shared group and chmod g+r)"
+    )]
+    Unreadable {
+        path: PathBuf,
+        owner: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "{path} is in WAL mode but {missing} is missing, and reading it as uid {uid} would create files its owner (uid {owner}) could not write: run any s3meta command on it once as uid {owner} (e.g. `s3meta status`; s3meta leaves those files in place for other readers), or read it as uid {owner}"
+    )]
+    ReaderWouldCreate {
+        path: PathBuf,
+        missing: PathBuf,
+        uid: String,
+        owner: String,
+    },
+
+    #[error(
+        "{path} cannot be written by this user ({source}); another user's reader probably created it: give it to the database's owner (`chown --reference={db} {db}-wal {db}-shm`) and run again"
+    )]
+    CompanionNotWritable {
+        path: PathBuf,
+        db: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("cannot lock {path}: {source}")]
     LockFile {
         path: PathBuf,

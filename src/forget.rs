@@ -81,7 +81,7 @@ pub fn run(args: &ForgetArgs, store: Option<&str>, quiet: bool) -> Result<(), Er
             .map_err(|e| Error::db(path, e))?;
         say("vacuumed".into());
     }
-    Ok(())
+    db::close_rw(conn, path)
 }
 
 fn no_such_bucket(

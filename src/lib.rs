@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod canonical;
 pub mod changes;
 pub mod checkpoint;

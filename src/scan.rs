@@ -116,9 +116,14 @@ pub async fn run(
         .await
         .map_err(|e| Error::from_async_db(db_path, e));
     // Closed on every path, and awaited: dropping the handle would close the connection on
-    // its own thread later, possibly after the lock's descriptor (lock.rs). Closing
-    // checkpoints the WAL into the database file, so the file alone is the whole database
-    // once s3meta exits (copies, backups); a failure here loses nothing.
+    // its own thread later, possibly after the lock's descriptor (lock.rs). The checkpoint
+    // folds the WAL into the database file first (db.rs); a failure here loses nothing.
+    let _ = conn
+        .call(|c| {
+            db::checkpoint_for_close(c);
+            Ok::<_, Error>(())
+        })
+        .await;
     if let Err(e) = conn.close().await {
         tracing::warn!("closing {}: {e}", db_path.display());
     }

@@ -122,7 +122,7 @@ pub fn merge(out: &Path, inputs: &[&Path]) -> Result<Merged, Error> {
         total.keyspaces += m.keyspaces;
         total.objects += m.objects;
     }
-    drop(conn);
+    db::close_rw(conn, out)?;
     Ok(total)
 }
 

@@ -59,6 +59,8 @@ pub enum Command {
     Merge(MergeArgs),
     /// Remove a bucket's or prefix's rows from the database, and/or prune old change records.
     Forget(ForgetArgs),
+    /// Read the whole database: SQLite's integrity_check and s3meta's own invariants (slow on large databases).
+    Check(CheckArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions {
         #[arg(value_enum)]
@@ -307,6 +309,15 @@ pub struct NamesArgs {
     /// Output format [default: table when stdout is a terminal, else jsonl].
     #[arg(long, value_enum)]
     pub format: Option<Format>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// No progress line (it is shown only when stderr is a terminal anyway).
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
 #[derive(Debug, Args)]

@@ -13,7 +13,9 @@ use clap::CommandFactory;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::Target;
-use crate::cli::{Cli, EstimateArgs, EstimateFormat, ForgetArgs, MergeArgs, PlanArgs, ScanArgs};
+use crate::cli::{
+    CheckArgs, Cli, EstimateArgs, EstimateFormat, ForgetArgs, MergeArgs, PlanArgs, ScanArgs,
+};
 use crate::client;
 use crate::error::Error;
 use crate::estimate;
@@ -175,6 +177,43 @@ pub fn merge(args: &MergeArgs, quiet: bool) -> Result<u8, Error> {
             m.objects
         );
     }
+    Ok(0)
+}
+
+/// `s3meta check`: the problems on stdout, one per line, then a summary line; exit 1 if any.
+pub async fn check(args: &CheckArgs, quiet: bool) -> Result<u8, Error> {
+    let progress = Arc::new(crate::check::CheckProgress::default());
+    let show = !quiet && !args.no_progress && std::io::stderr().is_terminal();
+    let bar = Progress::start_check(progress.clone(), show);
+    let path = args.db.db.clone();
+    let p = progress.clone();
+    let report = tokio::task::spawn_blocking(move || crate::check::run(&path, &p))
+        .await
+        .map_err(|e| Error::Internal(format!("check: {e}")))?;
+    bar.finish();
+    let r = report?;
+    let path = args.db.db.display();
+    for p in &r.problems {
+        println!("{}", crate::query::output::escape_controls(p));
+    }
+    if r.problems_total > r.problems.len() as u64 {
+        println!(
+            "… and {} more",
+            progress::thousands(r.problems_total - r.problems.len() as u64)
+        );
+    }
+    if r.problems_total > 0 {
+        return Err(Error::Damaged {
+            path: args.db.db.clone(),
+            problems: r.problems_total,
+        });
+    }
+    println!(
+        "{path}: ok ({} pages, {} objects, {} scans): SQLite's integrity_check and s3meta's invariants hold",
+        progress::thousands(r.pages),
+        progress::thousands(r.objects),
+        progress::thousands(r.scans)
+    );
     Ok(0)
 }
 

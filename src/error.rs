@@ -114,6 +114,11 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error(
+        "{path} is damaged: {problems} problem(s), listed above: restore it from a backup or scan into a new --db (`sqlite3 {path} .recover | sqlite3 new.db` may save its rows)"
+    )]
+    Damaged { path: PathBuf, problems: u64 },
+
     #[error("cannot lock {path}: {source}")]
     LockFile {
         path: PathBuf,

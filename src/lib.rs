@@ -12,6 +12,7 @@
 pub mod access;
 pub mod canonical;
 pub mod changes;
+pub mod check;
 pub mod checkpoint;
 pub mod cli;
 pub mod client;

@@ -53,6 +53,7 @@ fn main() -> ExitCode {
                 done(to_stdout(|out, tty| s3meta::changes::run(a, out, tty)))
             }
             Command::Forget(ref a) => Ok(commands::forget(a, cli.quiet).await?),
+            Command::Check(ref a) => Ok(commands::check(a, cli.quiet).await?),
             Command::Query(ref a) => done(to_stdout(|out, tty| query::run(a, out, tty))),
             Command::Names(ref a) => done(to_stdout(|out, tty| query::names::run(a, out, tty))),
             Command::Status(ref a) => done(to_stdout(|out, _| s3meta::status::run(a, out))),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::task::JoinHandle;
 
+use crate::check::{CheckProgress, PHASES};
 use crate::scan::{Outcome, ScanReport};
 use crate::stats::{Snapshot, Stats};
 
@@ -53,7 +54,21 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// The progress line of a scan.
     pub fn start(stats: Arc<Stats>, enabled: bool) -> Progress {
+        Progress::drawing(enabled, move |elapsed| {
+            let concurrency = stats.concurrency.load(Relaxed);
+            line(&stats.snapshot(), elapsed, concurrency)
+        })
+    }
+
+    /// The progress line of `s3meta check`.
+    pub fn start_check(p: Arc<CheckProgress>, enabled: bool) -> Progress {
+        Progress::drawing(enabled, move |_| check_line(&p))
+    }
+
+    /// A line redrawn 4 times a second from what `message` makes of the elapsed time.
+    fn drawing(enabled: bool, message: impl Fn(Duration) -> String + Send + 'static) -> Progress {
         if !enabled {
             return Progress { bar: None };
         }
@@ -67,9 +82,7 @@ impl Progress {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             loop {
                 tick.tick().await;
-                let s = stats.snapshot();
-                let concurrency = stats.concurrency.load(Relaxed);
-                b.set_message(line(&s, started.elapsed(), concurrency));
+                b.set_message(message(started.elapsed()));
                 b.tick();
             }
         });
@@ -108,6 +121,26 @@ fn line(s: &Snapshot, elapsed: Duration, concurrency: u64) -> String {
         ));
     }
     text
+}
+
+fn check_line(p: &CheckProgress) -> String {
+    let phase = p.phase.load(Relaxed);
+    let (done, total) = (p.done.load(Relaxed), p.total.load(Relaxed));
+    let name = PHASES.get(phase).copied().unwrap_or("checking");
+    match phase {
+        0 if done > total => format!(
+            "{name}: {} pages read, matching indexes to rows",
+            thousands(total)
+        ),
+        0 => format!("{name}: page {} of {}", thousands(done), thousands(total)),
+        2 if total > 0 => format!(
+            "{name}: object {} of {} ({}%)",
+            thousands(done),
+            thousands(total),
+            done * 100 / total
+        ),
+        _ => name.to_string(),
+    }
 }
 
 fn rate(n: u64, elapsed: Duration) -> u64 {

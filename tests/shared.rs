@@ -42,6 +42,7 @@ async fn reader_commands_work(env: &Env, dir: &Path, db: &Path, objects: &str) {
         ("names", vec![]),
         ("status", vec![]),
         ("changes", vec![]),
+        ("check", vec![]),
     ] {
         let out = run_as(env, READER, sub, db, &args).await;
         assert_eq!(out.status.code(), Some(0), "{sub}: {}", stderr(&out));

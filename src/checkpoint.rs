@@ -67,6 +67,9 @@ pub struct RangeState {
     pub token: Option<String>,
     pub last_key: Option<String>,
     pub done: bool,
+    /// A key a split probe saw inside the range when it was cut (this run's splits only): a
+    /// range that then lists nothing while the key still exists is a store misbehaving.
+    pub witness: Option<String>,
 }
 
 /// The scan to run.
@@ -287,6 +290,7 @@ fn load_ranges(conn: &Connection, scan_id: i64) -> rusqlite::Result<Vec<RangeSta
             token: r.get(3)?,
             last_key: r.get(4)?,
             done: r.get(5)?,
+            witness: None,
         })
     })?;
     rows.collect()

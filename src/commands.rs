@@ -185,6 +185,7 @@ fn lister_for(url: &S3Url, s3: client::S3, cancel: CancellationToken) -> Lister 
         cancel,
         rate: None,
         order: Arc::new(crate::lister::Order::new(None)),
+        witnesses: Default::default(),
     }
 }
 

@@ -136,6 +136,7 @@ impl Listing {
             self.lister.learn_order_around(listed).await?;
         }
         let known = self.lister.order.known();
+        self.lister.witnesses.take();
         let cuts = match &position {
             Some(listed) => {
                 ranges::find_splits_after_key(&self.lister, listed, end.as_deref(), pieces).await?
@@ -147,6 +148,7 @@ impl Listing {
             return Ok(Vec::new());
         }
         let order = self.lister.order.current();
+        let seen = self.lister.witnesses.take();
         let mut c = victim.lock().await;
         // The lister may have moved on while we probed: only cuts still ahead of it count.
         let cuts: Vec<String> = cuts
@@ -173,10 +175,14 @@ impl Listing {
                 .send(WriterMsg::Split(split))
                 .await
                 .map_err(|_| crate::lister::writer_gone())?;
+            let end_key = cuts.get(i + 1).cloned().or(c.end.clone());
+            let inside =
+                |k: &&String| order.lt(at, k) && end_key.as_deref().is_none_or(|e| !order.lt(e, k));
             tails.push(RangeState {
                 range_no: new_no,
                 start_after: Some(at.clone()),
-                end_key: cuts.get(i + 1).cloned().or(c.end.clone()),
+                witness: seen.iter().find(inside).cloned(),
+                end_key,
                 token: None,
                 last_key: None,
                 done: false,

@@ -226,6 +226,7 @@ async fn run_pipeline(
         cancel: work.clone(),
         rate,
         order: order.clone(),
+        witnesses: Default::default(),
     });
     let produced = produce(cfg, plan, conn, db_path, lister, writer_tx, jobs_tx, work).await;
     if produced.is_err() {

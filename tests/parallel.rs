@@ -241,6 +241,7 @@ fn lister(env: &Env, bucket: &str) -> Lister {
         cancel: CancellationToken::new(),
         rate: None,
         order: Arc::new(s3meta::lister::Order::new(None)),
+        witnesses: Default::default(),
     }
 }
 

@@ -49,6 +49,28 @@ pub struct Lister {
     pub rate: Option<Arc<RateLimit>>,
     /// The store's listing order, as far as it is known.
     pub order: Arc<Order>,
+    /// The keys split probes answered since the splitter last took them (`Witnesses`).
+    pub witnesses: Witnesses,
+}
+
+/// Keys that probes saw, so each range cut from them knows one key it must list.
+#[derive(Debug, Default)]
+pub struct Witnesses(std::sync::Mutex<Vec<String>>);
+
+impl Witnesses {
+    /// At most this many are kept (a split sends a few dozen probes).
+    const CAP: usize = 256;
+
+    fn add(&self, key: &str) {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() < Self::CAP {
+            seen.push(key.to_string());
+        }
+    }
+
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// Where the next ListObjectsV2 request starts.
@@ -190,6 +212,7 @@ impl Lister {
             prev_last: range.last_key.clone().or(range.start_after.clone()),
         };
         let mut first = true;
+        let mut listed_any = range.last_key.is_some();
         loop {
             let Some(mut page) = pages.next().await? else {
                 return Ok(false);
@@ -199,6 +222,10 @@ impl Lister {
             first = false;
             let (committed, last_key, done) =
                 self.hand_over(&ctl, &mut pages, &writer, &at, page).await?;
+            listed_any |= last_key.is_some();
+            if done && !listed_any {
+                self.check_empty(&range).await?;
+            }
             let jobs = committed.await.map_err(|_| writer_gone())?;
             listed.notify_one();
             if last_key.is_some() {
@@ -374,6 +401,22 @@ impl Lister {
         KeyRange::prefix(order, &self.prefix).intersect(&KeyRange::between(order, start_after, end))
     }
 
+    /// A range cut where a probe saw a key, that listed nothing while the key still exists:
+    /// the store answered the range's StartAfter unlike S3 or SeaweedFS (keys would be lost).
+    async fn check_empty(&self, range: &RangeState) -> Result<(), Error> {
+        let Some(witness) = &range.witness else {
+            return Ok(());
+        };
+        let still = self.first_after_raw(None, Some(witness)).await?;
+        if still.as_deref() != Some(witness.as_str()) {
+            return Ok(()); // deleted meanwhile
+        }
+        Err(self.order_error(format!(
+            "the key range after {:?} listed nothing, yet it holds {witness:?}: the store's StartAfter skips keys",
+            range.start_after.as_deref().unwrap_or_default()
+        )))
+    }
+
     fn order_error(&self, detail: String) -> Error {
         Error::ListingOrder {
             bucket: self.bucket.clone(),
@@ -460,6 +503,7 @@ impl Lister {
             {
                 self.order.resolve(self, &found, true).await?;
             }
+            self.witnesses.add(&found);
             return Ok(Some(found));
         }
         Err(self.order_error(format!("probes after {key:?} keep answering keys up to it")))

@@ -22,6 +22,7 @@ use std::time::Instant;
 use clap::Parser;
 use s3meta::checkpoint::{self, Target};
 use s3meta::head::{HeadFields, HeadOutcome, HeadResult};
+use s3meta::keyspace::KeyOrder;
 use s3meta::stats::Stats;
 use s3meta::writer::{self, ListedObject, PageMsg, WriterCtx, WriterMsg};
 use tokio::sync::{mpsc, oneshot};
@@ -496,9 +497,10 @@ fn writer_only(objects: usize, dir: &Path) -> Result<WriterFigures, String> {
         mode: plan.mode,
         record_created: plan.record_created,
         path: path.clone(),
+        recorded_order: Default::default(),
     });
     let range_no = plan.ranges[0].range_no;
-    let keys = Arc::new(target.keys());
+    let keys = Arc::new(target.keys(KeyOrder::Byte));
     let cpu_before = cpu_seconds();
     let started = Instant::now();
     runtime.block_on(async move {
@@ -516,6 +518,7 @@ fn writer_only(objects: usize, dir: &Path) -> Result<WriterFigures, String> {
             let done = p + 1 == pages;
             let (reply, committed) = oneshot::channel();
             let msg = PageMsg {
+                order: Some(KeyOrder::Byte),
                 range_no,
                 keys: keys.clone(),
                 prev_last: prev_last.replace(last_key.clone().unwrap_or_default()),

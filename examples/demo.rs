@@ -66,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
         grace: Duration::from_secs(10),
         max_rps: None,
         list_parallelism: 4,
+        bounds_order: None,
     };
     let report = scan::run(
         &cfg,

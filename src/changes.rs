@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::cli::{ChangesArgs, Format};
 use crate::db;
 use crate::error::{Error, Result};
-use crate::keyspace::KeyRange;
+use crate::keyspace::{KeyOrder, KeyRange};
 use crate::query::output::RowWriter;
 use crate::timefmt;
 
@@ -80,7 +80,7 @@ pub fn run(args: &ChangesArgs, out: &mut dyn Write, terminal: bool) -> Result<()
         sql.push_str(" AND b.name = :bucket");
         params.push((":bucket", b));
     }
-    let keys = KeyRange::prefix(args.scope.prefix.as_deref().unwrap_or(""));
+    let keys = KeyRange::prefix(KeyOrder::Byte, args.scope.prefix.as_deref().unwrap_or(""));
     let (frag, key_params) = keys.sql("o.key");
     sql.push_str(&frag);
     params.extend(key_params);

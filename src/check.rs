@@ -28,7 +28,7 @@ use rusqlite::types::ValueRef;
 
 use crate::db;
 use crate::error::{Error, Result};
-use crate::keyspace::KeyRange;
+use crate::keyspace::{KeyOrder, KeyRange};
 
 /// Problems listed at most (all are counted).
 pub const MAX_LISTED: usize = 100;
@@ -207,6 +207,14 @@ fn constraints(conn: &Connection, report: &mut CheckReport) -> rusqlite::Result<
                OR state NOT IN ('running', 'interrupted', 'complete', 'abandoned')",
         ),
         (
+            "buckets with a key order the schema does not allow",
+            "SELECT count(*), min(bucket_id) FROM buckets WHERE key_order NOT IN ('byte', 'path')",
+        ),
+        (
+            "scans with a key order the schema does not allow",
+            "SELECT count(*), min(scan_id) FROM scans WHERE key_order NOT IN ('byte', 'path')",
+        ),
+        (
             "scan ranges with a state the schema does not allow",
             "SELECT count(*), min(scan_id) FROM scan_ranges WHERE state NOT IN ('listing', 'done')",
         ),
@@ -292,7 +300,7 @@ fn objects(
     }
 }
 
-/// A scan's bucket, state and keyspace.
+/// A scan's bucket, state and keyspace, in the order its ranges were cut in.
 struct ScanRow {
     id: i64,
     bucket_id: i64,
@@ -300,26 +308,32 @@ struct ScanRow {
     finished: bool,
     start_after: Option<String>,
     end_key: Option<String>,
+    order: KeyOrder,
     keys: KeyRange,
 }
 
 fn scan_rows(conn: &Connection) -> rusqlite::Result<Vec<ScanRow>> {
+    // The scan's order, else its bucket's, else byte order (as `merge` reads them).
     let mut stmt = conn.prepare(
-        "SELECT scan_id, bucket_id, state, finished_at IS NOT NULL, prefix, start_after, end_key
-         FROM scans ORDER BY scan_id",
+        "SELECT s.scan_id, s.bucket_id, s.state, s.finished_at IS NOT NULL, s.prefix,
+                s.start_after, s.end_key, coalesce(s.key_order, b.key_order)
+         FROM scans s JOIN buckets b USING (bucket_id) ORDER BY s.scan_id",
     )?;
     let rows = stmt.query_map([], |r| {
         let (prefix, start_after, end_key): (String, Option<String>, Option<String>) =
             (r.get(4)?, r.get(5)?, r.get(6)?);
+        let order = r.get::<_, Option<KeyOrder>>(7)?.unwrap_or(KeyOrder::Byte);
         Ok(ScanRow {
             id: r.get(0)?,
             bucket_id: r.get(1)?,
             state: r.get(2)?,
             finished: r.get(3)?,
-            keys: KeyRange::prefix(&prefix).intersect(&KeyRange::between(
+            keys: KeyRange::prefix(order, &prefix).intersect(&KeyRange::between(
+                order,
                 start_after.as_deref(),
                 end_key.as_deref(),
             )),
+            order,
             start_after,
             end_key,
         })
@@ -378,16 +392,23 @@ fn owed_heads(conn: &Connection, report: &mut CheckReport) -> rusqlite::Result<(
 fn scans(conn: &Connection, report: &mut CheckReport) -> rusqlite::Result<()> {
     let mut ranges = conn.prepare(
         "SELECT range_no, start_after, end_key, last_key, state = 'done' FROM scan_ranges
-         WHERE scan_id = ?1 ORDER BY start_after IS NOT NULL, start_after",
+         WHERE scan_id = ?1",
     )?;
     for s in scan_rows(conn)? {
         report.scans += 1;
         type Range = (i64, Option<String>, Option<String>, Option<String>, bool);
-        let rows: Vec<Range> = ranges
+        let mut rows: Vec<Range> = ranges
             .query_map([s.id], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })?
             .collect::<rusqlite::Result<_>>()?;
+        // In the scan's order, the unbounded start first (SQL would sort in byte order).
+        rows.sort_by(|a, b| match (&a.1, &b.1) {
+            (None, None) => std::cmp::Ordering::Equal,
+            (None, Some(_)) => std::cmp::Ordering::Less,
+            (Some(_), None) => std::cmp::Ordering::Greater,
+            (Some(x), Some(y)) => s.order.cmp(x, y),
+        });
         let mut bad = |what: String| report.problem(format!("scan {}: {what}", s.id));
         let mut expected = s.start_after.clone();
         for (no, start_after, end_key, last_key, _) in &rows {
@@ -397,7 +418,8 @@ fn scans(conn: &Connection, report: &mut CheckReport) -> rusqlite::Result<()> {
                 ));
             }
             if let Some(k) = last_key
-                && !KeyRange::between(start_after.as_deref(), end_key.as_deref()).contains(k)
+                && !KeyRange::between(s.order, start_after.as_deref(), end_key.as_deref())
+                    .contains(k)
             {
                 bad(format!(
                     "range {no}: its checkpoint {k:?} is outside the range"

@@ -10,8 +10,8 @@
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::head::HeadJob;
-use crate::keyspace::KeyRange;
-use crate::timefmt;
+use crate::keyspace::{KeyOrder, KeyRange};
+use crate::{db, timefmt};
 
 /// What a scan covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,12 +25,18 @@ pub struct Target {
 }
 
 impl Target {
-    /// The keys of the target: its prefix within its range.
-    pub fn keys(&self) -> KeyRange {
-        KeyRange::prefix(&self.prefix).intersect(&KeyRange::between(
+    /// The keys of the target: its prefix within its range, in the store's order.
+    pub fn keys(&self, order: KeyOrder) -> KeyRange {
+        KeyRange::prefix(order, &self.prefix).intersect(&KeyRange::between(
+            order,
             self.start_after.as_deref(),
             self.end_key.as_deref(),
         ))
+    }
+
+    /// The target has bounds of its own (a range of `s3meta plan`).
+    pub fn is_bounded(&self) -> bool {
+        self.start_after.is_some() || self.end_key.is_some()
     }
 }
 
@@ -61,6 +67,9 @@ pub struct RangeState {
     pub token: Option<String>,
     pub last_key: Option<String>,
     pub done: bool,
+    /// A key a split probe saw inside the range when it was cut (this run's splits only): a
+    /// range that then lists nothing while the key still exists is a store misbehaving.
+    pub witness: Option<String>,
 }
 
 /// The scan to run.
@@ -75,6 +84,24 @@ pub struct ScanPlan {
     /// The unfinished scan that `--restart` abandoned.
     pub abandoned: Option<i64>,
     pub ranges: Vec<RangeState>,
+    /// What the database knows of the store's listing order (see `OrderFacts`).
+    pub order: OrderFacts,
+}
+
+/// What a scan starts knowing about the store's listing order (schema/0002_key_order.sql).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderFacts {
+    /// The bucket's recorded order, once a listing or a probe has shown it.
+    pub known: Option<KeyOrder>,
+    /// The order this scan's ranges were cut in (`None`: uncut, or cut assuming byte order
+    /// by an older release).
+    pub cut_in: Option<KeyOrder>,
+    /// The target held objects before this run: each page's deletion window then depends on
+    /// the order, which must be known before the first page that could tell the two apart.
+    pub stored: bool,
+    /// A stored key of the target with `/` after the prefix, to probe the order with when
+    /// it is not known.
+    pub anchor: Option<String>,
 }
 
 /// Resumes the target's unfinished scan, or starts a new one, in one transaction. `full` with
@@ -121,6 +148,7 @@ pub fn begin(
                 resumed: true,
                 abandoned,
                 ranges,
+                order: OrderFacts::default(),
             }
         }
         other => {
@@ -137,8 +165,68 @@ pub fn begin(
             }
         }
     };
+    let plan = ScanPlan {
+        order: order_facts(&tx, bucket_id, plan.scan_id, target)?,
+        ..plan
+    };
     tx.commit()?;
     Ok(plan)
+}
+
+/// Records the order a bounded target's bounds were cut in (a plan line's), unless the scan
+/// has one already: `merge` reads the shard's keyspace in it.
+pub fn record_cut_order(conn: &Connection, scan_id: i64, order: KeyOrder) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE scans SET key_order = ?2 WHERE scan_id = ?1 AND key_order IS NULL",
+        params![scan_id, order],
+    )?;
+    Ok(())
+}
+
+/// The order facts of a scan about to run (see `OrderFacts`).
+fn order_facts(
+    tx: &Connection,
+    bucket_id: i64,
+    scan_id: i64,
+    target: &Target,
+) -> rusqlite::Result<OrderFacts> {
+    let known = db::key_order(tx, bucket_id)?;
+    let cut_in: Option<KeyOrder> = tx.query_row(
+        "SELECT key_order FROM scans WHERE scan_id = ?1",
+        [scan_id],
+        |r| r.get(0),
+    )?;
+    let prefix = KeyRange::prefix(KeyOrder::Byte, &target.prefix);
+    let (frag, mut args) = prefix.sql("key");
+    args.push((":b", &bucket_id));
+    let stored: bool = tx.query_row(
+        &format!("SELECT EXISTS (SELECT 1 FROM objects WHERE bucket_id = :b{frag})"),
+        args.as_slice(),
+        |r| r.get(0),
+    )?;
+    // Only needed while the order is unknown; it walks the prefix's keys until one has a
+    // `/` after the prefix (at once in a hierarchical keyspace, all of them in a flat one).
+    let anchor = if known.is_none() && stored {
+        let start = target.prefix.len() as i64 + 1;
+        args.push((":start", &start));
+        tx.query_row(
+            &format!(
+                "SELECT key FROM objects WHERE bucket_id = :b{frag}
+                   AND instr(substr(key, :start), '/') > 0 LIMIT 1"
+            ),
+            args.as_slice(),
+            |r| r.get(0),
+        )
+        .optional()?
+    } else {
+        None
+    };
+    Ok(OrderFacts {
+        known,
+        cut_in,
+        stored,
+        anchor,
+    })
 }
 
 /// Inserts a new scan of the target with one range over its whole keyspace: a rescan when a
@@ -174,6 +262,7 @@ fn start(
         resumed: false,
         abandoned: None,
         ranges: load_ranges(tx, scan_id)?,
+        order: OrderFacts::default(),
     })
 }
 
@@ -204,6 +293,7 @@ fn load_ranges(conn: &Connection, scan_id: i64) -> rusqlite::Result<Vec<RangeSta
             token: r.get(3)?,
             last_key: r.get(4)?,
             done: r.get(5)?,
+            witness: None,
         })
     })?;
     rows.collect()
@@ -219,13 +309,15 @@ pub fn due_heads(
     limit: i64,
 ) -> rusqlite::Result<Vec<HeadJob>> {
     let window = match after {
-        Some(k) => keys.intersect(&KeyRange::between(Some(k), None)),
+        Some(k) => keys.after(k),
         None => keys.clone(),
     };
     let (frag, mut args) = window.sql("key");
     let sql = format!(
-        "SELECT object_id, key FROM objects INDEXED BY objects_head_due
-         WHERE bucket_id = :b AND head_due = 1{frag} ORDER BY key LIMIT :n"
+        "SELECT object_id, key FROM objects INDEXED BY {}
+         WHERE bucket_id = :b AND head_due = 1{frag} ORDER BY {} LIMIT :n",
+        head_due_index(keys.order),
+        keys.order.column("key")
     );
     args.push((":b", &bucket_id));
     args.push((":n", &limit));
@@ -237,6 +329,14 @@ pub fn due_heads(
         })
     })?;
     rows.collect()
+}
+
+/// The partial index of the objects owed a HEAD, in key order `order`.
+fn head_due_index(order: KeyOrder) -> &'static str {
+    match order {
+        KeyOrder::Byte => "objects_head_due",
+        KeyOrder::Path => "objects_head_due_by_path_key",
+    }
 }
 
 /// How a run of the scan ended, as `finish` records it.
@@ -266,7 +366,7 @@ pub fn finish(
     let (frag, mut args) = keys.sql("o.key");
     args.push((":b", &plan.bucket_id));
     let due: i64 = tx.query_row(
-        &format!("SELECT count(*) FROM objects o INDEXED BY objects_head_due WHERE o.bucket_id = :b AND o.head_due = 1{frag}"),
+        &format!("SELECT count(*) FROM objects o INDEXED BY {} WHERE o.bucket_id = :b AND o.head_due = 1{frag}", head_due_index(keys.order)),
         args.as_slice(),
         |r| r.get(0),
     )?;

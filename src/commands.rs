@@ -105,6 +105,7 @@ async fn scan_once(
         grace: Duration::from_secs(10),
         max_rps: args.max_rps,
         list_parallelism: args.list_parallelism as usize,
+        bounds_order: range.as_ref().and_then(|r| r.order),
     };
     *target = Some(cfg.target.clone());
     let show = !quiet && !args.no_progress && std::io::stderr().is_terminal();
@@ -158,7 +159,8 @@ pub async fn plan(args: &PlanArgs, cancel: CancellationToken) -> Result<u8, Erro
         end: None,
     };
     let ranges = crate::ranges::plan(&lister, whole, args.ranges as usize).await?;
-    for line in RangeLine::lines(&url.bucket, &url.prefix, &ranges) {
+    let order = lister.order.known();
+    for line in RangeLine::lines(&url.bucket, &url.prefix, &ranges, order) {
         println!("{}", serde_json::to_string(&line).expect("serializable"));
     }
     Ok(0)
@@ -245,6 +247,8 @@ fn lister_for(url: &S3Url, s3: client::S3, cancel: CancellationToken) -> Lister 
         stats: Arc::new(Stats::default()),
         cancel,
         rate: None,
+        order: Arc::new(crate::lister::Order::new(None)),
+        witnesses: Default::default(),
     }
 }
 

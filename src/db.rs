@@ -14,12 +14,16 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::error::{Error, Result};
+use crate::keyspace::{KeyOrder, path_key};
 
 /// `PRAGMA application_id` of s3meta databases: "S3MT".
 pub const APPLICATION_ID: i64 = 0x5333_4d54;
 
 /// The embedded migrations; the index + 1 is the `user_version` each one brings a database to.
-const MIGRATIONS: &[&str] = &[include_str!("../schema/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../schema/0001_init.sql"),
+    include_str!("../schema/0002_key_order.sql"),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -174,6 +178,44 @@ pub fn ensure_bucket(conn: &Connection, store: &str, bucket: &str) -> rusqlite::
         [store, bucket],
     )?;
     Ok(bucket_id(conn, store, bucket)?.expect("the row was just inserted"))
+}
+
+/// The listing order recorded for a bucket, if known.
+pub fn key_order(conn: &Connection, bucket_id: i64) -> rusqlite::Result<Option<KeyOrder>> {
+    conn.prepare_cached("SELECT key_order FROM buckets WHERE bucket_id = ?1")?
+        .query_row([bucket_id], |r| r.get(0))
+}
+
+/// Records a bucket's listing order (once known) and, for path order, gives every object of
+/// the bucket its `path_key` (objects listed before the order was known have none).
+pub fn record_key_order(
+    conn: &Connection,
+    bucket_id: i64,
+    order: KeyOrder,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE buckets SET key_order = ?2 WHERE bucket_id = ?1 AND key_order IS NOT ?2",
+    )?
+    .execute(rusqlite::params![bucket_id, order])?;
+    if order != KeyOrder::Path {
+        return Ok(());
+    }
+    // A chunk at a time, so memory stays flat over a large bucket.
+    let mut missing = conn.prepare_cached(
+        "SELECT object_id, key FROM objects WHERE bucket_id = ?1 AND path_key IS NULL LIMIT 10000",
+    )?;
+    let mut set = conn.prepare_cached("UPDATE objects SET path_key = ?2 WHERE object_id = ?1")?;
+    loop {
+        let rows: Vec<(i64, String)> = missing
+            .query_map([bucket_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        for (id, key) in rows {
+            set.execute(rusqlite::params![id, path_key(&key)])?;
+        }
+    }
 }
 
 /// Applies the missing migrations in one exclusive transaction.

@@ -150,6 +150,26 @@ pub enum Error {
         detail: String,
     },
 
+    /// The store lists keys in an order s3meta cannot work with (issue 12).
+    #[error("s3://{bucket} at {store} cannot be scanned safely: {detail}")]
+    ListingOrder {
+        bucket: String,
+        store: String,
+        detail: String,
+    },
+
+    /// Key ranges (of an unfinished scan, or a plan line) were cut in another order than the
+    /// store lists in (issue 12).
+    #[error(
+        "s3://{bucket} at {store}: the key ranges of this scan were cut in {cut_in}, but the store lists in {lists_in}: run the same scan with --restart (its committed rows stay), or for a plan line make a new plan with `s3meta plan`"
+    )]
+    OrderChanged {
+        bucket: String,
+        store: String,
+        cut_in: &'static str,
+        lists_in: &'static str,
+    },
+
     #[error(
         "{0}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, pass --profile, or --no-sign-request for a public bucket"
     )]

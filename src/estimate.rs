@@ -45,7 +45,7 @@ pub async fn run(
     prices: (f64, f64),
 ) -> Result<Estimate, Error> {
     let known = open_known(db_path, target)?;
-    let keys = target.keys();
+    let keys = target.keys(lister.order.current());
     let (mut objects, mut pages, mut to_head) = (0u64, 0u64, 0u64);
     let mut token: Option<String> = None;
     loop {

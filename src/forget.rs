@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::s3url::S3Url;
 use crate::{db, lock, timefmt};
 
-use crate::keyspace::KeyRange;
+use crate::keyspace::{KeyOrder, KeyRange};
 
 /// Objects deleted per transaction, so the WAL stays small on huge prefixes.
 const CHUNK: i64 = 10_000;
@@ -120,7 +120,7 @@ pub fn forget_prefix(
         return Ok(None);
     };
     let mut out = Forgotten::default();
-    let keys = KeyRange::prefix(prefix);
+    let keys = KeyRange::prefix(KeyOrder::Byte, prefix);
     {
         let tx = conn.transaction()?;
         let (frag, mut args) = keys.sql("prefix");

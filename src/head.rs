@@ -12,7 +12,13 @@ use std::time::Duration;
 
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::head_object::{HeadObjectError, HeadObjectOutput};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextRef;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::date_time::{DateTime, Format};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -68,6 +74,9 @@ pub struct HeadFields {
     pub storage_class: Option<String>,
     pub version_id: Option<String>,
     pub missing_meta: Option<i32>,
+    /// HEADed within a second of its Last-Modified: the next rescan HEADs it again
+    /// (`within_a_second`).
+    pub recheck: bool,
     /// Custom metadata, names lower-case, values RFC 2047-decoded, sorted by name.
     pub metadata: Vec<(String, String)>,
 }
@@ -139,20 +148,36 @@ impl HeadPool {
         }
     }
 
-    /// One HeadObject request. aws-sdk-s3 refuses to build one for a key made only of
-    /// whitespace (a valid S3 key: it takes a blank required field for a missing one), so
-    /// such a key is sent as a placeholder whose path is rewritten before signing.
+    /// One HeadObject request, and the answer's `Date` header. aws-sdk-s3 refuses to build one
+    /// for a key made only of whitespace (a valid S3 key: it takes a blank required field for
+    /// a missing one), so such a key is sent as a placeholder whose path is rewritten before
+    /// signing.
     async fn send_head(
         &self,
         key: &str,
-    ) -> Result<HeadObjectOutput, SdkError<HeadObjectError, HttpResponse>> {
+    ) -> Result<(HeadObjectOutput, Option<String>), SdkError<HeadObjectError, HttpResponse>> {
+        let date = ServerDate::default();
+        let seen = date.0.clone();
         let req = self.client.head_object().bucket(&self.bucket);
-        if !key.trim().is_empty() {
-            return req.key(key).send().await;
-        }
+        let out = if !key.trim().is_empty() {
+            req.key(key).customize().interceptor(date).send().await
+        } else {
+            self.send_blank(req, key, date).await
+        }?;
+        let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Ok((out, seen))
+    }
+
+    async fn send_blank(
+        &self,
+        req: aws_sdk_s3::operation::head_object::builders::HeadObjectFluentBuilder,
+        key: &str,
+        date: ServerDate,
+    ) -> Result<HeadObjectOutput, SdkError<HeadObjectError, HttpResponse>> {
         let escaped: String = key.bytes().map(|b| format!("%{b:02X}")).collect();
         req.key(BLANK_KEY_PLACEHOLDER)
             .customize()
+            .interceptor(date)
             .mutate_request(move |http| {
                 let uri = http.uri().to_string();
                 let needle = format!("/{BLANK_KEY_PLACEHOLDER}");
@@ -181,7 +206,7 @@ impl HeadPool {
             permit,
             || async {
                 match self.send_head(&job.key).await {
-                    Ok(out) => Ok(Some(out)),
+                    Ok(answer) => Ok(Some(answer)),
                     Err(e) => {
                         let failure = Failure::from_sdk(&e);
                         if failure.status == Some(404) {
@@ -195,7 +220,9 @@ impl HeadPool {
         )
         .await;
         match outcome {
-            Outcome::Ok(Some(out)) => Some(HeadResult::Ok(Box::new(fields(out)))),
+            Outcome::Ok(Some((out, date))) => {
+                Some(HeadResult::Ok(Box::new(fields(out, date.as_deref()))))
+            }
             Outcome::Ok(None) => Some(HeadResult::Gone),
             Outcome::Failed { failure, attempts } => {
                 tracing::info!(
@@ -209,7 +236,42 @@ impl HeadPool {
     }
 }
 
-fn fields(out: HeadObjectOutput) -> HeadFields {
+/// Copies the `Date` header of a HEAD answer out of the response (the SDK's output has none).
+#[derive(Debug, Default)]
+struct ServerDate(Arc<std::sync::Mutex<Option<String>>>);
+
+impl Intercept for ServerDate {
+    fn name(&self) -> &'static str {
+        "s3meta-server-date"
+    }
+
+    fn read_before_deserialization(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let date = context.response().headers().get("date").map(str::to_string);
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = date;
+        Ok(())
+    }
+}
+
+/// Whether a rewrite of the object could still come unseen: its HEAD was answered (by the
+/// store's clock, `Date`) within a second of its Last-Modified, which has whole seconds — a
+/// rewrite of the same body later in that second keeps ETag, size and Last-Modified, so the
+/// listing cannot show it (issue 12). Without a `Date`, nothing can be said: `false`.
+pub fn within_a_second(last_modified: Option<&DateTime>, date: Option<&str>) -> bool {
+    let (Some(lm), Some(date)) = (last_modified, date) else {
+        return false;
+    };
+    match DateTime::from_str(date, Format::HttpDate) {
+        Ok(now) => now.secs() - lm.secs() <= 1,
+        Err(_) => false,
+    }
+}
+
+fn fields(out: HeadObjectOutput, date: Option<&str>) -> HeadFields {
     let mut metadata: Vec<(String, String)> = out
         .metadata()
         .into_iter()
@@ -236,6 +298,7 @@ fn fields(out: HeadObjectOutput) -> HeadFields {
         storage_class: out.storage_class().map(|c| c.as_str().to_string()),
         version_id: s(out.version_id()),
         missing_meta: out.missing_meta(),
+        recheck: within_a_second(out.last_modified(), date),
         metadata,
     }
 }

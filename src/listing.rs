@@ -18,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::RangeState;
 use crate::error::Error;
 use crate::head::HeadJob;
-use crate::keyspace::KeyRange;
 use crate::lister::{Lister, RangeCtl, SharedRange};
 use crate::ranges;
 use crate::writer::{SplitMsg, WriterMsg};
@@ -28,8 +27,6 @@ const SPLIT_AFTER_PAGES: u64 = 1;
 
 pub struct Listing {
     pub lister: Arc<Lister>,
-    /// The scan's keyspace.
-    pub scope: KeyRange,
     pub parallelism: usize,
     pub writer: mpsc::Sender<WriterMsg>,
     pub heads: mpsc::Sender<HeadJob>,
@@ -94,13 +91,15 @@ impl Listing {
         range: RangeState,
         listed: &Arc<Notify>,
     ) {
-        let keys = self.scope.intersect(&KeyRange::between(
+        let keys = self.lister.range_keys(
+            self.lister.order.current(),
             range.start_after.as_deref(),
             range.end_key.as_deref(),
-        ));
+        );
         let ctl = Arc::new(Mutex::new(RangeCtl {
             range_no: range.range_no,
             keys: Arc::new(keys),
+            start_after: range.start_after.clone(),
             end: range.end_key.clone(),
             position: range.last_key.clone().or(range.start_after.clone()),
             pages: 0,
@@ -133,18 +132,29 @@ impl Listing {
             let c = victim.lock().await;
             (c.position.clone(), c.end.clone())
         };
+        if let Some(listed) = &position {
+            self.lister.learn_order_around(listed).await?;
+        }
+        let known = self.lister.order.known();
+        self.lister.witnesses.take();
         let cuts = match &position {
             Some(listed) => {
                 ranges::find_splits_after_key(&self.lister, listed, end.as_deref(), pieces).await?
             }
             None => ranges::find_splits(&self.lister, None, end.as_deref(), pieces).await?,
         };
+        if self.lister.order.known() != known {
+            // A probe showed the order: the cuts were compared in another. Cut afresh.
+            return Ok(Vec::new());
+        }
+        let order = self.lister.order.current();
+        let seen = self.lister.witnesses.take();
         let mut c = victim.lock().await;
         // The lister may have moved on while we probed: only cuts still ahead of it count.
         let cuts: Vec<String> = cuts
             .into_iter()
-            .filter(|at| c.position.as_deref().is_none_or(|p| p < at.as_str()))
-            .filter(|at| c.end.as_deref().is_none_or(|e| at.as_str() < e))
+            .filter(|at| c.position.as_deref().is_none_or(|p| order.lt(p, at)))
+            .filter(|at| c.end.as_deref().is_none_or(|e| order.lt(at, e)))
             .collect();
         if c.done || cuts.is_empty() {
             c.split_tried_at = Some(c.pages);
@@ -155,6 +165,7 @@ impl Listing {
         for (i, at) in cuts.iter().enumerate() {
             let new_no = next_no + i as i64;
             let split = SplitMsg {
+                order,
                 range_no: cut_from,
                 at: at.clone(),
                 new_range_no: new_no,
@@ -164,10 +175,14 @@ impl Listing {
                 .send(WriterMsg::Split(split))
                 .await
                 .map_err(|_| crate::lister::writer_gone())?;
+            let end_key = cuts.get(i + 1).cloned().or(c.end.clone());
+            let inside =
+                |k: &&String| order.lt(at, k) && end_key.as_deref().is_none_or(|e| !order.lt(e, k));
             tails.push(RangeState {
                 range_no: new_no,
                 start_after: Some(at.clone()),
-                end_key: cuts.get(i + 1).cloned().or(c.end.clone()),
+                witness: seen.iter().find(inside).cloned(),
+                end_key,
                 token: None,
                 last_key: None,
                 done: false,
@@ -179,8 +194,12 @@ impl Listing {
             c.range_no,
             tails.len()
         );
-        c.keys = Arc::new(c.keys.intersect(&KeyRange::between(None, Some(&cuts[0]))));
         c.end = Some(cuts[0].clone());
+        c.keys = Arc::new(self.lister.range_keys(
+            order,
+            c.start_after.as_deref(),
+            c.end.as_deref(),
+        ));
         // What is left of it is small now: the next split should pick a range not yet cut.
         c.pages = 0;
         Ok(tails)

@@ -8,11 +8,14 @@
 //! `max-keys=1` LIST probes, found by walking down the key's characters to the first position
 //! where keys differ, then searching the characters present at that position (and at the next
 //! one, when the first has too few characters for even pieces), so hierarchical (`data/00/…`)
-//! and flat (`obj-00001`) keyspaces split into fair shares.
+//! and flat (`obj-00001`) keyspaces split into fair shares. Characters are searched and cut
+//! by their rank in the store's key order (`KeyOrder::rank`: in path-component order `/`
+//! comes first); while that order is not known, only characters above `/` are cut at, where
+//! both orders agree (a probe that meets a key with `/` establishes the order, and the caller
+//! cuts afresh).
 
 use crate::error::Error;
 use crate::lister::Lister;
-use crate::s3url::prefix_successor;
 
 /// A key range: keys in (start_after, end]; `None` is unbounded.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -47,7 +50,8 @@ pub async fn find_splits(
     upper: Option<&str>,
     pieces: usize,
 ) -> Result<Vec<String>, Error> {
-    let within = |k: &String| upper.is_none_or(|u| k.as_str() <= u);
+    let order = lister.order.current();
+    let within = |k: &String| upper.is_none_or(|u| !order.lt(u, k));
     let Some(first) = lister.first_after(after).await?.filter(within) else {
         return Ok(Vec::new());
     };
@@ -79,7 +83,8 @@ async fn splits_from(
     upper: Option<&str>,
     pieces: usize,
 ) -> Result<Vec<String>, Error> {
-    let within = |k: &String| upper.is_none_or(|u| k.as_str() <= u);
+    let order = lister.order.current();
+    let within = |k: &String| upper.is_none_or(|u| !order.lt(u, k));
     let chars: Vec<char> = first.chars().collect();
     // Every key in (after, upper] shares the characters `first` shares with `upper`.
     let shared = upper.map_or(0, |u| {
@@ -94,7 +99,7 @@ async fn splits_from(
         return Ok(Vec::new());
     };
     let common: String = chars[..d].iter().collect();
-    let low = chars[d] as u32;
+    let low = order.rank(chars[d]);
     // Both searches at once; the second one's answer is used only when the first position
     // has too few characters.
     let (high, next) = futures::future::try_join(
@@ -112,24 +117,30 @@ async fn splits_from(
             let sub = u64::from(high2 - low2);
             even_cuts(buckets * sub, pieces)
                 .filter_map(|j| {
-                    let b = char_at_or_after(low + (j / sub) as u32)?;
+                    let b = order.char_at_or_after(low + (j / sub) as u32)?;
                     match j % sub {
                         0 => Some(format!("{common}{b}")),
-                        c => Some(format!("{common}{b}{}", char_at_or_after(low2 + c as u32)?)),
+                        c => Some(format!(
+                            "{common}{b}{}",
+                            order.char_at_or_after(low2 + c as u32)?
+                        )),
                     }
                 })
                 .collect()
         }
         _ => even_cuts(buckets, pieces)
-            .filter_map(|j| char_at_or_after(low + j as u32))
+            .filter_map(|j| order.char_at_or_after(low + j as u32))
             .map(|c| format!("{common}{c}"))
             .collect(),
     };
+    // While the order is unknown, only cut where both orders agree (see the module doc).
+    let neutral = lister.order.known().is_none();
     // Strictly increasing and inside the range, whatever the character mapping did.
     let mut kept: Vec<String> = Vec::with_capacity(cuts.len());
     for k in cuts {
-        let inside = after.is_none_or(|a| a < k.as_str()) && upper.is_none_or(|u| k.as_str() < u);
-        if inside && kept.last().is_none_or(|last| last < &k) {
+        let inside = after.is_none_or(|a| order.lt(a, &k)) && upper.is_none_or(|u| order.lt(&k, u));
+        let agreed = !neutral || k[common.len()..].chars().all(|c| c > '/');
+        if inside && agreed && kept.last().is_none_or(|last| order.lt(last, &k)) {
             kept.push(k);
         }
     }
@@ -157,22 +168,24 @@ async fn next_position(
     low: u32,
     upper: Option<&str>,
 ) -> Result<Option<(u32, u32)>, Error> {
-    let Some(next) = char_at_or_after(low + 1) else {
+    let order = lister.order.current();
+    let Some(next) = order.char_at_or_after(low + 1) else {
         return Ok(None);
     };
     let Some(key) = lister.first_after(Some(&format!("{common}{next}"))).await? else {
         return Ok(None);
     };
     let mut rest = match key.strip_prefix(common) {
-        Some(rest) if upper.is_none_or(|u| key.as_str() <= u) => rest.chars(),
+        Some(rest) if upper.is_none_or(|u| !order.lt(u, &key)) => rest.chars(),
         _ => return Ok(None),
     };
     let (Some(b), Some(low2)) = (rest.next(), rest.next()) else {
         return Ok(None);
     };
     let bucket = format!("{common}{b}");
-    let high2 = last_char_at(lister, &bucket, low2 as u32, upper).await?;
-    Ok((high2 - low2 as u32 >= 2).then_some((low2 as u32, high2)))
+    let low2 = order.rank(low2);
+    let high2 = last_char_at(lister, &bucket, low2, upper).await?;
+    Ok((high2 - low2 >= 2).then_some((low2, high2)))
 }
 
 /// The first position d ≥ `start` where some key of the range has another character than
@@ -183,10 +196,11 @@ async fn first_difference(
     start: usize,
     within: &(dyn Fn(&String) -> bool + Sync),
 ) -> Result<Option<usize>, Error> {
+    let order = lister.order.current();
     let depths: Vec<usize> = (start..chars.len()).take(MAX_DEPTH).collect();
     for batch in depths.chunks(FAN_OUT) {
         let probes = batch.iter().map(|&d| {
-            let next = prefix_successor(&chars[..=d].iter().collect::<String>());
+            let next = order.successor(&chars[..=d].iter().collect::<String>());
             async move {
                 match next {
                     Some(next) => lister.first_after(Some(&next)).await,
@@ -211,13 +225,14 @@ async fn last_char_at(
     low: u32,
     upper: Option<&str>,
 ) -> Result<u32, Error> {
+    let order = lister.order.current();
     let has_keys_from = |c: u32| {
-        let probe = char_at_or_after(c).map(|ch| format!("{common}{ch}"));
+        let probe = order.char_at_or_after(c).map(|ch| format!("{common}{ch}"));
         async move {
             let Some(probe) = probe else { return Ok(false) };
             let k = lister.first_after(Some(&probe)).await?;
             Ok::<bool, Error>(
-                k.is_some_and(|k| k.starts_with(common) && upper.is_none_or(|u| k.as_str() <= u)),
+                k.is_some_and(|k| k.starts_with(common) && upper.is_none_or(|u| !order.lt(u, &k))),
             )
         }
     };
@@ -263,17 +278,12 @@ async fn last_char_at(
     Ok((lo + 1).max(low + 1))
 }
 
-/// The character `c`, or the first valid one after it (skipping surrogates).
-fn char_at_or_after(c: u32) -> Option<char> {
-    char::from_u32(c)
-        .or_else(|| char::from_u32(0xE000))
-        .filter(|_| c <= 0x10FFFF)
-}
-
 /// Cuts (start_after, end] into up to `n` ranges: repeatedly splits the range believed
 /// largest (each split halves its estimated share). Fewer come back when the keyspace holds
 /// too few distinct keys.
 pub async fn plan(lister: &Lister, whole: Bounds, n: usize) -> Result<Vec<Bounds>, Error> {
+    // Cuts are made in the store's order (or, when it cannot be told, where both agree).
+    lister.establish_order().await?;
     let mut ranges = vec![(whole, 1.0f64, false)];
     while ranges.len() < n {
         let Some(i) = ranges

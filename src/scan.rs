@@ -18,9 +18,9 @@ use crate::checkpoint::{self, Mode, ScanPlan, Target};
 use crate::db;
 use crate::error::Error;
 use crate::head::{HeadJob, HeadPool};
-use crate::keyspace::KeyRange;
+use crate::keyspace::{KeyOrder, KeyRange};
 use crate::limit::RateLimit;
-use crate::lister::Lister;
+use crate::lister::{Lister, Order};
 use crate::listing::Listing;
 use crate::lock;
 use crate::retry::Policy;
@@ -48,6 +48,9 @@ pub struct ScanConfig {
     pub max_rps: Option<u32>,
     /// Key ranges listed at once (`--list-parallelism`); 1 is a single listing stream.
     pub list_parallelism: usize,
+    /// The order the target's own bounds were cut in (a `--range-json` line's `order`; lines
+    /// of older releases were cut in byte order).
+    pub bounds_order: Option<KeyOrder>,
 }
 
 /// How a scan run ended.
@@ -101,11 +104,16 @@ pub async fn run(
     if plan.resumed {
         tracing::info!("resuming scan {}", plan.scan_id);
     }
+    if let (true, Some(order)) = (cfg.target.is_bounded(), cfg.bounds_order) {
+        checkpoint::record_cut_order(&conn, plan.scan_id, order)
+            .map_err(|e| Error::db(db_path, e))?;
+    }
     let _ = stats.scan.set((plan.scan_id, plan.mode.as_str()));
     let conn = tokio_rusqlite::Connection::from(conn);
     let work = cancel.child_token();
-    let fatal = run_pipeline(cfg, client, db_path, &plan, &conn, &work, &stats).await;
-    let keys = cfg.target.keys();
+    let order = Arc::new(order_of(cfg, &plan));
+    let fatal = run_pipeline(cfg, client, db_path, &plan, &conn, &work, &stats, &order).await;
+    let keys = cfg.target.keys(order.current());
     let message = fatal.as_ref().err().map(|e| e.to_string());
     let (plan2, path) = (plan.clone(), db_path.to_path_buf());
     let finished = conn
@@ -149,7 +157,36 @@ pub async fn run(
     })
 }
 
+/// What the scan knows of the store's order at its start (see `lister::Order`): the bucket's
+/// recorded order, whether pages need it established, a stored key to probe with, and the
+/// cuts to check against it.
+fn order_of(cfg: &ScanConfig, plan: &ScanPlan) -> Order {
+    let facts = &plan.order;
+    let target = &cfg.target;
+    let own = [&target.start_after, &target.end_key];
+    let mut cuts: Vec<(KeyOrder, String)> = own
+        .iter()
+        .filter_map(|b| b.as_ref())
+        .map(|b| (cfg.bounds_order.unwrap_or(KeyOrder::Byte), b.clone()))
+        .collect();
+    let cut_in = facts.cut_in.unwrap_or(KeyOrder::Byte);
+    for r in &plan.ranges {
+        for b in [&r.start_after, &r.end_key].into_iter().flatten() {
+            if !own.contains(&&Some(b.clone())) {
+                cuts.push((cut_in, b.clone()));
+            }
+        }
+    }
+    let needed = facts.stored || !cuts.is_empty();
+    // A plan line says the order its plan established (and the listing then confirms it).
+    let known = facts
+        .known
+        .or(cfg.bounds_order.filter(|_| target.is_bounded()));
+    Order::for_scan(known, needed, facts.anchor.clone(), cuts)
+}
+
 /// Starts every stage and waits for all of them; returns the first fatal error.
+#[allow(clippy::too_many_arguments)]
 async fn run_pipeline(
     cfg: &ScanConfig,
     client: aws_sdk_s3::Client,
@@ -158,6 +195,7 @@ async fn run_pipeline(
     conn: &tokio_rusqlite::Connection,
     work: &CancellationToken,
     stats: &Arc<Stats>,
+    order: &Arc<Order>,
 ) -> Result<(), Error> {
     let ctx = Arc::new(WriterCtx {
         scan_id: plan.scan_id,
@@ -165,6 +203,7 @@ async fn run_pipeline(
         mode: plan.mode,
         record_created: plan.record_created,
         path: db_path.to_path_buf(),
+        recorded_order: std::sync::Mutex::new(plan.order.known),
     });
     let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
     let writer = tokio::spawn({
@@ -202,6 +241,8 @@ async fn run_pipeline(
         stats: stats.clone(),
         cancel: work.clone(),
         rate,
+        order: order.clone(),
+        witnesses: Default::default(),
     });
     let produced = produce(cfg, plan, conn, db_path, lister, writer_tx, jobs_tx, work).await;
     if produced.is_err() {
@@ -230,7 +271,19 @@ async fn produce(
     jobs_tx: mpsc::Sender<HeadJob>,
     work: &CancellationToken,
 ) -> Result<(), Error> {
-    let scope = cfg.target.keys();
+    // The order first: the owed HEADs are found by key ranges, and the cuts are checked.
+    lister.order.check_cuts(&lister)?;
+    let stored = lister
+        .order
+        .anchor
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(anchor) = stored {
+        lister.order.resolve(&lister, &anchor, false).await?;
+    }
+    let order = lister.order.current();
+    let scope = cfg.target.keys(order);
     // Parallel listing starts from the scan's ranges as they are: `Listing` splits the large
     // ones as soon as they have listed a couple of pages, so a small target costs no probes.
     let ranges = plan.ranges.clone();
@@ -246,6 +299,7 @@ async fn produce(
             continue;
         }
         let keys = scope.intersect(&KeyRange::between(
+            order,
             range.start_after.as_deref(),
             upto.map(String::as_str),
         ));
@@ -253,7 +307,6 @@ async fn produce(
     }
     let listing = Listing {
         lister,
-        scope,
         parallelism: cfg.list_parallelism,
         writer: writer_tx,
         heads: jobs_tx,

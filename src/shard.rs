@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Target;
 use crate::error::Error;
-use crate::keyspace::KeyRange;
+use crate::keyspace::{KeyOrder, KeyRange};
 use crate::lock::DbLock;
 use crate::ranges::Bounds;
 use crate::{db, lock};
@@ -32,10 +32,20 @@ pub struct RangeLine {
     pub index: usize,
     #[serde(default)]
     pub of: usize,
+    /// The store's listing order the cuts were made in; `null` when the plan could not tell
+    /// (its cuts then mean the same in both orders). Lines of older releases have none and
+    /// were cut in byte order.
+    #[serde(default)]
+    pub order: Option<KeyOrder>,
 }
 
 impl RangeLine {
-    pub fn lines(bucket: &str, prefix: &str, ranges: &[Bounds]) -> Vec<RangeLine> {
+    pub fn lines(
+        bucket: &str,
+        prefix: &str,
+        ranges: &[Bounds],
+        order: Option<KeyOrder>,
+    ) -> Vec<RangeLine> {
         ranges
             .iter()
             .enumerate()
@@ -46,6 +56,7 @@ impl RangeLine {
                 end: b.end.clone(),
                 index: i,
                 of: ranges.len(),
+                order,
             })
             .collect()
     }
@@ -156,7 +167,8 @@ fn check_input(input: &Path) -> Result<DbLock, Error> {
     }
 }
 
-/// A scanned keyspace of the input: its bucket and bounds.
+/// A scanned keyspace of the input: its bucket and bounds, and the order they were cut in
+/// (the scan's, else the bucket's listing order).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Keyspace {
     store: String,
@@ -164,11 +176,14 @@ struct Keyspace {
     prefix: String,
     start_after: Option<String>,
     end_key: Option<String>,
+    order: Option<KeyOrder>,
 }
 
 impl Keyspace {
     fn keys(&self) -> KeyRange {
-        KeyRange::prefix(&self.prefix).intersect(&KeyRange::between(
+        let order = self.order.unwrap_or(KeyOrder::Byte);
+        KeyRange::prefix(order, &self.prefix).intersect(&KeyRange::between(
+            order,
             self.start_after.as_deref(),
             self.end_key.as_deref(),
         ))
@@ -212,6 +227,9 @@ fn merge_one(conn: &mut Connection, input: &Path) -> rusqlite::Result<Merged> {
         };
         for k in outer {
             let (out_b, src_b) = (bucket_id(&tx, "main", k)?, bucket_id(&tx, "src", k)?);
+            if let Some(order) = k.order {
+                db::record_key_order(&tx, out_b, order)?;
+            }
             let keys = k.keys();
             let (frag, mut args) = keys.sql("key");
             args.push((":b", &out_b));
@@ -230,8 +248,10 @@ fn merge_one(conn: &mut Connection, input: &Path) -> rusqlite::Result<Merged> {
 
 fn keyspaces(conn: &Connection) -> rusqlite::Result<Vec<Keyspace>> {
     let mut stmt = conn.prepare(
-        "SELECT DISTINCT b.store, b.name, s.prefix, s.start_after, s.end_key
-         FROM src.scans s JOIN src.buckets b USING (bucket_id)",
+        "SELECT b.store, b.name, s.prefix, s.start_after, s.end_key,
+                coalesce(max(s.key_order), b.key_order)
+         FROM src.scans s JOIN src.buckets b USING (bucket_id)
+         GROUP BY b.store, b.name, s.prefix, s.start_after, s.end_key",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok(Keyspace {
@@ -240,6 +260,7 @@ fn keyspaces(conn: &Connection) -> rusqlite::Result<Vec<Keyspace>> {
             prefix: r.get(2)?,
             start_after: r.get(3)?,
             end_key: r.get(4)?,
+            order: r.get(5)?,
         })
     })?;
     rows.collect()
@@ -313,11 +334,12 @@ fn copy_objects(tx: &Connection, keys: &KeyRange, out_b: i64, src_b: i64) -> rus
             "INSERT INTO objects (bucket_id, key, state, head_due, list_etag, list_size, list_modified,
                  list_storage_class, etag, size, last_modified, content_type, cache_control,
                  content_encoding, content_language, content_disposition, expires, storage_class,
-                 version_id, missing_meta, listed_scan, headed_scan, headed_at, gone_scan)
+                 version_id, missing_meta, listed_scan, headed_scan, headed_at, gone_scan, recheck,
+                 path_key)
              SELECT :out, s.key, s.state, s.head_due, s.list_etag, s.list_size, s.list_modified,
                  s.list_storage_class, s.etag, s.size, s.last_modified, s.content_type, s.cache_control,
                  s.content_encoding, s.content_language, s.content_disposition, s.expires, s.storage_class,
-                 s.version_id, s.missing_meta, {}, {}, s.headed_at, {}
+                 s.version_id, s.missing_meta, {}, {}, s.headed_at, {}, s.recheck, s.path_key
              FROM src.objects s WHERE s.bucket_id = :src{frag}",
             map("listed_scan"),
             map("headed_scan"),

@@ -240,6 +240,8 @@ fn lister(env: &Env, bucket: &str) -> Lister {
         stats: Arc::new(Stats::default()),
         cancel: CancellationToken::new(),
         rate: None,
+        order: Arc::new(s3meta::lister::Order::new(None)),
+        witnesses: Default::default(),
     }
 }
 

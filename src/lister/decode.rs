@@ -33,7 +33,11 @@ pub(super) fn decode_page(out: ListObjectsV2Output) -> Result<Page, String> {
     decode_keys(xml::RawPage {
         entries,
         next_token: out.next_continuation_token().map(str::to_string),
-        truncated: out.is_truncated().unwrap_or(false),
+        // Garage, SeaweedFS, moto and AWS always send it; without it a page cannot be told
+        // from the last one.
+        truncated: out
+            .is_truncated()
+            .ok_or("the store answered a ListObjectsV2 page without IsTruncated: s3meta cannot tell whether the listing goes on")?,
         url_encoded: out.encoding_type() == Some(&EncodingType::Url),
     })
 }
@@ -51,6 +55,7 @@ pub(super) fn decode_keys(raw: xml::RawPage) -> Result<Page, String> {
         entries,
         next_token: raw.next_token,
         truncated: raw.truncated,
+        from_start_after: false,
     })
 }
 

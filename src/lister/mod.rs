@@ -5,8 +5,10 @@
 //! and answers with the objects that need a HEAD; those go to the HEAD pool. Invariants: the
 //! next page is requested before the current one's HEADs are queued, so listing never waits
 //! for HEADs; a page is queued for HEAD only after its checkpoint is committed; keys must
-//! arrive in strictly increasing byte order, or the per-page deletion logic would be wrong, so
-//! anything else stops the scan.
+//! arrive strictly increasing in the store's order (S3's byte order, or path-component order:
+//! `order`), or the per-page deletion logic would be wrong, so anything else stops the scan;
+//! a page whose deletion window or range bounds would mean different keys in the two orders
+//! is committed only once the store's order is established.
 
 use std::sync::Arc;
 
@@ -18,17 +20,19 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::RangeState;
 use crate::error::Error;
 use crate::head::HeadJob;
-use crate::keyspace::KeyRange;
+use crate::keyspace::{KeyOrder, KeyRange};
 use crate::limit::RateLimit;
 use crate::retry::{self, Failure, Outcome, Policy, Retrier};
 use crate::stats::Stats;
 use crate::writer::{ListedObject, PageMsg, WriterMsg};
 
 mod decode;
+mod order;
 mod xml;
 
 use decode::{decode_keys, decode_page};
 pub use decode::{strip_quotes, url_decode};
+pub use order::Order;
 
 /// What every range of one scan lists with.
 #[derive(Debug)]
@@ -43,15 +47,42 @@ pub struct Lister {
     pub cancel: CancellationToken,
     /// `--max-rps`, shared with the HEAD pool.
     pub rate: Option<Arc<RateLimit>>,
+    /// The store's listing order, as far as it is known.
+    pub order: Arc<Order>,
+    /// The keys split probes answered since the splitter last took them (`Witnesses`).
+    pub witnesses: Witnesses,
+}
+
+/// Keys that probes saw, so each range cut from them knows one key it must list.
+#[derive(Debug, Default)]
+pub struct Witnesses(std::sync::Mutex<Vec<String>>);
+
+impl Witnesses {
+    /// At most this many are kept (a split sends a few dozen probes).
+    const CAP: usize = 256;
+
+    fn add(&self, key: &str) {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() < Self::CAP {
+            seen.push(key.to_string());
+        }
+    }
+
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// Where the next ListObjectsV2 request starts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Cursor {
     token: Option<String>,
+    /// Sent as is (see `KeyOrder::start_after` for what to send).
     start_after: Option<String>,
     /// Keys wanted; `None`: the page size.
     max_keys: Option<i32>,
+    /// Another prefix than the lister's (order probes only).
+    prefix: Option<String>,
 }
 
 /// One page as listed, keys decoded.
@@ -60,6 +91,9 @@ struct Page {
     entries: Vec<ListedObject>,
     next_token: Option<String>,
     truncated: bool,
+    /// Listed from a StartAfter, which may also return keys up to the one meant (see
+    /// `KeyOrder::start_after`): those are dropped.
+    from_start_after: bool,
 }
 
 /// A range being listed, shared by its lister and the scan's splitter. The lister holds the
@@ -69,8 +103,10 @@ struct Page {
 #[derive(Debug)]
 pub struct RangeCtl {
     pub range_no: i64,
-    /// The keys of the range (scope ∩ (start_after, end]); shortened by a split.
+    /// The keys of the range (prefix ∩ (start_after, end]) in the order known when they were
+    /// built; shortened by a split.
     pub keys: Arc<KeyRange>,
+    pub start_after: Option<String>,
     pub end: Option<String>,
     /// Last key of the latest page fetched (the next fetch lists after it).
     pub position: Option<String>,
@@ -94,10 +130,12 @@ struct Prefetch {
 impl Prefetch {
     fn start(lister: Arc<Lister>, range: &RangeState) -> Prefetch {
         let start_after = range.last_key.clone().or(range.start_after.clone());
-        let cursor = Cursor {
-            token: range.token.clone(),
-            start_after: start_after.clone(),
-            max_keys: None,
+        let cursor = match &range.token {
+            Some(token) => Cursor {
+                token: Some(token.clone()),
+                ..Cursor::default()
+            },
+            None => lister.after(start_after.as_deref()),
         };
         Prefetch {
             fetch: lister.clone().spawn_fetch(cursor),
@@ -110,8 +148,7 @@ impl Prefetch {
     fn request(&mut self, token: String) {
         let cursor = Cursor {
             token: Some(token),
-            start_after: None,
-            max_keys: None,
+            ..Cursor::default()
         };
         self.fetch = self.lister.clone().spawn_fetch(cursor);
     }
@@ -132,11 +169,7 @@ impl Prefetch {
                     tracing::warn!(
                         "the store rejected the saved continuation token ({f}); resuming after the last committed key instead"
                     );
-                    let cursor = Cursor {
-                        token: None,
-                        start_after,
-                        max_keys: None,
-                    };
+                    let cursor = self.lister.after(start_after.as_deref());
                     self.fetch = self.lister.clone().spawn_fetch(cursor);
                 }
                 // Cancelled during a retry's back-off: an interruption, not a failure.
@@ -178,13 +211,21 @@ impl Lister {
             range_no: range.range_no,
             prev_last: range.last_key.clone().or(range.start_after.clone()),
         };
+        let mut first = true;
+        let mut listed_any = range.last_key.is_some();
         loop {
-            let Some(page) = pages.next().await? else {
+            let Some(mut page) = pages.next().await? else {
                 return Ok(false);
             };
-            self.check_order(&page, at.prev_last.as_deref())?;
+            self.settle_order(&mut page, at.prev_last.as_deref(), first)
+                .await?;
+            first = false;
             let (committed, last_key, done) =
                 self.hand_over(&ctl, &mut pages, &writer, &at, page).await?;
+            listed_any |= last_key.is_some();
+            if done && !listed_any {
+                self.check_empty(&range).await?;
+            }
             let jobs = committed.await.map_err(|_| writer_gone())?;
             listed.notify_one();
             if last_key.is_some() {
@@ -215,6 +256,17 @@ impl Lister {
         mut page: Page,
     ) -> Result<(oneshot::Receiver<Vec<HeadJob>>, Option<String>, bool), Error> {
         let mut range_ctl = ctl.lock().await;
+        // The order may have become known since the range's keys were built: its bounds were
+        // cut where both orders agree, so they stand (`Order`).
+        let order = self.order.current();
+        if range_ctl.keys.order != order {
+            let keys = self.range_keys(
+                order,
+                range_ctl.start_after.as_deref(),
+                range_ctl.end.as_deref(),
+            );
+            range_ctl.keys = Arc::new(keys);
+        }
         let done = clip(&mut page, &range_ctl.keys);
         if !done {
             let Some(token) = page.next_token.clone() else {
@@ -231,6 +283,7 @@ impl Lister {
         range_ctl.pages += 1;
         range_ctl.done = done;
         let msg = PageMsg {
+            order: self.order.known(),
             range_no: at.range_no,
             keys: range_ctl.keys.clone(),
             prev_last: at.prev_last.clone(),
@@ -259,19 +312,130 @@ impl Lister {
         Ok(committed)
     }
 
-    fn check_order(&self, page: &Page, prev_last: Option<&str>) -> Result<(), Error> {
-        let mut prev = prev_last;
-        for o in &page.entries {
-            if prev.is_some_and(|p| o.key.as_str() <= p) {
-                return Err(Error::Internal(format!(
-                    "the store listed {:?} after {:?}: s3meta needs listings in UTF-8 byte order, as S3 sends them",
-                    o.key,
-                    prev.unwrap_or_default()
-                )));
-            }
-            prev = Some(&o.key);
+    /// Drops what a StartAfter listed up to the key meant, checks the page's order (learning
+    /// the store's from it), and establishes the order before a page that needs it commits:
+    /// one holding a key with `/` after the prefix (or the first page, when a stored key
+    /// has one) while the target held objects before or has bounds — unless the page is the
+    /// whole range, whose window is everything.
+    async fn settle_order(
+        &self,
+        page: &mut Page,
+        prev: Option<&str>,
+        first: bool,
+    ) -> Result<(), Error> {
+        if page.from_start_after
+            && let Some(p) = prev
+        {
+            let order = self.order.current();
+            let below = page
+                .entries
+                .iter()
+                .take_while(|o| !order.lt(p, &o.key))
+                .count();
+            page.entries.drain(..below);
+        }
+        let keys = page.entries.iter().map(|o| o.key.as_str());
+        self.order.observe(self, prev, keys)?;
+        if self.order.known().is_some() || !self.order.needed || (first && !page.truncated) {
+            return Ok(());
+        }
+        let from = self.prefix.len();
+        let listed = page
+            .entries
+            .iter()
+            .find(|o| order::directory_of(&o.key, from).is_some());
+        if let Some(o) = listed {
+            return self.order.resolve(self, &o.key, true).await;
+        }
+        let stored = self
+            .order
+            .anchor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(anchor) = stored {
+            self.order.resolve(self, &anchor, false).await?;
         }
         Ok(())
+    }
+
+    /// Establishes the store's order from the first page or, when it does not show it, a
+    /// probe around one of its keys (for `plan`, whose cuts must be made in that order).
+    pub async fn establish_order(&self) -> Result<(), Error> {
+        if self.order.known().is_some() {
+            return Ok(());
+        }
+        let page = self
+            .fetch(Cursor::default())
+            .await
+            .map_err(|e| self.fatal(e))?;
+        let keys = page.entries.iter().map(|o| o.key.as_str());
+        self.order.observe(self, None, keys)?;
+        let from = self.prefix.len();
+        match page
+            .entries
+            .iter()
+            .find(|o| order::directory_of(&o.key, from).is_some())
+        {
+            Some(o) if self.order.known().is_none() => self.order.resolve(self, &o.key, true).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Establishes the order with a probe around `key` (a listed key), if it is unknown and
+    /// `key` has a `/` after the prefix — before cutting ranges, so the cuts are made in it.
+    pub async fn learn_order_around(&self, key: &str) -> Result<(), Error> {
+        if self.order.known().is_some() || order::directory_of(key, self.prefix.len()).is_none() {
+            return Ok(());
+        }
+        self.order.resolve(self, key, true).await
+    }
+
+    /// The keys of a range (start_after, end] of the lister's prefix, in `order`.
+    pub fn range_keys(
+        &self,
+        order: KeyOrder,
+        start_after: Option<&str>,
+        end: Option<&str>,
+    ) -> KeyRange {
+        KeyRange::prefix(order, &self.prefix).intersect(&KeyRange::between(order, start_after, end))
+    }
+
+    /// A range cut where a probe saw a key, that listed nothing while the key still exists:
+    /// the store answered the range's StartAfter unlike S3 or SeaweedFS (keys would be lost).
+    async fn check_empty(&self, range: &RangeState) -> Result<(), Error> {
+        let Some(witness) = &range.witness else {
+            return Ok(());
+        };
+        let still = self.first_after_raw(None, Some(witness)).await?;
+        if still.as_deref() != Some(witness.as_str()) {
+            return Ok(()); // deleted meanwhile
+        }
+        Err(self.order_error(format!(
+            "the key range after {:?} listed nothing, yet it holds {witness:?}: the store's StartAfter skips keys",
+            range.start_after.as_deref().unwrap_or_default()
+        )))
+    }
+
+    fn order_error(&self, detail: String) -> Error {
+        Error::ListingOrder {
+            bucket: self.bucket.clone(),
+            store: self.store.clone(),
+            detail,
+        }
+    }
+
+    /// The cursor listing the keys after `key` (from the start with `None`). A StartAfter
+    /// lowered below the key answers the key itself first: one key more is asked for, so
+    /// pages keep their size.
+    fn after(&self, key: Option<&str>) -> Cursor {
+        let sent = key.map(|k| KeyOrder::start_after(self.order.known(), k));
+        let lowered = sent.as_deref() != key;
+        Cursor {
+            start_after: sent.filter(|s| !s.is_empty()),
+            max_keys: lowered.then(|| (self.page_size + 1).min(1000)),
+            ..Cursor::default()
+        }
     }
 
     /// Lists one page outside a scan (estimates, range planning): its keys and the token of
@@ -281,28 +445,85 @@ impl Lister {
         token: Option<String>,
         start_after: Option<String>,
     ) -> Result<(Vec<ListedObject>, Option<String>), Error> {
-        let cursor = Cursor {
-            token,
-            start_after,
-            max_keys: None,
+        let cursor = match token {
+            Some(token) => Cursor {
+                token: Some(token),
+                ..Cursor::default()
+            },
+            None => self.after(start_after.as_deref()),
         };
-        match self.fetch(cursor).await {
-            Ok(p) => Ok((p.entries, if p.truncated { p.next_token } else { None })),
-            Err(e) => Err(self.fatal(e)),
+        let mut page = self.fetch(cursor).await.map_err(|e| self.fatal(e))?;
+        if let Some(s) = &start_after {
+            let order = self.order.current();
+            page.entries.retain(|o| order.lt(s, &o.key));
         }
+        Ok((
+            page.entries,
+            if page.truncated {
+                page.next_token
+            } else {
+                None
+            },
+        ))
     }
 
-    /// The first key after `start_after` (a probe: one LIST of one key), if any.
-    pub async fn first_after(&self, start_after: Option<&str>) -> Result<Option<String>, Error> {
+    /// The first key after `key` in the store's order (a probe: a LIST of one key), if any.
+    /// While the order is unknown, a key with `/` after the prefix is also used to establish
+    /// it (callers that compared keys meanwhile check `order.known()` again).
+    pub async fn first_after(&self, key: Option<&str>) -> Result<Option<String>, Error> {
+        let mut after = key.map(str::to_string);
+        // A StartAfter below the key (see `KeyOrder::start_after`) answers the key itself
+        // first, so two keys are asked for; more only with keys that start with the lowered
+        // StartAfter (hostile ones): skip those, a few probes at most.
+        for _ in 0..4 {
+            let cursor = self.after(after.as_deref());
+            let lowered = cursor.start_after.as_deref() != after.as_deref();
+            let cursor = Cursor {
+                max_keys: Some(if lowered { 2 } else { 1 }),
+                ..cursor
+            };
+            let page = self.fetch(cursor).await.map_err(|e| self.fatal(e))?;
+            let order = self.order.current();
+            let mut listed: Vec<String> = page.entries.into_iter().map(|o| o.key).collect();
+            let Some(at) = listed
+                .iter()
+                .position(|k| key.is_none_or(|key| order.lt(key, k)))
+            else {
+                match listed.pop() {
+                    Some(last) if page.truncated => {
+                        after = Some(last);
+                        continue;
+                    }
+                    _ => return Ok(None),
+                }
+            };
+            let found = listed.swap_remove(at);
+            if self.order.known().is_none()
+                && order::directory_of(&found, self.prefix.len()).is_some()
+            {
+                self.order.resolve(self, &found, true).await?;
+            }
+            self.witnesses.add(&found);
+            return Ok(Some(found));
+        }
+        Err(self.order_error(format!("probes after {key:?} keep answering keys up to it")))
+    }
+
+    /// The first key after the literal StartAfter `start_after` under `prefix` (default:
+    /// the lister's), for probes whose StartAfter semantics are the point.
+    async fn first_after_raw(
+        &self,
+        start_after: Option<&str>,
+        prefix: Option<&str>,
+    ) -> Result<Option<String>, Error> {
         let cursor = Cursor {
-            token: None,
             start_after: start_after.map(str::to_string),
             max_keys: Some(1),
+            prefix: prefix.map(str::to_string),
+            ..Cursor::default()
         };
-        match self.fetch(cursor).await {
-            Ok(p) => Ok(p.entries.into_iter().next().map(|o| o.key)),
-            Err(e) => Err(self.fatal(e)),
-        }
+        let page = self.fetch(cursor).await.map_err(|e| self.fatal(e))?;
+        Ok(page.entries.into_iter().next().map(|o| o.key))
     }
 
     fn spawn_fetch(self: Arc<Self>, cursor: Cursor) -> JoinHandle<Result<Page, ListError>> {
@@ -310,7 +531,8 @@ impl Lister {
     }
 
     async fn fetch(&self, cursor: Cursor) -> Result<Page, ListError> {
-        let subject = format!("LIST s3://{}/{}", self.bucket, self.prefix);
+        let prefix = cursor.prefix.as_deref().unwrap_or(&self.prefix);
+        let subject = format!("LIST s3://{}/{prefix}", self.bucket);
         let outcome = retry::run(
             self.retrier(),
             &self.stats.list_requests,
@@ -323,8 +545,8 @@ impl Lister {
                     .bucket(&self.bucket)
                     .max_keys(cursor.max_keys.unwrap_or(self.page_size))
                     .encoding_type(EncodingType::Url);
-                if !self.prefix.is_empty() {
-                    req = req.prefix(&self.prefix);
+                if !prefix.is_empty() {
+                    req = req.prefix(prefix);
                 }
                 if let Some(t) = &cursor.token {
                     req = req.continuation_token(t);
@@ -344,7 +566,8 @@ impl Lister {
             },
         )
         .await;
-        match outcome {
+        let from_start_after = cursor.token.is_none() && cursor.start_after.is_some();
+        let page = match outcome {
             Outcome::Ok((_, Some(raw))) => decode_keys(raw).map_err(ListError::Decode),
             Outcome::Ok((out, None)) => {
                 tracing::debug!("the LIST fast path declined a page; the SDK parsed it");
@@ -358,7 +581,11 @@ impl Lister {
                 Err(ListError::TokenRejected(failure))
             }
             Outcome::Failed { failure, attempts } => Err(ListError::Failed { failure, attempts }),
-        }
+        };
+        page.map(|p| Page {
+            from_start_after,
+            ..p
+        })
     }
 
     fn retrier(&self) -> Retrier<'_> {

@@ -39,6 +39,9 @@ use super::strip_quotes;
 use crate::timefmt;
 use crate::writer::ListedObject;
 
+/// Why a listing body is refused before any parser reads it.
+const INCOMPLETE: &str = "the ListObjectsV2 answer is not a complete XML document (its root element is not closed): cut short on the way";
+
 /// What the SDK deserializes instead of a page the fast path has taken.
 const TAKEN: &[u8] = b"<ListBucketResult></ListBucketResult>";
 
@@ -131,6 +134,12 @@ impl Body for SkimBody {
                             *this.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(page);
                             Bytes::from_static(TAKEN)
                         }
+                        // The SDK's reader takes a document cut short for a shorter page (a
+                        // proxy that cut bodies with a matching Content-Length made pages lose
+                        // keys, issue 12): a body error is retried like a dropped connection.
+                        None if !is_complete(&body) => {
+                            return Poll::Ready(Some(Err(INCOMPLETE.into())));
+                        }
                         None => Bytes::from(body),
                     };
                     return Poll::Ready(Some(Ok(Frame::data(out))));
@@ -162,14 +171,16 @@ pub(super) fn parse(body: &[u8]) -> Option<RawPage> {
         first = false;
     }
     let mut page = RawPage::default();
+    // A page without IsTruncated goes to the SDK, whose reading the lister refuses.
+    let mut truncated = None;
     loop {
         match r.read_event().ok()? {
             Event::Start(e) => match attributes_ok(&e)?.local_name().as_ref() {
                 b"Contents" => page.entries.push(object(&mut r)?),
                 b"IsTruncated" => {
-                    page.truncated = match &*text(&mut r)? {
-                        "true" => true,
-                        "false" => false,
+                    truncated = match &*text(&mut r)? {
+                        "true" => Some(true),
+                        "false" => Some(false),
                         _ => return None,
                     }
                 }
@@ -185,6 +196,7 @@ pub(super) fn parse(body: &[u8]) -> Option<RawPage> {
             _ => return None,
         }
     }
+    page.truncated = truncated?;
     // Nothing but whitespace, comments and instructions may follow the root.
     loop {
         match r.read_event().ok()? {
@@ -192,6 +204,30 @@ pub(super) fn parse(body: &[u8]) -> Option<RawPage> {
             Event::Comment(_) | Event::PI(_) => {}
             Event::Text(t) if t.iter().all(u8::is_ascii_whitespace) => {}
             _ => return None,
+        }
+    }
+}
+
+/// Whether `body` is one whole XML document: its root element closed, and nothing after it
+/// but whitespace, comments and processing instructions.
+pub(super) fn is_complete(body: &[u8]) -> bool {
+    let mut r = Reader::from_reader(body);
+    let (mut depth, mut closed) = (0u32, false);
+    loop {
+        match r.read_event() {
+            Err(_) => return false,
+            Ok(Event::Eof) => return closed,
+            Ok(Event::Start(_) | Event::End(_) | Event::Empty(_)) if closed => return false,
+            Ok(Event::Text(t)) if closed && !t.iter().all(u8::is_ascii_whitespace) => {
+                return false;
+            }
+            Ok(Event::Start(_)) => depth += 1,
+            Ok(Event::End(_)) => {
+                depth = depth.saturating_sub(1);
+                closed = depth == 0;
+            }
+            Ok(Event::Empty(_)) if depth == 0 => closed = true,
+            Ok(_) => {}
         }
     }
 }
@@ -374,7 +410,30 @@ mod tests {
             assert!(parse(odd.as_bytes()).is_none(), "{odd}");
         }
         assert!(parse(b"<ListBucketResult><Name>\xff</Name></ListBucketResult>").is_none());
-        let plain = parse(b"<ListBucketResult></ListBucketResult>").unwrap();
+        let plain = parse(b"<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>")
+            .unwrap();
         assert!(plain.entries.is_empty() && !plain.truncated && plain.next_token.is_none());
+        // No IsTruncated: the SDK reads it, and the lister refuses what it read (decode.rs).
+        assert!(parse(b"<ListBucketResult></ListBucketResult>").is_none());
+    }
+
+    /// Issue 12: a body cut anywhere is never taken for a whole page by either parser.
+    #[test]
+    fn a_cut_body_is_not_a_complete_document() {
+        assert!(is_complete(PAGE.as_bytes()));
+        assert!(is_complete(
+            b"<?xml version=\"1.0\"?><a><b/></a> <!-- c -->\n"
+        ));
+        for at in 1..PAGE.trim_end().len() {
+            let cut = &PAGE.as_bytes()[..at];
+            assert!(
+                !is_complete(cut),
+                "cut at {at}: {:?}",
+                String::from_utf8_lossy(cut)
+            );
+            assert!(parse(cut).is_none(), "cut at {at}");
+        }
+        assert!(!is_complete(b"<a></a><b/>"));
+        assert!(!is_complete(b""));
     }
 }

@@ -22,7 +22,7 @@ use serde_json::Value;
 use crate::cli::{Format, QueryArgs, ScopeArgs};
 use crate::db;
 use crate::error::{Error, Result};
-use crate::keyspace::KeyRange;
+use crate::keyspace::{KeyOrder, KeyRange};
 use filter::{Field, Filter, MetaTest, Op, Operand};
 use output::RowWriter;
 
@@ -156,7 +156,7 @@ impl Selection {
             plan,
             clauses: String::new(),
             params: Vec::new(),
-            keys: KeyRange::prefix(scope.prefix.as_deref().unwrap_or("")),
+            keys: KeyRange::prefix(KeyOrder::Byte, scope.prefix.as_deref().unwrap_or("")),
         };
         if let Some(bucket) = &scope.bucket {
             let p = sel.bind(bucket.clone());

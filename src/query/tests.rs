@@ -53,7 +53,7 @@ fn database() -> (tempfile::TempDir, std::path::PathBuf) {
     let path = dir.path().join("q.db");
     let conn = db::open_rw(&path).unwrap();
     conn.execute_batch(
-        "INSERT INTO buckets VALUES (1, 'http://s', 'bkt'), (2, 'http://s', 'other');
+        "INSERT INTO buckets (bucket_id, store, name) VALUES (1, 'http://s', 'bkt'), (2, 'http://s', 'other');
          INSERT INTO objects (object_id, bucket_id, key, state) VALUES (100, 2, 'a/1', 'ok');
          INSERT INTO metadata VALUES (100, 'project', 'apollo');",
     )

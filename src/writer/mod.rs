@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::checkpoint::Mode;
 use crate::error::Error;
 use crate::head::{HeadJob, HeadOutcome};
-use crate::keyspace::KeyRange;
+use crate::keyspace::{KeyOrder, KeyRange};
 use crate::stats::{Snapshot, Stats};
 use crate::timefmt;
 
@@ -44,6 +44,8 @@ pub struct ListedObject {
 /// One listing page and the checkpoint that follows it.
 #[derive(Debug)]
 pub struct PageMsg {
+    /// The store's listing order, once established (recorded with the page).
+    pub order: Option<KeyOrder>,
     pub range_no: i64,
     /// The keys of the whole range (prefix ∩ (start_after, end]).
     pub keys: Arc<KeyRange>,
@@ -61,6 +63,8 @@ pub struct PageMsg {
 /// (at, end].
 #[derive(Debug, Clone)]
 pub struct SplitMsg {
+    /// The order the cut was made in.
+    pub order: KeyOrder,
     pub range_no: i64,
     pub at: String,
     pub new_range_no: i64,
@@ -84,7 +88,7 @@ impl WriterMsg {
 }
 
 /// What the writer knows of its scan.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct WriterCtx {
     pub scan_id: i64,
     pub bucket_id: i64,
@@ -92,6 +96,9 @@ pub struct WriterCtx {
     /// New keys are `created` changes (a completed scan covered this keyspace before).
     pub record_created: bool,
     pub path: PathBuf,
+    /// The listing order last recorded for the bucket and the scan (the writer records it
+    /// with the first page that carries it).
+    pub recorded_order: std::sync::Mutex<Option<KeyOrder>>,
 }
 
 /// Counts of one committed batch.
@@ -225,6 +232,9 @@ fn apply_batch(
     for msg in batch {
         match msg {
             WriterMsg::Page(page) => {
+                if let Some(order) = page.order {
+                    record_order(tx, ctx, order)?;
+                }
                 let jobs = page::apply_page(tx, ctx, &page, &now, &mut tally)?;
                 replies.push((page.reply, jobs));
             }
@@ -259,6 +269,10 @@ fn apply_batch(
 /// Records a range split: both halves are in the database in one transaction, so the ranges
 /// cover the keyspace exactly once at every commit.
 fn apply_split(tx: &Transaction, ctx: &WriterCtx, split: &SplitMsg) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE scans SET key_order = ?2 WHERE scan_id = ?1 AND key_order IS NOT ?2",
+    )?
+    .execute(params![ctx.scan_id, split.order])?;
     tx.prepare_cached("UPDATE scan_ranges SET end_key = ?3 WHERE scan_id = ?1 AND range_no = ?2")?
         .execute(params![ctx.scan_id, split.range_no, split.at])?;
     tx.prepare_cached(
@@ -271,6 +285,22 @@ fn apply_split(tx: &Transaction, ctx: &WriterCtx, split: &SplitMsg) -> rusqlite:
         split.at,
         split.end
     ])?;
+    Ok(())
+}
+
+/// Records the store's listing order for the bucket and the scan (once per change): the
+/// scan's ranges are read in it from now on (see `lister::Order`).
+fn record_order(tx: &Transaction, ctx: &WriterCtx, order: KeyOrder) -> rusqlite::Result<()> {
+    let mut recorded = ctx.recorded_order.lock().unwrap_or_else(|e| e.into_inner());
+    if *recorded == Some(order) {
+        return Ok(());
+    }
+    crate::db::record_key_order(tx, ctx.bucket_id, order)?;
+    tx.prepare_cached(
+        "UPDATE scans SET key_order = ?2 WHERE scan_id = ?1 AND key_order IS NOT ?2",
+    )?
+    .execute(params![ctx.scan_id, order])?;
+    *recorded = Some(order);
     Ok(())
 }
 

@@ -111,7 +111,7 @@ fn store_head(
         "UPDATE objects SET state = 'ok', head_due = 0, etag = ?2, size = ?3, last_modified = ?4,
              content_type = ?5, cache_control = ?6, content_encoding = ?7, content_language = ?8,
              content_disposition = ?9, expires = ?10, storage_class = ?11, version_id = ?12,
-             missing_meta = ?13, headed_scan = ?14, headed_at = ?15
+             missing_meta = ?13, headed_scan = ?14, headed_at = ?15, recheck = ?16
          WHERE object_id = ?1",
     )?
     .execute(params![
@@ -129,7 +129,8 @@ fn store_head(
         f.version_id,
         f.missing_meta,
         ctx.scan_id,
-        now
+        now,
+        f.recheck
     ])?;
     Ok(())
 }

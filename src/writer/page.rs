@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use super::{ListedObject, PageMsg, Tally, WriterCtx, record_change};
 use crate::checkpoint::Mode;
 use crate::head::HeadJob;
-use crate::keyspace::KeyRange;
+use crate::keyspace::{KeyOrder, KeyRange, path_key};
 
 /// Stored rows of a page's window read per query.
 const WINDOW_CHUNK: i64 = 1000;
@@ -25,12 +25,14 @@ pub(crate) struct Stored {
     size: Option<i64>,
     modified: Option<String>,
     storage_class: Option<String>,
+    /// Its last HEAD came within a second of its Last-Modified (`head::within_a_second`).
+    recheck: bool,
 }
 
 /// The columns `Stored::from_row` reads, in its order.
 const STORED_COLUMNS: &str =
-    "object_id, state, head_due, list_etag, list_size, list_modified, list_storage_class";
-const STORED_COLUMN_COUNT: usize = 7;
+    "object_id, state, head_due, list_etag, list_size, list_modified, list_storage_class, recheck";
+const STORED_COLUMN_COUNT: usize = 8;
 
 impl Stored {
     /// A row whose first columns are `STORED_COLUMNS`.
@@ -43,6 +45,7 @@ impl Stored {
             size: r.get(4)?,
             modified: r.get(5)?,
             storage_class: r.get(6)?,
+            recheck: r.get(7)?,
         })
     }
 
@@ -54,13 +57,16 @@ impl Stored {
 
     /// The rescan rule: an object whose listing is unchanged (and has an ETag) and whose last
     /// HEAD succeeded needs no new HEAD. A storage-class transition (lifecycle rules rewrite
-    /// nothing else) also earns a HEAD, so the stored HEAD fields stay what a fresh scan gets.
+    /// nothing else) also earns a HEAD, so the stored HEAD fields stay what a fresh scan gets,
+    /// and so does an object HEADed within a second of its Last-Modified, which a same-second
+    /// rewrite could have changed unseen (`head::within_a_second`).
     pub(crate) fn unchanged(&self, e: &ListedObject) -> bool {
         self.same_listing(e)
             && e.etag.is_some()
             && self.storage_class == e.storage_class
             && self.state == "ok"
             && !self.head_due
+            && !self.recheck
     }
 
     /// The stored listing fields, as an "old" side of a change.
@@ -99,12 +105,13 @@ pub(super) fn apply_page(
     now: &str,
     tally: &mut Tally,
 ) -> rusqlite::Result<Vec<HeadJob>> {
+    let order = page.keys.order;
     let mut rows = page_window(page).map(|w| WindowRows::new(ctx.bucket_id, w));
     let mut next = advance(tx, &mut rows)?;
     let mut jobs = Vec::new();
     for e in &page.entries {
         // Stored keys before this one are no longer listed.
-        while let Some((k, s)) = next.take_if(|(k, _)| k.as_str() < e.key.as_str()) {
+        while let Some((k, s)) = next.take_if(|(k, _)| order.lt(k, &e.key)) {
             tally.gone += unlisted(tx, ctx, &k, &s, now)?;
             next = advance(tx, &mut rows)?;
         }
@@ -112,7 +119,7 @@ pub(super) fn apply_page(
         if found.is_some() {
             next = advance(tx, &mut rows)?;
         }
-        if let Some(object_id) = apply_listed(tx, ctx, e, found, now, tally)? {
+        if let Some(object_id) = apply_listed(tx, ctx, e, found, (now, order), tally)? {
             jobs.push(HeadJob {
                 object_id,
                 key: e.key.clone(),
@@ -146,12 +153,12 @@ fn apply_listed(
     ctx: &WriterCtx,
     e: &ListedObject,
     found: Option<Stored>,
-    now: &str,
+    (now, order): (&str, KeyOrder),
     tally: &mut Tally,
 ) -> rusqlite::Result<Option<i64>> {
     let s = match found {
         None => {
-            let object_id = insert_listed(tx, ctx, e)?;
+            let object_id = insert_listed(tx, ctx, e, order)?;
             if ctx.record_created {
                 record_change(tx, ctx, object_id, "created", None, Some(e), now)?;
             }
@@ -230,14 +237,15 @@ impl WindowRows {
 
     fn fetch(&mut self, tx: &Transaction) -> rusqlite::Result<()> {
         let chunk = match &self.after {
-            Some(k) => self.window.intersect(&KeyRange::between(Some(k), None)),
+            Some(k) => self.window.after(k),
             None => self.window.clone(),
         };
         let (frag, mut args) = chunk.sql("key");
         args.push((":b", &self.bucket_id));
         args.push((":n", &WINDOW_CHUNK));
         let sql = format!(
-            "SELECT {STORED_COLUMNS}, key FROM objects WHERE bucket_id = :b{frag} ORDER BY key LIMIT :n"
+            "SELECT {STORED_COLUMNS}, key FROM objects WHERE bucket_id = :b{frag} ORDER BY {} LIMIT :n",
+            chunk.order.column("key")
         );
         let mut stmt = tx.prepare_cached(&sql)?;
         let rows = stmt.query_map(args.as_slice(), |r| {
@@ -269,14 +277,14 @@ fn advance(
 /// range's end for the last page. `None` for an empty page in mid-listing.
 pub(crate) fn page_window(page: &PageMsg) -> Option<KeyRange> {
     let after_prev = match &page.prev_last {
-        Some(k) => page.keys.intersect(&KeyRange::between(Some(k), None)),
+        Some(k) => page.keys.after(k),
         None => (*page.keys).clone(),
     };
     if page.done {
         return Some(after_prev);
     }
     let last = page.last_key.as_deref()?;
-    Some(after_prev.intersect(&KeyRange::between(None, Some(last))))
+    Some(after_prev.up_to(last))
 }
 
 /// Marks an object deleted by this scan.
@@ -311,11 +319,17 @@ fn relist(
     Ok(())
 }
 
-fn insert_listed(tx: &Transaction, ctx: &WriterCtx, e: &ListedObject) -> rusqlite::Result<i64> {
+fn insert_listed(
+    tx: &Transaction,
+    ctx: &WriterCtx,
+    e: &ListedObject,
+    order: KeyOrder,
+) -> rusqlite::Result<i64> {
+    let path_key = (order == KeyOrder::Path).then(|| path_key(&e.key));
     tx.prepare_cached(
         "INSERT INTO objects (bucket_id, key, state, head_due, list_etag, list_size,
-             list_modified, list_storage_class, listed_scan)
-         VALUES (?1, ?2, 'pending', 1, ?3, ?4, ?5, ?6, ?7)",
+             list_modified, list_storage_class, listed_scan, path_key)
+         VALUES (?1, ?2, 'pending', 1, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         ctx.bucket_id,
@@ -324,7 +338,8 @@ fn insert_listed(tx: &Transaction, ctx: &WriterCtx, e: &ListedObject) -> rusqlit
         e.size,
         e.last_modified,
         e.storage_class,
-        ctx.scan_id
+        ctx.scan_id,
+        path_key
     ])?;
     Ok(tx.last_insert_rowid())
 }

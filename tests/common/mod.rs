@@ -65,6 +65,7 @@ impl Env {
             grace: Duration::from_secs(5),
             max_rps: None,
             list_parallelism: 1,
+            bounds_order: None,
         }
     }
 
@@ -234,4 +235,24 @@ pub fn fill(state: &State, bucket: &str, prefix: &str, n: usize) {
             );
         }
     }
+}
+
+/// Asserts two databases are equal by the canonical dump, showing only the lines that
+/// differ (a whole dump of thousands of objects is unreadable).
+pub fn assert_same_db(got: &Path, want: &Path) {
+    let (g, w) = (dump(got), dump(want));
+    if g == w {
+        return;
+    }
+    let gl: std::collections::BTreeSet<&str> = g.lines().collect();
+    let wl: std::collections::BTreeSet<&str> = w.lines().collect();
+    let extra: Vec<&&str> = gl.difference(&wl).take(5).collect();
+    let missing: Vec<&&str> = wl.difference(&gl).take(5).collect();
+    panic!(
+        "databases differ: {} lines only in {}, {} only in {}\nonly in got: {extra:#?}\nonly in want: {missing:#?}",
+        gl.difference(&wl).count(),
+        got.display(),
+        wl.difference(&gl).count(),
+        want.display()
+    );
 }

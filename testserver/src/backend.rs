@@ -231,11 +231,16 @@ impl Backend {
             delimiter: input.delimiter.as_deref(),
             after: after.as_deref(),
             max_keys,
+            start_after: input.continuation_token.is_none(),
         };
-        let page = self
-            .state
-            .store
-            .with_bucket(&input.bucket, |objects| listing::list_page(objects, &req))?;
+        let by_path = self.state.path_order();
+        let page = self.state.store.with_bucket(&input.bucket, |objects| {
+            if by_path {
+                listing::list_page_by_path(objects, &req)
+            } else {
+                listing::list_page(objects, &req)
+            }
+        })?;
         let next = page.last.filter(|_| page.truncated).map(|marker| {
             let epoch = self.state.token_epoch();
             Token {

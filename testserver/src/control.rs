@@ -90,6 +90,9 @@ pub enum Action {
     /// `Key` (the SDK's reader keeps only the text before a comment, which here is the whole
     /// key). Other ops are answered unchanged.
     Restyle,
+    /// Answer 200 with only the first half of the body and a `Content-Length` that matches
+    /// it: a complete HTTP message whose XML document is cut off (as a broken proxy sent).
+    CutBody,
 }
 
 /// The longest a [`Action::Stall`] holds a connection, so a forgotten stall cannot hang a

@@ -49,6 +49,8 @@ enum Verdict {
     ForwardRestyled {
         page: u32,
     },
+    /// Forward, then send half the body as if it were all of it (`Action::CutBody`).
+    ForwardCut,
 }
 
 impl Frontend {
@@ -70,12 +72,28 @@ impl Frontend {
         }
         let info = classify(&req);
         let _in_flight = self.state.control.arrive(info.op);
-        match self.apply_rules(&info, req.method() == Method::HEAD).await {
+        let mut resp = self.respond(&info, req).await?;
+        if let Some(now) = self.state.frozen_clock() {
+            let date = httpdate::fmt_http_date(now);
+            if let Ok(v) = HeaderValue::from_str(&date) {
+                resp.headers_mut().insert(header::DATE, v);
+            }
+        }
+        Ok(resp)
+    }
+
+    async fn respond(
+        &self,
+        info: &RequestInfo,
+        req: Request<Incoming>,
+    ) -> Result<Response<RespBody>, BoxError> {
+        match self.apply_rules(info, req.method() == Method::HEAD).await {
             Verdict::Forward => self.forward(req).await,
             Verdict::Answer(resp) => Ok(resp),
             Verdict::Drop => Err("injected fault: connection dropped".into()),
             Verdict::ForwardTruncated => Ok(truncate(self.forward(req).await?).await),
             Verdict::ForwardRestyled { page } => Ok(restyle(self.forward(req).await?, page).await),
+            Verdict::ForwardCut => Ok(cut(self.forward(req).await?).await),
         }
     }
 
@@ -113,6 +131,7 @@ impl Frontend {
                 Verdict::ForwardRestyled { page: info.page }
             }
             Some(Action::Restyle) => Verdict::Forward,
+            Some(Action::CutBody) => Verdict::ForwardCut,
         }
     }
 
@@ -273,6 +292,16 @@ async fn truncate(resp: Response<RespBody>) -> Response<RespBody> {
         Err::<Frame<Bytes>, BoxError>("injected fault: connection dropped mid-body".into())
     });
     Response::from_parts(parts, StreamBody::new(first.chain(fail)).boxed_unsync())
+}
+
+/// The first half of the body, with a `Content-Length` saying that is all of it.
+async fn cut(resp: Response<RespBody>) -> Response<RespBody> {
+    let (mut parts, bytes) = collected(resp).await;
+    let half = bytes.slice(..bytes.len() / 2);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(half.len()));
+    Response::from_parts(parts, full(half))
 }
 
 /// A ListObjectsV2 answer re-formatted by `restyled_listing` (other answers unchanged).

@@ -6,6 +6,8 @@
 //! order); a page holds at most `max_keys` entries *and* common prefixes together, as S3
 //! counts them; a common prefix is reported once and the page resumes after every key under
 //! it; a token encodes the epoch it was issued in, so `rotate_tokens` invalidates it.
+//! `list_page_by_path` lists as SeaweedFS does instead: path-component order (`/` before every
+//! other character), and a StartAfter that also skips the keys under `StartAfter/`.
 
 use std::ops::Bound;
 
@@ -26,6 +28,8 @@ pub(crate) struct ListRequest<'a> {
     /// Exclusive lower bound: the token's marker, else `start-after`.
     pub after: Option<&'a str>,
     pub max_keys: usize,
+    /// `after` is a `start-after` (not a token's marker).
+    pub start_after: bool,
 }
 
 /// What a listed object shows.
@@ -90,6 +94,47 @@ pub(crate) fn list_page(objects: &Bucket, req: &ListRequest<'_>) -> Page {
         break;
     }
     page
+}
+
+/// One page in path-component order, as SeaweedFS lists (its namespace is a directory tree):
+/// keys compare component by component, so `a/b` comes before `a!x`; StartAfter=S lists after
+/// S *and its subtree* `S/…` (SeaweedFS skips the directory S), unless S ends with `/`; a
+/// token resumes right after its marker. Delimiters are not rolled up. Cost: the prefix's
+/// keys, sorted per page (test buckets only).
+pub(crate) fn list_page_by_path(objects: &Bucket, req: &ListRequest<'_>) -> Page {
+    let mut keys: Vec<(&str, &Obj)> = objects
+        .range::<str, _>((Bound::Included(req.prefix), Bound::Unbounded))
+        .map(|(k, o)| (&**k, o))
+        .take_while(|(k, _)| k.starts_with(req.prefix))
+        .collect();
+    keys.sort_by(|a, b| path_cmp(a.0, b.0));
+    let skipped = req
+        .after
+        .filter(|a| req.start_after && !a.ends_with('/'))
+        .map(|a| format!("{a}/"));
+    let mut page = Page::default();
+    let listed = keys.into_iter().filter(|(k, _)| {
+        req.after.is_none_or(|a| path_cmp(a, k).is_lt())
+            && skipped.as_deref().is_none_or(|s| !k.starts_with(s))
+    });
+    for (key, obj) in listed {
+        if page.entries.len() == req.max_keys {
+            page.truncated = true;
+            break;
+        }
+        page.entries.push(entry(key, obj));
+        page.last = Some(key.to_owned());
+    }
+    page
+}
+
+/// Byte order with `/` below every other byte: path components compared one by one.
+fn path_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let rank = |b: &u8| if *b == b'/' { 0 } else { u16::from(*b) + 1 };
+    a.as_bytes()
+        .iter()
+        .map(rank)
+        .cmp(b.as_bytes().iter().map(rank))
 }
 
 fn start_bound(req: &ListRequest<'_>) -> Bound<String> {
@@ -201,7 +246,39 @@ mod tests {
             delimiter: delim,
             after,
             max_keys: 1000,
+            start_after: true,
         }
+    }
+
+    #[test]
+    fn path_order_lists_like_seaweedfs() {
+        let b = bucket(&[
+            "ab", "a0", "a.c", "a-b", "a!x", "a/z", "a/c/d", "a/b", "a", "d06", "d06/s/1", "d07",
+        ]);
+        let all = list_page_by_path(&b, &req("", None, None));
+        assert_eq!(
+            keys(&all),
+            [
+                "a", "a/b", "a/c/d", "a/z", "a!x", "a-b", "a.c", "a0", "ab", "d06", "d06/s/1",
+                "d07"
+            ]
+        );
+        // StartAfter skips the directory; a trailing slash lists inside it; a token does not skip.
+        assert_eq!(
+            keys(&list_page_by_path(&b, &req("", None, Some("d06")))),
+            ["d07"]
+        );
+        assert_eq!(
+            keys(&list_page_by_path(&b, &req("", None, Some("d06/")))),
+            ["d06/s/1", "d07"]
+        );
+        let mut token = req("", None, Some("d06"));
+        token.start_after = false;
+        assert_eq!(keys(&list_page_by_path(&b, &token)), ["d06/s/1", "d07"]);
+        assert_eq!(
+            keys(&list_page_by_path(&b, &req("a/", None, None))),
+            ["a/b", "a/c/d", "a/z"]
+        );
     }
 
     fn keys(p: &Page) -> Vec<&str> {

@@ -19,6 +19,7 @@ pub struct State {
     pub(crate) store: Store,
     pub(crate) control: Control,
     listing_etags: AtomicBool,
+    path_order: AtomicBool,
     token_epoch: AtomicU64,
 }
 
@@ -29,6 +30,7 @@ impl State {
             store: Store::default(),
             control: Control::new(),
             listing_etags: AtomicBool::new(true),
+            path_order: AtomicBool::new(false),
             token_epoch: AtomicU64::new(0),
         })
     }
@@ -93,6 +95,46 @@ impl State {
 
     pub(crate) fn listing_etags(&self) -> bool {
         self.listing_etags.load(Ordering::SeqCst)
+    }
+
+    /// `true`: list as SeaweedFS does — keys in path-component order (`/` before every other
+    /// character: `a, a/b, a!x, a.c, a0`), and StartAfter=S skipping the keys under `S/`
+    /// unless S ends with `/` (see `listing::list_page_by_path`). Default `false` (S3).
+    pub fn set_path_order(&self, on: bool) {
+        self.path_order.store(on, Ordering::SeqCst);
+    }
+
+    pub(crate) fn path_order(&self) -> bool {
+        self.path_order.load(Ordering::SeqCst)
+    }
+
+    /// How long ago objects written from now on were last modified (default 10 s), so that a
+    /// scan right after a write sees them as the stores' clocks would a while later: a HEAD
+    /// within a second of an object's Last-Modified makes s3meta HEAD it again next time.
+    /// `Duration::ZERO` reproduces a scan in the second of the write.
+    pub fn set_object_age(&self, age: Duration) {
+        self.store.set_age(age);
+    }
+
+    /// Freezes the server's clock at `at` (`None`: the real clock again): objects written are
+    /// stamped from it (less their age), and every answer's `Date` header says it.
+    pub fn set_clock(&self, at: Option<std::time::SystemTime>) {
+        let ms = at.map(|t| {
+            let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX).max(1)
+        });
+        self.store.set_clock(ms);
+    }
+
+    pub(crate) fn frozen_clock(&self) -> Option<std::time::SystemTime> {
+        let ms = self.store.frozen_clock()?;
+        Some(std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).ok()?))
+    }
+
+    /// `true`: Last-Modified has whole seconds (listings too, as many stores do), and a
+    /// rewrite in the same second keeps it (default `false`: milliseconds, always later).
+    pub fn set_whole_seconds(&self, on: bool) {
+        self.store.set_whole_seconds(on);
     }
 
     /// Requests of `op` that have arrived (including ones answered by a fault).

@@ -2,12 +2,14 @@
 //!
 //! Receives writes from the S3 layer and from tests (`put`, `delete`, `fill`); answers
 //! lookups and listing scans. Invariants: a rewrite of a key always gets a strictly later
-//! `last_modified_ms` than the version it replaces; objects made by `fill` keep only
+//! `last_modified_ms` than the version it replaces (unless whole seconds are asked for, as
+//! some stores keep them); objects made by `fill` keep only
 //! their size, time and a seed (body, ETag and metadata are regenerated on demand), so a
 //! million of them fit in about 100 MB.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -167,12 +169,59 @@ pub(crate) type Bucket = BTreeMap<Box<str>, Obj>;
 pub(crate) struct NoSuchBucket;
 
 /// Buckets by name.
-#[derive(Default)]
 pub(crate) struct Store {
     buckets: RwLock<HashMap<String, Bucket>>,
+    /// Objects are stamped this long in the past (see `State::set_object_age`).
+    age_ms: AtomicI64,
+    whole_seconds: AtomicBool,
+    /// A frozen clock (ms since the epoch), or 0 for the real one (`State::set_clock`).
+    clock_ms: AtomicI64,
 }
 
+impl Default for Store {
+    fn default() -> Store {
+        Store {
+            buckets: RwLock::default(),
+            age_ms: AtomicI64::new(DEFAULT_AGE_MS),
+            whole_seconds: AtomicBool::new(false),
+            clock_ms: AtomicI64::new(0),
+        }
+    }
+}
+
+/// How old objects look when written (see `State::set_object_age`).
+const DEFAULT_AGE_MS: i64 = 10_000;
+
 impl Store {
+    pub fn set_age(&self, age: std::time::Duration) {
+        let ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+        self.age_ms.store(ms, Ordering::SeqCst);
+    }
+
+    pub fn set_whole_seconds(&self, on: bool) {
+        self.whole_seconds.store(on, Ordering::SeqCst);
+    }
+
+    pub fn set_clock(&self, ms: Option<i64>) {
+        self.clock_ms.store(ms.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    /// The frozen clock, if one is set.
+    pub fn frozen_clock(&self) -> Option<i64> {
+        Some(self.clock_ms.load(Ordering::SeqCst)).filter(|ms| *ms != 0)
+    }
+
+    /// The Last-Modified of an object written now.
+    fn stamp(&self) -> i64 {
+        let now = self.frozen_clock().unwrap_or_else(now_ms);
+        let ms = now - self.age_ms.load(Ordering::SeqCst);
+        if self.whole_seconds.load(Ordering::SeqCst) {
+            ms - ms.rem_euclid(1000)
+        } else {
+            ms
+        }
+    }
+
     pub fn create_bucket(&self, bucket: &str) {
         self.write().entry(bucket.to_owned()).or_default();
     }
@@ -195,8 +244,10 @@ impl Store {
             buckets.insert(bucket.to_owned(), Bucket::new());
         }
         let objects = buckets.get_mut(bucket).ok_or(NoSuchBucket)?;
-        let mut lm = now_ms();
-        if let Some(old) = objects.get(key) {
+        let mut lm = self.stamp();
+        if let Some(old) = objects.get(key)
+            && !self.whole_seconds.load(Ordering::SeqCst)
+        {
             lm = lm.max(old.last_modified_ms + 1);
         }
         obj.last_modified_ms = lm;
@@ -233,7 +284,7 @@ impl Store {
     /// Adds `n` generated objects to `bucket` (created if needed); see [`fill_entries`].
     pub fn fill(&self, bucket: &str, n: usize, seed: u64) {
         // Built outside the lock and in key order, so `append` packs the tree's nodes full.
-        let mut entries = fill_entries(n, seed, now_ms());
+        let mut entries = fill_entries(n, seed, self.stamp());
         let mut buckets = self.write();
         let objects = buckets.entry(bucket.to_owned()).or_default();
         objects.append(&mut entries);

@@ -71,8 +71,10 @@ impl RangeLine {
         };
         let line: RangeLine = serde_json::from_str(text.trim()).map_err(|e| bad(e.to_string()))?;
         crate::s3url::check_bucket_name(&line.bucket).map_err(bad)?;
+        // In the order the line was cut in (`/` sorts first in path order).
+        let order = line.order.unwrap_or(KeyOrder::Byte);
         if let (Some(a), Some(e)) = (&line.start_after, &line.end)
-            && a >= e
+            && !order.lt(a, e)
         {
             return Err(bad(format!(
                 "the range is empty (start_after {a:?} is not before end {e:?})"
@@ -380,4 +382,28 @@ fn copy_objects(tx: &Connection, keys: &KeyRange, out_b: i64, src_b: i64) -> rus
         args.as_slice(),
     )?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 13: a range is empty or not in the order its plan was cut in.
+    #[test]
+    fn range_lines_are_checked_in_their_own_order() {
+        let line = |order: &str| {
+            format!(
+                r#"{{"bucket":"bkt","prefix":"","start_after":"a/b","end":"a!x","order":{order}}}"#
+            )
+        };
+        assert!(RangeLine::parse(&line("\"path\"")).is_ok());
+        let err = RangeLine::parse(&line("\"byte\"")).unwrap_err().to_string();
+        assert!(err.contains("the range is empty"), "{err}");
+        assert!(RangeLine::parse(&line("null")).is_err());
+        let err =
+            RangeLine::parse(r#"{"bucket":"s3://x","prefix":"","start_after":null,"end":null}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("bucket name `s3://x` contains `:`"), "{err}");
+    }
 }

@@ -3,7 +3,9 @@
 //! Receives: an async attempt (one HTTP request) and the policy. Sends on: the value, or the
 //! last failure with the number of attempts made. Invariants: every attempt is counted in
 //! `Stats` and every retry logged at debug as "retry N of M" with its subject and status;
-//! back-off is exponential with full jitter, and a cancelled scan stops retrying at once.
+//! each attempt waits for a slot of its `Feedback` (the adaptive limit) and gives it back,
+//! with its answer, once answered, so back-off is waited out without one; back-off is
+//! exponential with full jitter, and a cancelled scan stops retrying at once.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -187,13 +189,39 @@ pub enum Outcome<T> {
     Cancelled,
 }
 
-/// Hooks for an adaptive concurrency limit: told of every attempt's result, and able to hold
-/// a retry back until the (possibly lowered) limit admits it again.
+/// How an attempt ended, as an adaptive limit sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Ok,
+    /// 503 SlowDown or 429.
+    Throttled,
+    /// Another failure, or no answer (cancelled): says nothing about the store's load.
+    Other,
+}
+
+/// Hooks for an adaptive concurrency limit: every attempt waits for a slot, and gives it back
+/// with its answer as soon as it is answered, before any back-off.
 pub trait Feedback: Sync {
-    fn on_success(&self) {}
-    fn on_throttle(&self) {}
-    fn before_retry(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(std::future::ready(()))
+    /// Waits until another attempt may be sent; returns a tag handed back to `done`.
+    /// Cancel-safe: nothing is taken until it returns.
+    fn admit(&self) -> Pin<Box<dyn Future<Output = u64> + Send + '_>> {
+        Box::pin(std::future::ready(0))
+    }
+    /// The attempt admitted with `tag` has ended; its slot is free.
+    fn done(&self, _tag: u64, _answer: Answer) {}
+}
+
+/// An admitted attempt; gives its slot back when dropped, so an attempt cut off by
+/// cancellation frees it too.
+struct Slot<'a> {
+    feedback: &'a dyn Feedback,
+    tag: u64,
+    answer: Answer,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.feedback.done(self.tag, self.answer);
     }
 }
 
@@ -237,6 +265,11 @@ where
             return Outcome::Cancelled;
         }
         attempts += 1;
+        // Cancel safety: admission takes nothing until it returns.
+        let mut slot = tokio::select! {
+            _ = cancel.cancelled() => return Outcome::Cancelled,
+            tag = feedback.admit() => Slot { feedback, tag, answer: Answer::Other },
+        };
         if let Some(rate) = pace {
             // Cancel safety: a dropped wait only wastes its slot.
             tokio::select! {
@@ -247,14 +280,18 @@ where
         Stats::add(requests, 1);
         let failure = match attempt().await {
             Ok(v) => {
-                feedback.on_success();
+                slot.answer = Answer::Ok;
                 return Outcome::Ok(v);
             }
             Err(f) => f,
         };
+        if failure.throttled {
+            slot.answer = Answer::Throttled;
+        }
+        // The slot is free during the back-off: a request waiting is not at the store.
+        drop(slot);
         let (used, budget) = if failure.throttled {
             Stats::add(&stats.throttled, 1);
-            feedback.on_throttle();
             throttles += 1;
             (
                 throttles,
@@ -268,13 +305,10 @@ where
         }
         Stats::add(&stats.retries, 1);
         tracing::debug!("retry {used} of {} for {subject}: {failure}", budget - 1);
-        // Cancel safety: the sleep holds nothing, and readmission is cancel-safe.
+        // Cancel safety: the sleep holds nothing.
         tokio::select! {
             _ = cancel.cancelled() => return Outcome::Cancelled,
-            _ = async {
-                tokio::time::sleep(policy.backoff(attempts - 1)).await;
-                feedback.before_retry().await;
-            } => {}
+            _ = tokio::time::sleep(policy.backoff(attempts - 1)) => {}
         }
     }
 }

@@ -32,8 +32,8 @@ const BLANK_KEY_PLACEHOLDER: &str = "s3meta-blank-key-placeholder";
 
 /// Jobs in progress per HEAD slot: in flight, waiting for a slot, or backing off after a
 /// throttle. Against random throttling a job spends a share of its time backing off, so
-/// more jobs than slots keep every slot busy (at 30% throttled, 20 ms per request and
-/// 100 ms first back-off, about 2.3 jobs per slot).
+/// more jobs than slots keep every slot busy (at 30% throttled, 20 ms per request and a
+/// 100 ms back-off, about two jobs per slot).
 pub(crate) const IN_PROGRESS_PER_SLOT: usize = 4;
 
 /// An object the writer decided to HEAD.

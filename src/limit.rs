@@ -46,6 +46,11 @@
 //! costs one trial window at 0.7× and the climb back. The background is a decayed tally
 //! (halved past 4,096 answers), so it follows a store whose behaviour changes.
 //!
+//! While the throttling is all background, a throttled request is retried after the first
+//! back-off step again rather than a doubled one (`Feedback::backoff_grows`): the limit
+//! already holds the load, and with 30% refused at random a few objects of thousands draw
+//! six or more 503s in a row, whose doubled waits were a scan's tail.
+//!
 //! Why not correlate throttles with the in-flight level directly: once the pool is
 //! saturated every attempt is sent at the same level, the limit, so the only variation in
 //! load is the one the limiter makes; the trial is that experiment, made once per cut.
@@ -143,7 +148,12 @@ struct Adaptive {
     window: Tally,
     background: Tally,
     trial: Option<Trial>,
+    /// The last window was throttled (the limit is coming down).
+    cutting: bool,
 }
+
+/// A background throttle rate above this makes throttled retries wait without growing.
+const RANDOM_BACKGROUND: f64 = 0.01;
 
 impl Adaptive {
     fn new(max: usize) -> Adaptive {
@@ -157,7 +167,14 @@ impl Adaptive {
             window: Tally::default(),
             background: Tally::default(),
             trial: None,
+            cutting: false,
         }
+    }
+
+    /// Whether throttling is, as far as the limit knows, independent of load: nothing is
+    /// being cut, and the background itself holds throttles.
+    fn background_only(&self) -> bool {
+        !self.cutting && self.trial.is_none() && self.background.rate() > RANDOM_BACKGROUND
     }
 
     /// The slots the limit allows now.
@@ -222,6 +239,7 @@ impl Adaptive {
         } else {
             self.close(w, complete)
         };
+        self.cutting = m == Move::Cut;
         Some((m, w))
     }
 
@@ -388,6 +406,10 @@ impl Feedback for Limiter {
 
     fn done(&self, tag: u64, answer: Answer) {
         self.release(tag, answer);
+    }
+
+    fn backoff_grows(&self) -> bool {
+        !self.lock().adaptive.background_only()
     }
 }
 

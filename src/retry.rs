@@ -5,7 +5,8 @@
 //! `Stats` and every retry logged at debug as "retry N of M" with its subject and status;
 //! each attempt waits for a slot of its `Feedback` (the adaptive limit) and gives it back,
 //! with its answer, once answered, so back-off is waited out without one; back-off is
-//! exponential with full jitter, and a cancelled scan stops retrying at once.
+//! exponential with full jitter (after a throttle, flat at the first step while the limit
+//! says the throttling does not depend on load), and a cancelled scan stops retrying at once.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -209,6 +210,12 @@ pub trait Feedback: Sync {
     }
     /// The attempt admitted with `tag` has ended; its slot is free.
     fn done(&self, _tag: u64, _answer: Answer) {}
+    /// Whether the back-off after a throttle should grow with each retry (exponentially).
+    /// `false` once the limit has found the throttling independent of load: waiting longer
+    /// would not make a retry likelier to pass, and the limit already holds the load.
+    fn backoff_grows(&self) -> bool {
+        true
+    }
 }
 
 /// An admitted attempt; gives its slot back when dropped, so an attempt cut off by
@@ -305,10 +312,15 @@ where
         }
         Stats::add(&stats.retries, 1);
         tracing::debug!("retry {used} of {} for {subject}: {failure}", budget - 1);
+        let step = if failure.throttled && !feedback.backoff_grows() {
+            0
+        } else {
+            attempts - 1
+        };
         // Cancel safety: the sleep holds nothing.
         tokio::select! {
             _ = cancel.cancelled() => return Outcome::Cancelled,
-            _ = tokio::time::sleep(policy.backoff(attempts - 1)) => {}
+            _ = tokio::time::sleep(policy.backoff(step)) => {}
         }
     }
 }
@@ -433,6 +445,45 @@ mod tests {
         assert!(
             matches!(out, Outcome::Failed { attempts: 9, .. }),
             "{out:?}"
+        );
+    }
+
+    /// Issue 13: with 30% of 503s at random, a few objects out of thousands drew six or more
+    /// in a row and waited 100 ms × 2⁶ and more, which made the scan's tail.
+    #[tokio::test(start_paused = true)]
+    async fn throttles_the_limit_finds_random_back_off_without_growing() {
+        struct Random;
+        impl Feedback for Random {
+            fn backoff_grows(&self) -> bool {
+                false
+            }
+        }
+        let (stats, cancel) = (Stats::default(), CancellationToken::new());
+        let slow = || async { Err::<(), _>(Failure::from_status(503, None, "HTTP 503".into())) };
+        let started = tokio::time::Instant::now();
+        let out = run(
+            retrier(&policy(5), &stats, &cancel),
+            &stats.head_requests,
+            &"k",
+            &Random,
+            slow,
+        )
+        .await;
+        assert!(matches!(out, Outcome::Failed { attempts: 20, .. }));
+        // 19 back-offs, each at most the first one (100 ms).
+        assert!(started.elapsed() <= Duration::from_millis(1900));
+        let started = tokio::time::Instant::now();
+        let _ = run(
+            retrier(&policy(5), &stats, &cancel),
+            &stats.head_requests,
+            &"k",
+            &(),
+            slow,
+        )
+        .await;
+        assert!(
+            started.elapsed() > Duration::from_secs(10),
+            "growing: up to 20 s each"
         );
     }
 

@@ -161,12 +161,17 @@ fn a_cut_that_does_not_ease_throttling_is_undone_and_its_rate_tolerated() {
             throttled: 7
         }
     );
+    assert!(
+        a.background_only(),
+        "throttled retries need not wait longer"
+    );
     // From now on windows at that rate, and a little above by chance, are clean.
     for throttled in [10, 14, 6, 12, 16] {
         assert_eq!(window(&mut a, throttled), Move::Held);
     }
     // Far above it (38%, > 3σ) is a throttled window again.
     assert_eq!(window(&mut a, 24), Move::Cut);
+    assert!(!a.background_only(), "while cutting, back-off grows");
 }
 
 #[test]
@@ -180,6 +185,7 @@ fn a_cut_that_eases_throttling_is_kept_and_the_trial_judged_on_its_own() {
     // The trial at 7 is clean: the cut helped, and the clean window grows by one.
     assert_eq!(window(&mut a, 0), Move::Grew);
     assert_eq!(a.slots(), 8);
+    assert!(!a.background_only(), "no throttling in the background");
     // A trial that still throttles, though less, is kept and cut again.
     a.limit = 20.0;
     assert_eq!(window(&mut a, 14), Move::Cut);

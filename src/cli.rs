@@ -131,7 +131,7 @@ pub struct ScanArgs {
     /// Requests per second at most, LIST and HEAD together, 1 to 1000000 (AWS sustains about 5,500 HEAD/s per prefix).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_rps: Option<u32>,
-    /// First retry back-off in milliseconds, 0 to 20000; doubles per retry (jittered, at most 20 s).
+    /// First retry back-off in milliseconds, 0 to 20000; doubles per retry (jittered, at most 20 s), except for HEADs refused by random, load-independent throttling, which wait the first step again.
     #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=20_000))]
     pub backoff_ms: u64,
     /// Abandon the unfinished scan of this target (its committed rows stay) and start anew.

@@ -3,7 +3,10 @@
 //! Receives: an async attempt (one HTTP request) and the policy. Sends on: the value, or the
 //! last failure with the number of attempts made. Invariants: every attempt is counted in
 //! `Stats` and every retry logged at debug as "retry N of M" with its subject and status;
-//! back-off is exponential with full jitter, and a cancelled scan stops retrying at once.
+//! each attempt waits for a slot of its `Feedback` (the adaptive limit) and gives it back,
+//! with its answer, once answered, so back-off is waited out without one; back-off is
+//! exponential with full jitter (after a throttle, flat at the first step while the limit
+//! says the throttling does not depend on load), and a cancelled scan stops retrying at once.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -187,13 +190,45 @@ pub enum Outcome<T> {
     Cancelled,
 }
 
-/// Hooks for an adaptive concurrency limit: told of every attempt's result, and able to hold
-/// a retry back until the (possibly lowered) limit admits it again.
+/// How an attempt ended, as an adaptive limit sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Ok,
+    /// 503 SlowDown or 429.
+    Throttled,
+    /// Another failure, or no answer (cancelled): says nothing about the store's load.
+    Other,
+}
+
+/// Hooks for an adaptive concurrency limit: every attempt waits for a slot, and gives it back
+/// with its answer as soon as it is answered, before any back-off.
 pub trait Feedback: Sync {
-    fn on_success(&self) {}
-    fn on_throttle(&self) {}
-    fn before_retry(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(std::future::ready(()))
+    /// Waits until another attempt may be sent; returns a tag handed back to `done`.
+    /// Cancel-safe: nothing is taken until it returns.
+    fn admit(&self) -> Pin<Box<dyn Future<Output = u64> + Send + '_>> {
+        Box::pin(std::future::ready(0))
+    }
+    /// The attempt admitted with `tag` has ended; its slot is free.
+    fn done(&self, _tag: u64, _answer: Answer) {}
+    /// Whether the back-off after a throttle should grow with each retry (exponentially).
+    /// `false` once the limit has found the throttling independent of load: waiting longer
+    /// would not make a retry likelier to pass, and the limit already holds the load.
+    fn backoff_grows(&self) -> bool {
+        true
+    }
+}
+
+/// An admitted attempt; gives its slot back when dropped, so an attempt cut off by
+/// cancellation frees it too.
+struct Slot<'a> {
+    feedback: &'a dyn Feedback,
+    tag: u64,
+    answer: Answer,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.feedback.done(self.tag, self.answer);
     }
 }
 
@@ -237,6 +272,11 @@ where
             return Outcome::Cancelled;
         }
         attempts += 1;
+        // Cancel safety: admission takes nothing until it returns.
+        let mut slot = tokio::select! {
+            _ = cancel.cancelled() => return Outcome::Cancelled,
+            tag = feedback.admit() => Slot { feedback, tag, answer: Answer::Other },
+        };
         if let Some(rate) = pace {
             // Cancel safety: a dropped wait only wastes its slot.
             tokio::select! {
@@ -247,14 +287,18 @@ where
         Stats::add(requests, 1);
         let failure = match attempt().await {
             Ok(v) => {
-                feedback.on_success();
+                slot.answer = Answer::Ok;
                 return Outcome::Ok(v);
             }
             Err(f) => f,
         };
+        if failure.throttled {
+            slot.answer = Answer::Throttled;
+        }
+        // The slot is free during the back-off: a request waiting is not at the store.
+        drop(slot);
         let (used, budget) = if failure.throttled {
             Stats::add(&stats.throttled, 1);
-            feedback.on_throttle();
             throttles += 1;
             (
                 throttles,
@@ -268,13 +312,15 @@ where
         }
         Stats::add(&stats.retries, 1);
         tracing::debug!("retry {used} of {} for {subject}: {failure}", budget - 1);
-        // Cancel safety: the sleep holds nothing, and readmission is cancel-safe.
+        let step = if failure.throttled && !feedback.backoff_grows() {
+            0
+        } else {
+            attempts - 1
+        };
+        // Cancel safety: the sleep holds nothing.
         tokio::select! {
             _ = cancel.cancelled() => return Outcome::Cancelled,
-            _ = async {
-                tokio::time::sleep(policy.backoff(attempts - 1)).await;
-                feedback.before_retry().await;
-            } => {}
+            _ = tokio::time::sleep(policy.backoff(step)) => {}
         }
     }
 }
@@ -399,6 +445,45 @@ mod tests {
         assert!(
             matches!(out, Outcome::Failed { attempts: 9, .. }),
             "{out:?}"
+        );
+    }
+
+    /// Issue 13: with 30% of 503s at random, a few objects out of thousands drew six or more
+    /// in a row and waited 100 ms × 2⁶ and more, which made the scan's tail.
+    #[tokio::test(start_paused = true)]
+    async fn throttles_the_limit_finds_random_back_off_without_growing() {
+        struct Random;
+        impl Feedback for Random {
+            fn backoff_grows(&self) -> bool {
+                false
+            }
+        }
+        let (stats, cancel) = (Stats::default(), CancellationToken::new());
+        let slow = || async { Err::<(), _>(Failure::from_status(503, None, "HTTP 503".into())) };
+        let started = tokio::time::Instant::now();
+        let out = run(
+            retrier(&policy(5), &stats, &cancel),
+            &stats.head_requests,
+            &"k",
+            &Random,
+            slow,
+        )
+        .await;
+        assert!(matches!(out, Outcome::Failed { attempts: 20, .. }));
+        // 19 back-offs, each at most the first one (100 ms).
+        assert!(started.elapsed() <= Duration::from_millis(1900));
+        let started = tokio::time::Instant::now();
+        let _ = run(
+            retrier(&policy(5), &stats, &cancel),
+            &stats.head_requests,
+            &"k",
+            &(),
+            slow,
+        )
+        .await;
+        assert!(
+            started.elapsed() > Duration::from_secs(10),
+            "growing: up to 20 s each"
         );
     }
 

@@ -1,11 +1,14 @@
 //! Request counters and fault-injection rules, consulted by the HTTP front end for every S3
 //! request before the S3 layer sees it.
 //!
-//! Receives: one `arrive(op)` per request (the returned guard leaves on drop), then queries
-//! for the slowdown threshold, holds, latency and the first matching [`Fault`].
-//! Invariant: a request is counted (in `requests`, `total` and `in_flight`) before any rule
+//! Receives: one `arrive(op)` per request (the returned guard leaves on drop, adding the time
+//! it was in flight to `busy`), then queries for the slowdown threshold, the random slowdown,
+//! holds, latency and the first matching [`Fault`].
+//! Invariants: a request is counted (in `requests`, `total` and `in_flight`) before any rule
 //! is applied to it, so a request answered by an injected fault is counted like any other,
-//! and `wait_for_requests`/[`Gate`]s are woken only after the counters moved.
+//! and `wait_for_requests`/[`Gate`]s are woken only after the counters moved. The random
+//! slowdown refuses the n-th request it is asked about iff a hash of (seed, n) says so, so
+//! a seed fixes which arrivals are refused, whatever the load and the timing.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// The kind of an S3 request, as classified from its method, path and query.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -200,6 +204,22 @@ pub(crate) struct Control {
     /// Microseconds; index `OPS` applies to every op.
     latency_us: [AtomicU64; OPS + 1],
     slowdown_above: [AtomicU64; OPS],
+    random_slowdown: Mutex<[Option<RandomSlowdown>; OPS]>,
+    /// Microseconds requests of each op spent in flight since `reset_at_us` (∫ in_flight dt).
+    busy_us: [AtomicU64; OPS],
+    /// When the counters were last reset, in microseconds since `born`.
+    reset_at_us: AtomicU64,
+    born: Instant,
+}
+
+/// 503 SlowDown for a seeded pseudo-random share of requests, independent of load.
+#[derive(Clone, Copy, Debug)]
+struct RandomSlowdown {
+    /// A request is refused when its hash is below this (`rate × 2⁶⁴`).
+    below: u64,
+    seed: u64,
+    /// Requests decided so far.
+    n: u64,
 }
 
 /// Keeps a request counted as in flight until dropped (also when hyper drops the request
@@ -207,11 +227,16 @@ pub(crate) struct Control {
 pub(crate) struct InFlight<'a> {
     control: &'a Control,
     op: Op,
+    arrived_us: u64,
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.control.in_flight[self.op.idx()].fetch_sub(1, Ordering::SeqCst);
+        let c = self.control;
+        let i = self.op.idx();
+        let from = self.arrived_us.max(c.reset_at_us.load(Ordering::SeqCst));
+        c.busy_us[i].fetch_add(c.now_us().saturating_sub(from), Ordering::SeqCst);
+        c.in_flight[i].fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -227,7 +252,15 @@ impl Control {
             holds: Mutex::new(HashMap::new()),
             latency_us: Default::default(),
             slowdown_above: std::array::from_fn(|_| AtomicU64::new(NO_LIMIT)),
+            random_slowdown: Mutex::new([None; OPS]),
+            busy_us: Default::default(),
+            reset_at_us: AtomicU64::new(0),
+            born: Instant::now(),
         }
+    }
+
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
     /// Counts a request that has just arrived.
@@ -238,7 +271,11 @@ impl Control {
         let now = self.in_flight[i].fetch_add(1, Ordering::SeqCst) + 1;
         self.peak[i].fetch_max(now, Ordering::SeqCst);
         self.changes.send_modify(|n| *n += 1);
-        InFlight { control: self, op }
+        InFlight {
+            control: self,
+            op,
+            arrived_us: self.now_us(),
+        }
     }
 
     pub fn requests(&self, op: Op) -> u64 {
@@ -257,10 +294,24 @@ impl Control {
         self.peak[op.idx()].load(Ordering::SeqCst)
     }
 
-    /// Zeroes the request counts; peaks restart from what is in flight now.
+    /// Seconds requests of `op` have spent in flight since the last reset, summed over
+    /// requests (those still in flight count once they leave).
+    pub fn busy_seconds(&self, op: Op) -> f64 {
+        self.busy_us[op.idx()].load(Ordering::SeqCst) as f64 / 1e6
+    }
+
+    /// Seconds since the last reset (or since the server's state was made).
+    pub fn counted_seconds(&self) -> f64 {
+        let since = self.reset_at_us.load(Ordering::SeqCst);
+        self.now_us().saturating_sub(since) as f64 / 1e6
+    }
+
+    /// Zeroes the request counts and busy times; peaks restart from what is in flight now.
     pub fn reset_counters(&self) {
+        self.reset_at_us.store(self.now_us(), Ordering::SeqCst);
         for i in 0..OPS {
             self.requests[i].store(0, Ordering::SeqCst);
+            self.busy_us[i].store(0, Ordering::SeqCst);
             let live = self.in_flight[i].load(Ordering::SeqCst);
             self.peak[i].store(live, Ordering::SeqCst);
         }
@@ -289,6 +340,7 @@ impl Control {
         for s in &self.slowdown_above {
             s.store(NO_LIMIT, Ordering::SeqCst);
         }
+        *lock(&self.random_slowdown) = [None; OPS];
         self.changes.send_modify(|n| *n += 1);
     }
 
@@ -325,6 +377,30 @@ impl Control {
         limit != NO_LIMIT && self.in_flight(op) > limit
     }
 
+    /// Refuses a seeded pseudo-random `rate` of `op` requests (0.0–1.0); `None` turns it off.
+    /// Setting it restarts the sequence, so one seed refuses the same arrivals every time.
+    pub fn set_random_slowdown(&self, op: Op, rate: Option<f64>, seed: u64) {
+        lock(&self.random_slowdown)[op.idx()] = rate.map(|r| RandomSlowdown {
+            // `as` saturates: 1.0 and above refuse everything but the rare hash u64::MAX.
+            below: (r.clamp(0.0, 1.0) * 2f64.powi(64)) as u64,
+            seed,
+            n: 0,
+        });
+    }
+
+    /// Whether the random slowdown refuses this `op` request (each call is one request).
+    pub fn random_slowdown(&self, op: Op) -> bool {
+        let mut rules = lock(&self.random_slowdown);
+        let Some(rule) = rules[op.idx()].as_mut() else {
+            return false;
+        };
+        rule.n += 1;
+        splitmix64(
+            rule.seed
+                .wrapping_add(rule.n.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        ) < rule.below
+    }
+
     pub fn hold(&self, op: Op, gate: Gate) {
         lock(&self.holds).insert(op, gate);
         self.changes.send_modify(|n| *n += 1);
@@ -343,6 +419,13 @@ impl Control {
         })
         .await;
     }
+}
+
+/// A 64-bit mix (SplitMix64's finalizer): consecutive inputs give unrelated outputs.
+fn splitmix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked (every critical
@@ -401,6 +484,47 @@ mod tests {
         assert_eq!((c.in_flight(Op::Head), c.peak_in_flight(Op::Head)), (1, 2));
         c.reset_counters();
         assert_eq!((c.requests(Op::Head), c.peak_in_flight(Op::Head)), (0, 1));
+    }
+
+    #[test]
+    fn random_slowdown_refuses_the_same_share_and_arrivals_for_a_seed() {
+        let c = Control::new();
+        let run = |seed| {
+            c.set_random_slowdown(Op::Head, Some(0.15), seed);
+            (0..10_000)
+                .map(|_| c.random_slowdown(Op::Head))
+                .collect::<Vec<_>>()
+        };
+        let a = run(7);
+        let refused = a.iter().filter(|r| **r).count();
+        assert!((1350..1650).contains(&refused), "{refused} of 10,000");
+        assert_eq!(run(7), a, "same seed, same arrivals refused");
+        assert_ne!(run(8), a);
+        assert!(!c.random_slowdown(Op::List), "only the op it was set for");
+        c.set_random_slowdown(Op::Head, None, 0);
+        assert!((0..1000).all(|_| !c.random_slowdown(Op::Head)));
+        c.set_random_slowdown(Op::Head, Some(1.0), 1);
+        assert!((0..1000).all(|_| c.random_slowdown(Op::Head)));
+        c.set_random_slowdown(Op::Head, Some(0.3), 1);
+        c.clear();
+        assert!(!c.random_slowdown(Op::Head));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn busy_time_integrates_requests_in_flight() {
+        let c = Control::new();
+        let a = c.arrive(Op::Head);
+        tokio::time::advance(Duration::from_millis(10)).await;
+        c.reset_counters();
+        let b = c.arrive(Op::Head);
+        tokio::time::advance(Duration::from_millis(30)).await;
+        drop(a);
+        tokio::time::advance(Duration::from_millis(10)).await;
+        drop(b);
+        // From the reset on: `a` 30 ms (its 10 ms before are not counted), `b` 40 ms.
+        assert_eq!(c.busy_seconds(Op::Head), 0.070);
+        assert_eq!(c.counted_seconds(), 0.040);
+        assert_eq!(c.busy_seconds(Op::List), 0.0);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! makes hyper close the connection (how `DropConnection` and `Stall` end).
 //! Invariants: the request is counted before any rule runs and stays "in flight" until its
 //! response is produced or hyper drops it; `/__admin/*` requests bypass counting and rules.
-//! Rules run in a fixed order: slowdown limit, hold, latency, then the first matching fault.
+//! Rules run in a fixed order: slowdown limit, random slowdown, hold, latency, then the first
+//! matching fault. Both slowdowns answer at once (no latency), as a store refusing work does.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -99,7 +100,7 @@ impl Frontend {
 
     async fn apply_rules(&self, info: &RequestInfo, head: bool) -> Verdict {
         let control = &self.state.control;
-        if control.over_slowdown_limit(info.op) {
+        if control.over_slowdown_limit(info.op) || control.random_slowdown(info.op) {
             return Verdict::Answer(error_response(503, info, head, true));
         }
         control.pass_hold(info.op).await;

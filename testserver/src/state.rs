@@ -157,7 +157,19 @@ impl State {
         self.control.peak_in_flight(op)
     }
 
-    /// Zeroes request counts; peaks restart from what is in flight now.
+    /// Seconds requests of `op` spent in flight since start or `reset_counters`, summed over
+    /// requests (∫ in_flight dt; a request is added when it leaves).
+    pub fn busy_seconds(&self, op: Op) -> f64 {
+        self.control.busy_seconds(op)
+    }
+
+    /// Mean number of `op` requests in flight since start or `reset_counters` (Little's law:
+    /// busy seconds ÷ seconds elapsed).
+    pub fn mean_in_flight(&self, op: Op) -> f64 {
+        self.control.busy_seconds(op) / self.control.counted_seconds().max(1e-6)
+    }
+
+    /// Zeroes request counts and busy times; peaks restart from what is in flight now.
     pub fn reset_counters(&self) {
         self.control.reset_counters();
     }
@@ -191,6 +203,14 @@ impl State {
     /// the new one; `None` turns it off.
     pub fn slowdown_above_in_flight(&self, op: Op, k: Option<u64>) {
         self.control.set_slowdown_above(op, k);
+    }
+
+    /// Answers 503 SlowDown to a pseudo-random `rate` (0.0–1.0) of `op` requests, whatever
+    /// the load, as a flaky proxy does: the n-th request after this call is refused iff a hash
+    /// of (`seed`, n) falls below `rate`, so a seed refuses the same arrivals on every run.
+    /// `None` turns it off. Requests refused by `slowdown_above_in_flight` do not draw.
+    pub fn slowdown_at_random(&self, op: Op, rate: Option<f64>, seed: u64) {
+        self.control.set_random_slowdown(op, rate, seed);
     }
 
     /// Holds every request of `op` unanswered until `until` opens, then lets them all go

@@ -495,3 +495,70 @@ async fn admin_stats_report_counts_and_cpu_without_being_counted() {
     assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
     assert_eq!(server.state().total_requests(), 0);
 }
+
+#[tokio::test]
+async fn random_slowdown_refuses_a_seeded_share_whatever_the_load() {
+    let server = server_with(&["k"]).await;
+    let state = server.state().clone();
+    let s3 = client(&server.endpoint());
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        state.slowdown_at_random(Op::Head, Some(0.3), 42);
+        let mut answers = Vec::new();
+        for _ in 0..200 {
+            let r = s3.head_object().bucket(BUCKET).key("k").send().await;
+            answers.push(r.map_or_else(|e| status(&e).unwrap(), |_| 200));
+        }
+        runs.push(answers);
+    }
+    assert_eq!(runs[0], runs[1], "one seed, the same requests refused");
+    let refused = runs[0].iter().filter(|s| **s == 503).count();
+    assert!((40..80).contains(&refused), "{refused} of 200 refused");
+    assert!(runs[0].iter().all(|s| [200, 503].contains(s)));
+    // Refused one at a time: load plays no part.
+    assert_eq!(state.peak_in_flight(Op::Head), 1);
+}
+
+#[tokio::test]
+async fn admin_sets_slowdown_rules_and_reports_busy_time() {
+    let server = server_with(&["k"]).await;
+    let s3 = client(&server.endpoint());
+    let post = |path: &str| {
+        format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    };
+    let answer = raw_exchange(server.addr(), &post("/__admin/slowdown?above=0")).await;
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 204"));
+    let err = s3
+        .head_object()
+        .bucket(BUCKET)
+        .key("k")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status(&err), Some(503));
+    let answer = raw_exchange(server.addr(), &post("/__admin/slowdown?rate=2")).await;
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 400"));
+    // No parameters: every HEAD rule off.
+    raw_exchange(server.addr(), &post("/__admin/slowdown")).await;
+    server
+        .state()
+        .set_latency(Some(Op::Head), Duration::from_millis(50));
+    s3.head_object()
+        .bucket(BUCKET)
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    let stats = raw_get(server.addr(), "/__admin/stats").await;
+    let busy: f64 = stats
+        .split("\"busy_seconds\":{\"list\":")
+        .nth(1)
+        .and_then(|rest| rest.split("\"head\":").nth(1))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no HEAD busy_seconds in {stats}"));
+    assert!(
+        busy >= 0.050,
+        "{busy} s in flight for a 50 ms HEAD and a refused one"
+    );
+}

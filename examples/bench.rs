@@ -20,11 +20,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
-use s3meta::checkpoint::{self, Target};
-use s3meta::head::{HeadFields, HeadOutcome, HeadResult};
-use s3meta::keyspace::KeyOrder;
-use s3meta::stats::Stats;
-use s3meta::writer::{self, ListedObject, PageMsg, WriterCtx, WriterMsg};
+use s3meta::keys::KeyOrder;
+use s3meta::model::stats::Stats;
+use s3meta::s3::head::{HeadFields, HeadOutcome, HeadResult};
+use s3meta::store::scans::{self, Target};
+use s3meta::store::writer::{self, ListedObject, PageMsg, WriterCtx, WriterMsg};
 use tokio::sync::{mpsc, oneshot};
 
 const BUCKET: &str = "bench";
@@ -489,8 +489,8 @@ fn writer_only(objects: usize, dir: &Path) -> Result<WriterFigures, String> {
         start_after: None,
         end_key: None,
     };
-    let mut conn = s3meta::db::open_rw(&path).map_err(|e| e.to_string())?;
-    let plan = checkpoint::begin(&mut conn, &target, false, false).map_err(|e| e.to_string())?;
+    let mut conn = s3meta::store::db::open_rw(&path).map_err(|e| e.to_string())?;
+    let plan = scans::begin(&mut conn, &target, false, false).map_err(|e| e.to_string())?;
     let ctx = Arc::new(WriterCtx {
         scan_id: plan.scan_id,
         bucket_id: plan.bucket_id,
@@ -597,11 +597,11 @@ fn head_fields(i: usize) -> HeadFields {
 }
 
 fn cpu_seconds() -> f64 {
-    let r = s3meta::summary::resources();
+    let r = s3meta::cli::summary::resources();
     r.cpu_user_seconds + r.cpu_system_seconds
 }
 
 /// `1234567.8` → `1,234,568`.
 fn thousands(n: f64) -> String {
-    s3meta::progress::thousands(n.round().max(0.0) as u64)
+    s3meta::cli::progress::thousands(n.round().max(0.0) as u64)
 }

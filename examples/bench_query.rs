@@ -4,13 +4,13 @@
 //! prefixes, every object with an `owner` (200 values, 0.5% each), 70% with a `project`
 //! (`apollo` 40%, `gemini` exactly 1%, `mercury` 0.01%, others spread), a third with a unique
 //! `checksum` — then times `query --count` and `query --limit 100` through the query code
-//! (`s3meta::query::run`, as the binary calls it, output to memory), `names`, and prints the
+//! (`s3meta::read::query::run`, as the binary calls it, output to memory), `names`, and prints the
 //! SQLite plan. Run with `cargo run --release --example bench_query [OBJECTS]`.
 
 use std::time::{Duration, Instant};
 
 use s3meta::cli::{DbArgs, Format, NamesArgs, QueryArgs, ScopeArgs};
-use s3meta::query::{self, Plan, Scope, Selection, filter::Filter};
+use s3meta::read::query::{self, Plan, Scope, Selection, filter::Filter};
 
 const DEFAULT_OBJECTS: u64 = 1_000_000;
 const RUNS: usize = 7;
@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
         t.elapsed().as_secs_f64(),
         size / 1_000_000
     );
-    let conn = s3meta::db::open_ro(&path)?;
+    let conn = s3meta::store::db::open_ro(&path)?;
     for filters in [
         vec!["project=gemini"],
         vec!["project=mercury"],
@@ -75,7 +75,7 @@ fn main() -> anyhow::Result<()> {
         format: Some(Format::Jsonl),
     };
     let t = Instant::now();
-    query::names::run(&names, &mut std::io::sink(), false)?;
+    s3meta::read::names::run(&names, &mut std::io::sink(), false)?;
     println!(
         "names (every name, counts and top values) {}",
         ms(t.elapsed())
@@ -136,7 +136,7 @@ fn ms(d: Duration) -> String {
 }
 
 fn build(path: &std::path::Path, n: u64) -> anyhow::Result<()> {
-    let mut conn = s3meta::db::open_rw(path)?;
+    let mut conn = s3meta::store::db::open_rw(path)?;
     let tx = conn.transaction()?;
     tx.execute(
         "INSERT INTO buckets (bucket_id, store, name) VALUES (1, 'http://bench', 'bench')",
@@ -155,7 +155,7 @@ fn build(path: &std::path::Path, n: u64) -> anyhow::Result<()> {
             let key = format!("data/{:02}/obj-{i:08}", i % 100);
             let etag = format!("{:032x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let modified =
-                s3meta::timefmt::format_epoch(1_767_225_600 + (i as i64 % 86_400) * 300, 0);
+                s3meta::model::timefmt::format_epoch(1_767_225_600 + (i as i64 % 86_400) * 300, 0);
             obj.execute(rusqlite::params![
                 id,
                 key,

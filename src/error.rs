@@ -195,7 +195,7 @@ pub enum Error {
     },
 
     #[error(transparent)]
-    BadFilter(#[from] crate::query::filter::ParseError),
+    BadFilter(#[from] crate::read::query::filter::ParseError),
 
     /// SQLite's own message about a `--sql` statement, on one line. The rusqlite error is not
     /// kept as a source: all it adds is the statement text back (with its newlines) and the

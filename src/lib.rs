@@ -9,36 +9,13 @@
 
 #![forbid(unsafe_code)]
 
-pub mod access;
-pub mod canonical;
-pub mod changes;
-pub mod check;
-pub mod checkpoint;
 pub mod cli;
-pub mod client;
-pub mod commands;
-pub mod db;
 pub mod error;
-pub mod estimate;
-pub mod forget;
-pub mod head;
-pub mod keyspace;
-pub mod limit;
-pub mod lister;
-pub mod listing;
-pub mod lock;
-pub mod progress;
-pub mod query;
-pub mod ranges;
-pub mod retry;
-pub mod rfc2047;
-pub mod s3url;
+pub mod keys;
+pub mod model;
+pub mod read;
+pub mod s3;
 pub mod scan;
-pub mod shard;
-pub mod stats;
-pub mod status;
-pub mod summary;
-pub mod timefmt;
-pub mod writer;
+pub mod store;
 
 pub use error::{Error, Result};

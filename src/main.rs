@@ -8,9 +8,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use s3meta::cli::commands;
 use s3meta::cli::{Cli, Command, LogFormat};
-use s3meta::commands;
-use s3meta::query::{self, output::to_stdout};
+use s3meta::read::output::to_stdout;
+use s3meta::read::query;
 use tokio_util::sync::CancellationToken;
 
 /// A scan allocates and frees small objects on every request (the SDK's per-request config
@@ -49,14 +50,16 @@ fn main() -> ExitCode {
                 Ok(0)
             }
             Command::Man => done(commands::man()),
-            Command::Changes(ref a) => {
-                done(to_stdout(|out, tty| s3meta::changes::run(a, out, tty)))
-            }
+            Command::Changes(ref a) => done(to_stdout(|out, tty| {
+                s3meta::read::changes::run(a, out, tty)
+            })),
             Command::Forget(ref a) => Ok(commands::forget(a, cli.quiet).await?),
             Command::Check(ref a) => Ok(commands::check(a, cli.quiet).await?),
             Command::Query(ref a) => done(to_stdout(|out, tty| query::run(a, out, tty))),
-            Command::Names(ref a) => done(to_stdout(|out, tty| query::names::run(a, out, tty))),
-            Command::Status(ref a) => done(to_stdout(|out, _| s3meta::status::run(a, out))),
+            Command::Names(ref a) => {
+                done(to_stdout(|out, tty| s3meta::read::names::run(a, out, tty)))
+            }
+            Command::Status(ref a) => done(to_stdout(|out, _| s3meta::read::status::run(a, out))),
         }
     });
     // In-flight HEADs abandoned after the grace period must not hold the exit.
@@ -93,7 +96,7 @@ fn init_logging(cli: &Cli) {
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(s3meta::progress::LogWriter);
+        .with_writer(s3meta::cli::progress::LogWriter);
     match cli.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.with_target(false).init(),

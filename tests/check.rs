@@ -93,8 +93,8 @@ async fn what_scans_resumes_merges_and_forgets_leave_passes_check() {
     assert_sound(&env, &merged).await;
 
     // The library reports its progress: the invariant walk ends at the last object.
-    let progress = std::sync::Arc::new(s3meta::check::CheckProgress::default());
-    let report = s3meta::check::run(&env.db, &progress).unwrap();
+    let progress = std::sync::Arc::new(s3meta::store::check::CheckProgress::default());
+    let report = s3meta::store::check::run(&env.db, &progress).unwrap();
     use std::sync::atomic::Ordering::Relaxed;
     assert_eq!(progress.phase.load(Relaxed), 2);
     let max_id = count(&env.db, "SELECT max(object_id) FROM objects") as u64;

@@ -98,7 +98,7 @@ async fn a_database_locked_mid_scan_fails_cleanly_and_resumes() {
     let other = rusqlite::Connection::open(&env.db).unwrap();
     other.execute_batch("BEGIN EXCLUSIVE").unwrap();
     // What was committed when the lock was taken (read under the lock itself).
-    let committed = s3meta::canonical::dump(&other).unwrap();
+    let committed = s3meta::store::canonical::dump(&other).unwrap();
     assert!(committed.contains("obj-00000"), "page 1 is committed");
     env.state().release(Op::Head);
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())

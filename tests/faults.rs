@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use s3meta::retry::Policy;
+use s3meta::model::stats::Stats;
+use s3meta::s3::retry::Policy;
 use s3meta::scan::{self, Outcome};
-use s3meta::stats::Stats;
 use s3meta_testserver::TestServer;
 use tokio_util::sync::CancellationToken;
 

@@ -8,10 +8,10 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use common::*;
-use s3meta::lister::Lister;
-use s3meta::ranges;
+use s3meta::model::stats::Stats;
+use s3meta::s3::list::Lister;
+use s3meta::s3::probe;
 use s3meta::scan::Outcome;
-use s3meta::stats::Stats;
 use tokio_util::sync::CancellationToken;
 
 /// Keys spread over 20 "directories" (uniform), 90% under one prefix (skewed), or flat.
@@ -85,7 +85,7 @@ async fn parallel_equals_single_stream(shape: &str) {
         .await
         .unwrap();
     let night2 = env.scan(&cfg).await.unwrap();
-    assert_eq!(night2.mode, s3meta::checkpoint::Mode::Rescan);
+    assert_eq!(night2.mode, s3meta::store::scans::Mode::Rescan);
     assert!(count(&env.db, "SELECT count(*) FROM changes") > 200);
     assert_eq!(dump(&env.db), dump(&single), "{shape}: rescan");
 }
@@ -240,7 +240,7 @@ fn lister(env: &Env, bucket: &str) -> Lister {
         stats: Arc::new(Stats::default()),
         cancel: CancellationToken::new(),
         rate: None,
-        order: Arc::new(s3meta::lister::Order::new(None)),
+        order: Arc::new(s3meta::s3::list::Order::new(None)),
         witnesses: Default::default(),
     }
 }
@@ -274,7 +274,7 @@ async fn a_range_splits_into_sixteen_fair_pieces_over_ten_digits() {
     keys.sort();
     let lister = lister(&env, "bkt");
 
-    let cuts = ranges::find_splits(&lister, None, None, 16).await.unwrap();
+    let cuts = probe::find_splits(&lister, None, None, 16).await.unwrap();
     assert_eq!(cuts.len(), 15, "{cuts:?}");
     for n in piece_sizes(&keys, None, &cuts) {
         assert!((150..=240).contains(&n), "pieces {cuts:?}");
@@ -282,7 +282,7 @@ async fn a_range_splits_into_sixteen_fair_pieces_over_ten_digits() {
 
     // A range being listed is cut after its last listed key, from that key alone.
     let listed = "data/42/obj-00000042";
-    let cuts = ranges::find_splits_after_key(&lister, listed, None, 4)
+    let cuts = probe::find_splits_after_key(&lister, listed, None, 4)
         .await
         .unwrap();
     assert_eq!(cuts.len(), 3, "{cuts:?}");
@@ -293,7 +293,7 @@ async fn a_range_splits_into_sixteen_fair_pieces_over_ten_digits() {
 
     // A folder marker is a prefix of every key after it: the keys left differ only beyond it.
     env.state().put_object("bkt", "data/50/", b"", &[]);
-    let cuts = ranges::find_splits_after_key(&lister, "data/50/", Some("data/50/z"), 2)
+    let cuts = probe::find_splits_after_key(&lister, "data/50/", Some("data/50/z"), 2)
         .await
         .unwrap();
     assert_eq!(cuts.len(), 1, "{cuts:?}");

@@ -312,7 +312,10 @@ async fn every_format_parses_back_to_the_same_records() {
     let weird = jsonl.iter().find(|r| r["key"] == WEIRD).unwrap();
     assert_eq!(weird["metadata"], json!({"note": "x,\"y\"\nz"}));
     // Fields in the documented order: the CSV header, and the first JSON line's text.
-    let fields: Vec<&str> = s3meta::query::RECORD.iter().map(|(n, _)| *n).collect();
+    let fields: Vec<&str> = s3meta::read::query::RECORD
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
     assert_eq!(
         fields[..8],
         [
@@ -452,7 +455,7 @@ async fn missing_and_newer_databases_are_refused_untouched() {
     }
     rusqlite::Connection::open(&env.db)
         .unwrap()
-        .pragma_update(None, "user_version", s3meta::db::SCHEMA_VERSION)
+        .pragma_update(None, "user_version", s3meta::store::db::SCHEMA_VERSION)
         .unwrap();
     assert_eq!(dump(&env.db), before);
 }
@@ -487,11 +490,11 @@ async fn a_closed_stdout_pipe_exits_0_quietly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_filters_use_the_name_value_index() {
-    use s3meta::query::{Plan, Scope, Selection, count_sql, filter::Filter, records_sql};
+    use s3meta::read::query::{Plan, Scope, Selection, count_sql, filter::Filter, records_sql};
     let env = Env::new().await;
     fill(env.state(), "bkt", "", 20);
     env.scan(&env.config("bkt", "")).await.unwrap();
-    let conn = s3meta::db::open_ro(&env.db).unwrap();
+    let conn = s3meta::store::db::open_ro(&env.db).unwrap();
     for filters in [
         vec!["project=apollo"],
         vec!["owner"],

@@ -205,7 +205,7 @@ async fn cuts_made_in_byte_order_are_refused_on_a_path_order_store() {
     assert!(
         bounds
             .iter()
-            .any(|b| !s3meta::keyspace::KeyOrder::is_neutral(b)),
+            .any(|b| !s3meta::keys::KeyOrder::is_neutral(b)),
         "the killed scan was split where the orders disagree: {bounds:?}"
     );
     // As an older release left it: no order recorded anywhere.

@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
-use s3meta::checkpoint::Mode;
 use s3meta::scan::Outcome;
+use s3meta::store::scans::Mode;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,7 +189,7 @@ async fn an_interrupted_rescan_resumes_to_the_same_database() {
                 .await;
             trigger.cancel();
         });
-        let stats = std::sync::Arc::new(s3meta::stats::Stats::default());
+        let stats = std::sync::Arc::new(s3meta::model::stats::Stats::default());
         let r = s3meta::scan::run(&cfg, env.s3().client, &env.db, cancel, stats)
             .await
             .unwrap();

@@ -262,7 +262,7 @@ async fn a_cancelled_scan_resumes_to_the_same_database() {
         state.wait_for_requests(Some(Op::Head), before + 300).await;
         trigger.cancel();
     });
-    let stats = std::sync::Arc::new(s3meta::stats::Stats::default());
+    let stats = std::sync::Arc::new(s3meta::model::stats::Stats::default());
     let first = s3meta::scan::run(&cfg, env.s3().client, &env.db, cancel, stats)
         .await
         .unwrap();

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use s3meta::model::stats::Stats;
 use s3meta::scan::{Outcome, ScanReport};
-use s3meta::stats::Stats;
 use tokio_util::sync::CancellationToken;
 
 /// What the server saw between two HEAD request counts of a scan, and the limit meanwhile.

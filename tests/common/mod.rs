@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::config::{Credentials, SharedCredentialsProvider};
-use s3meta::checkpoint::Target;
-use s3meta::client::{self, ClientOptions, S3};
-use s3meta::retry::Policy;
+use s3meta::model::stats::Stats;
+use s3meta::s3::client::{self, ClientOptions, S3};
+use s3meta::s3::retry::Policy;
 use s3meta::scan::{self, ScanConfig, ScanReport};
-use s3meta::stats::Stats;
+use s3meta::store::scans::Target;
 use s3meta_testserver::{ACCESS_KEY, REGION, SECRET_KEY, TestServer};
 use tokio_util::sync::CancellationToken;
 
@@ -159,7 +159,7 @@ pub async fn run(env: &Env, sub: &str, args: &[&str]) -> Output {
 /// The canonical dump of a database.
 pub fn dump(db: &Path) -> String {
     let conn = rusqlite::Connection::open(db).unwrap();
-    s3meta::canonical::dump(&conn).unwrap()
+    s3meta::store::canonical::dump(&conn).unwrap()
 }
 
 /// Runs a query on a database and returns the first column of each row as text.

@@ -1,0 +1,432 @@
+//! The command line: every subcommand and flag, defined once with clap.
+//!
+//! Receives: argv. Sends on: a parsed `Cli` to `main.rs`, which dispatches. Invariant: flags
+//! shared by several subcommands (database, connection) are defined once and flattened in.
+
+use std::path::PathBuf;
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::error::Error;
+use crate::s3::client::ClientOptions;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "s3meta",
+    version,
+    about = "Index the custom metadata (x-amz-meta-*) of every object in an S3-compatible bucket into SQLite, resumably, and query it offline.",
+    after_help = "Exit codes: 0 success; 1 fatal error or bad input; 3 scan complete but some objects could not be read; 130 interrupted (run the same command to resume)."
+)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug: every retry, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr: no progress, no summary.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List a bucket or prefix and HEAD its objects into the database (resumes an unfinished scan).
+    Scan(ScanArgs),
+    /// Search the index offline: objects by metadata and listing fields, or one read-only SQL statement.
+    Query(QueryArgs),
+    /// The metadata names in use, with object counts and their most common values.
+    Names(NamesArgs),
+    /// The scans recorded in the database, their progress and errors, and the objects in error.
+    Status(StatusArgs),
+    /// List what rescans noticed: created, modified, metadata changed, deleted objects.
+    Changes(ChangesArgs),
+    /// List only (no HEAD) and report the requests, and their cost, of a scan or a rescan.
+    Estimate(EstimateArgs),
+    /// Cut a bucket or prefix into N key ranges (JSON lines) for `scan --range-json` on many machines.
+    Plan(PlanArgs),
+    /// Merge range databases into OUT (each replaces its keyspace's contents in OUT).
+    Merge(MergeArgs),
+    /// Remove a bucket's or prefix's rows from the database, and/or prune old change records.
+    Forget(ForgetArgs),
+    /// Read the whole database: SQLite's integrity_check and s3meta's own invariants (slow on large databases).
+    Check(CheckArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout: `s3meta man > s3meta.1`.
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// The SQLite database (created by `scan` if missing).
+    #[arg(long, env = "S3META_DB", default_value = "s3meta.db")]
+    pub db: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectionArgs {
+    /// S3-compatible endpoint, e.g. http://127.0.0.1:9000 (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the profile's). Default: AWS.
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Region (default: from the AWS config chain, else us-east-1).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Named profile from ~/.aws/config.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Path-style addressing (http://host/bucket/key); the default with --endpoint-url.
+    #[arg(long, conflicts_with = "virtual_host_style")]
+    pub path_style: bool,
+    /// Virtual-host addressing (http://bucket.host/key); the default for AWS.
+    #[arg(long)]
+    pub virtual_host_style: bool,
+    /// Send unsigned requests (public buckets); no credentials are looked up.
+    #[arg(long)]
+    pub no_sign_request: bool,
+    /// Per-request timeout in seconds (more than 0, at most 3600); a request that takes longer is retried.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = timeout_secs)]
+    pub timeout: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// What to scan: s3://BUCKET or s3://BUCKET/PREFIX (optional with --range-json).
+    #[arg(value_name = "S3_URL", required_unless_present = "range_json")]
+    pub url: Option<String>,
+    /// Scan only this key range: one line printed by `s3meta plan` (JSON).
+    #[arg(long, value_name = "LINE")]
+    pub range_json: Option<String>,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub conn: ConnectionArgs,
+    /// HEAD requests in flight at most, 1 to 4096 (the connection pool follows it).
+    #[arg(long, short = 'j', value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub concurrency: u32,
+    /// Key ranges listed at once: the keyspace is cut with one-key probes, and large ranges are
+    /// split while the scan runs so the streams stay busy (1: one stream, no probes; at most 256).
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub list_parallelism: u32,
+    /// Keys per LIST request, 1 to 1000 (S3 returns at most 1000).
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    pub page_size: i32,
+    /// Attempts per request, 1 to 100, before an object is recorded as failed (or a LIST failure
+    /// is fatal); throttled answers (503 SlowDown, 429) get 4 times as many.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+    /// Requests per second at most, LIST and HEAD together, 1 to 1000000 (AWS sustains about 5,500 HEAD/s per prefix).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_rps: Option<u32>,
+    /// First retry back-off in milliseconds, 0 to 20000; doubles per retry (jittered, at most 20 s), except for HEADs refused by random, load-independent throttling, which wait the first step again.
+    #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=20_000))]
+    pub backoff_ms: u64,
+    /// Abandon the unfinished scan of this target (its committed rows stay) and start anew.
+    #[arg(long)]
+    pub restart: bool,
+    /// HEAD every object, even where a completed scan makes a rescan possible.
+    #[arg(long)]
+    pub full: bool,
+    /// No progress line (it is shown only when stderr is a terminal anyway).
+    #[arg(long)]
+    pub no_progress: bool,
+    /// At the end (also after an interrupt or a fatal error) write a JSON summary to PATH, or `-` for stdout.
+    #[arg(long, value_name = "PATH")]
+    pub summary_json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EstimateArgs {
+    /// What a scan would cover: s3://BUCKET or s3://BUCKET/PREFIX.
+    #[arg(value_name = "S3_URL")]
+    pub url: String,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub conn: ConnectionArgs,
+    /// Price of 1,000 LIST requests in USD, 0 to 1000 (default: AWS S3 Standard).
+    #[arg(long, value_name = "USD", default_value_t = crate::read::estimate::LIST_PRICE, value_parser = price)]
+    pub list_price: f64,
+    /// Price of 1,000 HEAD requests in USD, 0 to 1000 (default: AWS S3 Standard, GET class).
+    #[arg(long, value_name = "USD", default_value_t = crate::read::estimate::HEAD_PRICE, value_parser = price)]
+    pub head_price: f64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = EstimateFormat::Text)]
+    pub format: EstimateFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EstimateFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ChangesArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// Only changes recorded by scan SCAN and later ones, or at or after TIME (UTC, e.g. 2026-01-31).
+    #[arg(long, value_name = "SCAN|TIME")]
+    pub since: Option<String>,
+    /// Only changes of this kind.
+    #[arg(long, value_parser = ["created", "modified", "metadata", "deleted"])]
+    pub kind: Option<String>,
+    /// At most N rows (0 to 2^63-1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..))]
+    pub limit: Option<i64>,
+    /// Output format [default: table when stdout is a terminal, else jsonl].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// What to cut: s3://BUCKET or s3://BUCKET/PREFIX.
+    #[arg(value_name = "S3_URL")]
+    pub url: String,
+    /// How many ranges (fewer when the keyspace holds too few distinct keys).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub ranges: u32,
+    #[command(flatten)]
+    pub conn: ConnectionArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The database to update (created if missing).
+    #[arg(value_name = "OUT.db")]
+    pub out: PathBuf,
+    /// Range databases, merged in order.
+    #[arg(value_name = "IN.db", required = true)]
+    pub inputs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// What to remove: s3://BUCKET or s3://BUCKET/PREFIX (its objects, metadata, errors, changes and scans).
+    #[arg(value_name = "S3_URL")]
+    pub url: Option<String>,
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// The store the bucket was scanned at, resolved as `scan` does (flag, AWS_ENDPOINT_URL_S3,
+    /// AWS_ENDPOINT_URL, the profile's endpoint). Default: AWS.
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Named profile from ~/.aws/config, read for its endpoint only (no credentials are used).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Also delete change records older than TIME (e.g. 2026-01-31 or 2026-01-31T12:00:00Z, UTC).
+    #[arg(long, value_name = "TIME")]
+    pub prune_changes_before: Option<String>,
+    /// Run VACUUM afterwards to give the space back to the file system.
+    #[arg(long)]
+    pub vacuum: bool,
+}
+
+/// Output formats of `query` and `names` (and of `changes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns, for a person (the default when stdout is a terminal).
+    Table,
+    /// One JSON object per line (the default otherwise).
+    Jsonl,
+    /// One JSON array.
+    Json,
+    /// RFC 4180 CSV with a header; metadata as one JSON column.
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    Table,
+    Json,
+}
+
+/// Which objects `query` and `names` look at.
+#[derive(Debug, Args)]
+pub struct ScopeArgs {
+    /// Only this bucket.
+    #[arg(long)]
+    pub bucket: Option<String>,
+    /// Only keys starting with this prefix (compared as keys: `%`, `_`, `*` are literal).
+    #[arg(long)]
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// A filter; repeat to AND them: name=value, name!=value, name~glob, name, !name,
+    /// @key~glob, @size>N, @modified>2026-01-01, @etag=…, @storage_class=…, @state=…, @error.
+    #[arg(
+        long = "where",
+        short = 'w',
+        value_name = "EXPR",
+        allow_hyphen_values = true
+    )]
+    pub filters: Vec<String>,
+    /// Run one read-only SQL statement instead (views: v_objects, v_metadata, v_changes).
+    #[arg(long, value_name = "SQL", conflicts_with_all = ["filters", "bucket", "prefix", "count", "include_gone"])]
+    pub sql: Option<String>,
+    /// Output format [default: table when stdout is a terminal, else jsonl].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// At most N objects (rows), 0 to 2^63-1.
+    #[arg(long, value_name = "N", value_parser = count_parser())]
+    pub limit: Option<u64>,
+    /// Print only the number of matching objects.
+    #[arg(long, conflicts_with = "limit")]
+    pub count: bool,
+    /// Include objects recorded as gone (deleted, or HEAD answered 404).
+    #[arg(long)]
+    pub include_gone: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NamesArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// Output format [default: table when stdout is a terminal, else jsonl].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// No progress line (it is shown only when stderr is a terminal anyway).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[arg(long, value_enum, default_value_t = StatusFormat::Table)]
+    pub format: StatusFormat,
+    /// List at most N objects in error, 0 to 2^63-1 (the total is always shown).
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = count_parser())]
+    pub errors: u64,
+}
+
+/// `--timeout`: seconds, more than 0 and at most an hour (a larger value would only hide a
+/// dead connection; `1e308` would overflow a `Duration`).
+fn timeout_secs(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 3600.0 => Ok(v),
+        _ => Err("expected a number of seconds more than 0 and at most 3600".into()),
+    }
+}
+
+/// `--list-price`, `--head-price`: USD per 1,000 requests, 0 to 1000.
+fn price(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=1000.0).contains(&v) => Ok(v),
+        _ => Err("expected a price in USD per 1,000 requests, 0 to 1000".into()),
+    }
+}
+
+/// Counts that end up in SQL `LIMIT` (an `i64`).
+fn count_parser() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(0..=i64::MAX as u64)
+}
+
+/// A clap usage error in at most two lines: the error, its details and tips on the first,
+/// clap's usage line (or its pointer to `--help`) on the second. Clap itself prints three to
+/// seven lines; the README promises one line per error, whatever the command.
+pub fn usage_error(e: &clap::Error) -> String {
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return "error: no command given\nUsage: s3meta [OPTIONS] <COMMAND> (try 's3meta --help')\n"
+            .into();
+    }
+    usage_lines(&e.render().to_string())
+}
+
+/// The two lines of `usage_error`, from clap's rendered paragraphs.
+fn usage_lines(rendered: &str) -> String {
+    let mut paragraphs = rendered.split("\n\n").map(|p| {
+        p.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    let mut first = paragraphs.next().unwrap_or_default();
+    let (mut usage, mut more) = (None, None);
+    for p in paragraphs {
+        if p.starts_with("Usage:") {
+            usage = Some(p);
+        } else if p.starts_with("For more information") {
+            more = Some(p);
+        } else if !p.is_empty() {
+            first = format!("{first} ({p})");
+        }
+    }
+    match usage.or(more) {
+        Some(hint) => format!("{first}\n{hint}\n"),
+        None => format!("{first}\n"),
+    }
+}
+
+impl ConnectionArgs {
+    /// The client options these flags ask for.
+    pub fn options(&self) -> Result<ClientOptions, Error> {
+        Ok(ClientOptions {
+            endpoint_url: self.endpoint_url.clone(),
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            path_style: match (self.path_style, self.virtual_host_style) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            },
+            no_sign_request: self.no_sign_request,
+            timeout: Duration::from_secs_f64(self.timeout),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 13: clap's paragraphs become at most two lines.
+    #[test]
+    fn usage_errors_fold_into_two_lines() {
+        let rendered = "error: the following required arguments were not provided:\n  <S3_URL>\n\n  tip: try this\n\nUsage: s3meta scan <S3_URL>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            usage_lines(rendered),
+            "error: the following required arguments were not provided: <S3_URL> (tip: try this)\nUsage: s3meta scan <S3_URL>\n"
+        );
+        assert_eq!(
+            usage_lines("error: invalid value 'x'\n\nFor more information, try '--help'.\n"),
+            "error: invalid value 'x'\nFor more information, try '--help'.\n"
+        );
+        let parsed = Cli::try_parse_from(["s3meta", "scan", "s3://b", "--timeout", "1e308"]);
+        let text = usage_error(&parsed.unwrap_err());
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.contains("at most 3600"), "{text}");
+    }
+}

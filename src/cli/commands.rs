@@ -1,0 +1,328 @@
+//! The glue of the network subcommands: from parsed arguments to the library calls, the
+//! progress line, the summary line and document, and the exit code.
+//!
+//! Receives: clap arguments and the process's cancellation token. Sends on: an exit code
+//! (0 ok, 3 complete with object errors, 130 interrupted) or the fatal `Error` (exit 1).
+//! Invariant: `--summary-json` is written however the scan ends, fatal errors included.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::CommandFactory;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::progress::{self, Progress};
+use crate::cli::summary::Summary;
+use crate::cli::{
+    CheckArgs, Cli, EstimateArgs, EstimateFormat, ForgetArgs, MergeArgs, PlanArgs, ScanArgs,
+};
+use crate::error::Error;
+use crate::model::s3url::S3Url;
+use crate::model::stats::Stats;
+use crate::read::estimate;
+use crate::s3::client;
+use crate::s3::list::Lister;
+use crate::s3::probe::Bounds;
+use crate::s3::retry::Policy;
+use crate::scan::{self, Outcome, ScanConfig, ScanReport};
+use crate::store::merge::RangeLine;
+use crate::store::scans::Target;
+
+/// `s3meta scan`.
+pub async fn scan(args: &ScanArgs, quiet: bool, cancel: CancellationToken) -> Result<u8, Error> {
+    let (started, stats) = (Instant::now(), Arc::new(Stats::default()));
+    if let Some(dest) = &args.summary_json {
+        Summary::check_writable(dest).map_err(|source| Error::SummaryPath {
+            path: dest.clone(),
+            source,
+        })?;
+    }
+    let mut target = None;
+    let result = scan_once(args, quiet, cancel, &stats, &mut target).await;
+    let code = match &result {
+        Ok(r) => match r.outcome {
+            Outcome::Complete => 0,
+            Outcome::CompleteWithErrors => 3,
+            Outcome::Interrupted => 130,
+        },
+        Err(_) => 1,
+    };
+    if let Some(dest) = &args.summary_json {
+        let error = result.as_ref().err().map(ToString::to_string);
+        let outcome = result
+            .as_ref()
+            .map_err(|_| error.as_deref().unwrap_or_default());
+        let scan = stats.scan.get().copied();
+        let doc = Summary::new(
+            target.as_ref(),
+            outcome,
+            code,
+            &stats.snapshot(),
+            scan,
+            stats.head_due.get().copied(),
+            started.elapsed(),
+        );
+        doc.write(dest).map_err(|source| Error::Write {
+            path: dest.clone(),
+            source,
+        })?;
+    }
+    let report = result?;
+    match report.outcome {
+        Outcome::CompleteWithErrors if !quiet => eprintln!(
+            "{} object(s) could not be read: see `s3meta status` or `s3meta query --where @error`",
+            report.errors
+        ),
+        Outcome::Interrupted => eprintln!(
+            "interrupted: {} object(s) still to HEAD; run the same command again to resume scan {}",
+            report.due, report.scan_id
+        ),
+        _ => {}
+    }
+    Ok(code)
+}
+
+async fn scan_once(
+    args: &ScanArgs,
+    quiet: bool,
+    cancel: CancellationToken,
+    stats: &Arc<Stats>,
+    target: &mut Option<Target>,
+) -> Result<ScanReport, Error> {
+    let (url, range) = scan_target(args)?;
+    let s3 = client::build(&args.conn.options()?).await?;
+    let cfg = ScanConfig {
+        target: match &range {
+            Some(r) => r.target(&s3.store),
+            None => target_of(&url, &s3.store),
+        },
+        concurrency: args.concurrency as usize,
+        page_size: args.page_size,
+        policy: policy(args.max_attempts, args.backoff_ms),
+        restart: args.restart,
+        full: args.full,
+        grace: Duration::from_secs(10),
+        max_rps: args.max_rps,
+        list_parallelism: args.list_parallelism as usize,
+        bounds_order: range.as_ref().and_then(|r| r.order),
+    };
+    *target = Some(cfg.target.clone());
+    let show = !quiet && !args.no_progress && std::io::stderr().is_terminal();
+    let bar = Progress::start(stats.clone(), show);
+    let result = scan::run(&cfg, s3.client, &args.db.db, cancel, stats.clone()).await;
+    bar.finish();
+    let report = result?;
+    if !quiet {
+        eprintln!("{}", progress::summary(&url.to_string(), &report));
+    }
+    Ok(report)
+}
+
+/// The URL to scan and, with `--range-json`, the key range (which names bucket and prefix).
+fn scan_target(args: &ScanArgs) -> Result<(S3Url, Option<RangeLine>), Error> {
+    let range = args
+        .range_json
+        .as_deref()
+        .map(RangeLine::parse)
+        .transpose()?;
+    let url = match (&args.url, &range) {
+        (Some(u), _) => S3Url::parse(u)?,
+        (None, Some(r)) => S3Url {
+            bucket: r.bucket.clone(),
+            prefix: r.prefix.clone(),
+        },
+        (None, None) => {
+            return Err(Error::BadInput(
+                "give s3://BUCKET[/PREFIX] or --range-json".into(),
+            ));
+        }
+    };
+    if let Some(r) = &range
+        && (r.bucket != url.bucket || r.prefix != url.prefix)
+    {
+        return Err(Error::BadInput(format!(
+            "--range-json is a range of s3://{}/{}, not of {url}",
+            r.bucket, r.prefix
+        )));
+    }
+    Ok((url, range))
+}
+
+/// `s3meta plan`: prints the ranges, one JSON object per line.
+pub async fn plan(args: &PlanArgs, cancel: CancellationToken) -> Result<u8, Error> {
+    let url = S3Url::parse(&args.url)?;
+    let s3 = client::build(&args.conn.options()?).await?;
+    let lister = lister_for(&url, s3, cancel);
+    let whole = Bounds {
+        start_after: None,
+        end: None,
+    };
+    let ranges = crate::s3::probe::plan(&lister, whole, args.ranges as usize).await?;
+    let order = lister.order.known();
+    for line in RangeLine::lines(&url.bucket, &url.prefix, &ranges, order) {
+        println!("{}", serde_json::to_string(&line).expect("serializable"));
+    }
+    Ok(0)
+}
+
+/// `s3meta merge`.
+pub fn merge(args: &MergeArgs, quiet: bool) -> Result<u8, Error> {
+    let inputs: Vec<&std::path::Path> = args.inputs.iter().map(|p| p.as_path()).collect();
+    let m = crate::store::merge::merge(&args.out, &inputs)?;
+    if !quiet {
+        eprintln!(
+            "merged {} database(s) into {}: {} keyspace(s), {} objects",
+            inputs.len(),
+            args.out.display(),
+            m.keyspaces,
+            m.objects
+        );
+    }
+    Ok(0)
+}
+
+/// `s3meta check`: the problems on stdout, one per line, then a summary line; exit 1 if any.
+pub async fn check(args: &CheckArgs, quiet: bool) -> Result<u8, Error> {
+    let progress = Arc::new(crate::store::check::CheckProgress::default());
+    let show = !quiet && !args.no_progress && std::io::stderr().is_terminal();
+    let bar = Progress::start_check(progress.clone(), show);
+    let path = args.db.db.clone();
+    let p = progress.clone();
+    let report = tokio::task::spawn_blocking(move || crate::store::check::run(&path, &p))
+        .await
+        .map_err(|e| Error::Internal(format!("check: {e}")))?;
+    bar.finish();
+    let r = report?;
+    let path = args.db.db.display();
+    for p in &r.problems {
+        println!("{}", crate::read::output::escape_controls(p));
+    }
+    if r.problems_total > r.problems.len() as u64 {
+        println!(
+            "… and {} more",
+            progress::thousands(r.problems_total - r.problems.len() as u64)
+        );
+    }
+    if r.problems_total > 0 {
+        return Err(Error::Damaged {
+            path: args.db.db.clone(),
+            problems: r.problems_total,
+        });
+    }
+    println!(
+        "{path}: ok ({} pages, {} objects, {} scans): SQLite's integrity_check and s3meta's invariants hold",
+        progress::thousands(r.pages),
+        progress::thousands(r.objects),
+        progress::thousands(r.scans)
+    );
+    Ok(0)
+}
+
+/// `s3meta forget`: the store is resolved as `scan` resolves it (no request is sent).
+pub async fn forget(args: &ForgetArgs, quiet: bool) -> Result<u8, Error> {
+    let store = match &args.url {
+        Some(_) => {
+            let opts = client::ClientOptions {
+                endpoint_url: args.endpoint_url.clone(),
+                profile: args.profile.clone(),
+                ..client::ClientOptions::default()
+            };
+            Some(client::store_of(&opts).await?)
+        }
+        None => None,
+    };
+    crate::store::forget::run(args, store.as_deref(), quiet)?;
+    Ok(0)
+}
+
+fn lister_for(url: &S3Url, s3: client::S3, cancel: CancellationToken) -> Lister {
+    Lister {
+        client: s3.client,
+        store: s3.store,
+        bucket: url.bucket.clone(),
+        prefix: url.prefix.clone(),
+        page_size: 1000,
+        policy: policy(5, 100),
+        stats: Arc::new(Stats::default()),
+        cancel,
+        rate: None,
+        order: Arc::new(crate::s3::list::Order::new(None)),
+        witnesses: Default::default(),
+    }
+}
+
+fn target_of(url: &S3Url, store: &str) -> Target {
+    Target {
+        store: store.to_string(),
+        bucket: url.bucket.clone(),
+        prefix: url.prefix.clone(),
+        start_after: None,
+        end_key: None,
+    }
+}
+
+fn policy(max_attempts: u32, backoff_ms: u64) -> Policy {
+    Policy {
+        max_attempts,
+        base: Duration::from_millis(backoff_ms),
+        cap: Duration::from_secs(20),
+    }
+}
+
+/// `s3meta estimate`: prints the estimate on stdout.
+pub async fn estimate(args: &EstimateArgs, cancel: CancellationToken) -> Result<u8, Error> {
+    let url = S3Url::parse(&args.url)?;
+    let s3 = client::build(&args.conn.options()?).await?;
+    let target = target_of(&url, &s3.store);
+    let lister = Arc::new(lister_for(&url, s3, cancel));
+    let e = estimate::run(
+        lister,
+        &target,
+        &args.db.db,
+        (args.list_price, args.head_price),
+    )
+    .await?;
+    let text = match args.format {
+        EstimateFormat::Json => serde_json::to_string_pretty(&e).expect("serializable"),
+        EstimateFormat::Text => estimate_text(&url, &e),
+    };
+    println!("{text}");
+    Ok(0)
+}
+
+fn estimate_text(url: &S3Url, e: &estimate::Estimate) -> String {
+    let n = progress::thousands;
+    let mut out = format!(
+        "{url}: {} objects in {} LIST requests\nfull scan: {} LIST + {} HEAD requests, ${:.4}",
+        n(e.objects),
+        n(e.list_requests),
+        n(e.list_requests),
+        n(e.full_heads),
+        e.full_cost_usd
+    );
+    match (e.rescan_heads, e.rescan_cost_usd) {
+        (Some(heads), Some(cost)) => out.push_str(&format!(
+            "\nrescan:    {} LIST + {} HEAD requests, ${cost:.4}  (what `s3meta scan` would do now, split probes aside)",
+            n(e.list_requests),
+            n(heads)
+        )),
+        _ => out.push_str("\nno completed scan of this prefix in the database: the next scan is a full scan"),
+    }
+    out
+}
+
+/// `s3meta completions SHELL`.
+pub fn completions(shell: clap_complete::Shell) {
+    clap_complete::generate(shell, &mut Cli::command(), "s3meta", &mut std::io::stdout());
+}
+
+/// `s3meta man`.
+pub fn man() -> Result<(), Error> {
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut std::io::stdout())
+        .map_err(|source| Error::Write {
+            path: "stdout".into(),
+            source,
+        })
+}

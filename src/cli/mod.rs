@@ -1,0 +1,8 @@
+//! The command line.
+
+mod args;
+pub mod commands;
+pub mod progress;
+pub mod summary;
+
+pub use args::*;

@@ -1,0 +1,130 @@
+//! `s3meta changes`: what rescans noticed — created, modified, metadata changed, deleted.
+//!
+//! Receives: the database (read-only) and filters (since a scan or a time, bucket, prefix,
+//! kind). Sends on: rows in the query formats (table, JSON lines, JSON, CSV), oldest first.
+//! Invariant: prefixes are compared as keys, never with LIKE/GLOB; rows stream, memory does
+//! not grow with the result.
+
+use std::io::Write;
+
+use rusqlite::ToSql;
+use rusqlite::types::ValueRef;
+use serde_json::Value;
+
+use crate::cli::{ChangesArgs, Format};
+use crate::error::{Error, Result};
+use crate::keys::{KeyOrder, KeyRange};
+use crate::model::timefmt;
+use crate::read::output::RowWriter;
+use crate::store::db;
+
+const COLUMNS: [&str; 15] = [
+    "change_id",
+    "scan_id",
+    "at",
+    "kind",
+    "store",
+    "bucket",
+    "key",
+    "old_etag",
+    "old_size",
+    "old_modified",
+    "new_etag",
+    "new_size",
+    "new_modified",
+    "old_metadata",
+    "new_metadata",
+];
+
+/// `--since`: a scan id (that scan and later ones) or a time (at or after it).
+enum Since {
+    Scan(i64),
+    Time(String),
+}
+
+fn parse_since(text: &str) -> Result<Since> {
+    if let Ok(id) = text.parse::<i64>() {
+        return Ok(Since::Scan(id));
+    }
+    timefmt::parse_user_time(text).map(Since::Time).ok_or_else(|| {
+        Error::BadInput(format!(
+            "--since {text:?}: expected a scan id (e.g. 12, see `s3meta status`) or a time (e.g. 2026-01-31 or 2026-01-31T12:00:00Z)"
+        ))
+    })
+}
+
+pub fn run(args: &ChangesArgs, out: &mut dyn Write, terminal: bool) -> Result<()> {
+    let since = args.since.as_deref().map(parse_since).transpose()?;
+    let path = args.db.db.as_path();
+    let conn = db::open_ro(path)?;
+    let mut sql = String::from(
+        "SELECT c.change_id, c.scan_id, c.at, c.kind, b.store, b.name, o.key, c.old_etag,
+                c.old_size, c.old_modified, c.new_etag, c.new_size, c.new_modified,
+                c.old_metadata, c.new_metadata
+         FROM changes c JOIN objects o USING (object_id) JOIN buckets b USING (bucket_id)
+         WHERE 1",
+    );
+    let mut params: Vec<(&str, &dyn ToSql)> = Vec::new();
+    match &since {
+        Some(Since::Scan(id)) => {
+            sql.push_str(" AND c.scan_id >= :since");
+            params.push((":since", id));
+        }
+        Some(Since::Time(t)) => {
+            sql.push_str(" AND c.at >= :since");
+            params.push((":since", t));
+        }
+        None => {}
+    }
+    if let Some(b) = &args.scope.bucket {
+        sql.push_str(" AND b.name = :bucket");
+        params.push((":bucket", b));
+    }
+    let keys = KeyRange::prefix(KeyOrder::Byte, args.scope.prefix.as_deref().unwrap_or(""));
+    let (frag, key_params) = keys.sql("o.key");
+    sql.push_str(&frag);
+    params.extend(key_params);
+    if let Some(k) = &args.kind {
+        sql.push_str(" AND c.kind = :kind");
+        params.push((":kind", k));
+    }
+    sql.push_str(" ORDER BY c.change_id");
+    if let Some(n) = &args.limit {
+        sql.push_str(" LIMIT :limit");
+        params.push((":limit", n));
+    }
+    let dbe = |e| Error::db(path, e);
+    let mut stmt = conn.prepare(&sql).map_err(dbe)?;
+    let mut rows = stmt.query(params.as_slice()).map_err(dbe)?;
+    let format = args.format.unwrap_or(Format::default_for(terminal));
+    let columns = COLUMNS.iter().map(|c| c.to_string()).collect();
+    let mut writer = RowWriter::new(format, columns, out);
+    while let Some(row) = rows.next().map_err(dbe)? {
+        let mut values = Vec::with_capacity(COLUMNS.len());
+        for i in 0..COLUMNS.len() {
+            let v = row.get_ref(i).map_err(dbe)?;
+            values.push(if i >= 13 { metadata(v) } else { plain(v) });
+        }
+        writer.write_row(&values).map_err(Error::Output)?;
+    }
+    writer.finish().map_err(Error::Output)?;
+    Ok(())
+}
+
+fn plain(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::from(i),
+        ValueRef::Real(f) => Value::from(f),
+        ValueRef::Text(t) => Value::from(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::from(format!("<{} bytes>", b.len())),
+    }
+}
+
+/// Metadata columns hold JSON objects: emitted as objects, not as strings.
+fn metadata(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Text(t) => serde_json::from_slice(t).unwrap_or_else(|_| plain(v)),
+        other => plain(other),
+    }
+}

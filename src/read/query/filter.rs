@@ -1,0 +1,394 @@
+//! The `--where` language: one expression per flag, on custom metadata (`name=value`,
+//! `name!=value`, `name~glob`, `name`, `!name`) or on listing fields marked with `@`
+//! (`@key~glob`, `@size>N`, `@modified>2026-01-01`, `@etag=…`, `@storage_class=…`, `@state=…`,
+//! `@error`).
+//!
+//! Receives: the text of one `--where`. Sends on: a typed [`Filter`], whose `Display` is the
+//! canonical text (it parses back to the same `Filter`), and which the query module renders as
+//! SQL. Invariant: parsing never panics, and any text is either a `Filter` or one line saying
+//! what is wrong and listing the accepted forms. Metadata names are lower-cased here, as S3
+//! stores them, so the (name, value) index serves every metadata test.
+
+use std::fmt;
+
+/// The accepted forms, shown with every parse error.
+pub const FORMS: &str = "name=value, name!=value, name~glob (* and ?), name (has it), !name (lacks it), \
+@key~glob, @size>N (also <, =, !=, >=, <=; N may end in KB, MB, GB, TB, KiB, MiB, GiB, TiB), \
+@modified>2026-01-01 (also <, =, >=, <=), @etag=…, @storage_class=…, @content_type=…, \
+@state=pending|ok|error|gone, @error";
+
+/// One parsed `--where` expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    /// A test on the custom metadata `name` (lower-case).
+    Meta { name: String, test: MetaTest },
+    /// A comparison on a listing or HEAD field.
+    Field {
+        field: Field,
+        op: Op,
+        value: Operand,
+    },
+    /// `@error`: objects whose HEAD failed for good.
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaTest {
+    Eq(String),
+    /// Has the name, with another value (objects lacking the name do not match).
+    Ne(String),
+    Glob(String),
+    Has,
+    Lacks,
+}
+
+/// The fields `@` filters reach, as `v_objects` shows them (HEAD's value, else the listing's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Key,
+    Size,
+    Modified,
+    Etag,
+    StorageClass,
+    ContentType,
+    ContentEncoding,
+    CacheControl,
+    State,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    Int,
+    Time,
+}
+
+impl Field {
+    const ALL: [(Field, &'static str); 9] = [
+        (Field::Key, "key"),
+        (Field::Size, "size"),
+        (Field::Modified, "modified"),
+        (Field::Etag, "etag"),
+        (Field::StorageClass, "storage_class"),
+        (Field::ContentType, "content_type"),
+        (Field::ContentEncoding, "content_encoding"),
+        (Field::CacheControl, "cache_control"),
+        (Field::State, "state"),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Field::ALL
+            .iter()
+            .find(|(f, _)| *f == self)
+            .map_or("", |(_, n)| n)
+    }
+
+    fn from_name(name: &str) -> Option<Field> {
+        let name = name.to_ascii_lowercase();
+        let name = if name == "last_modified" {
+            "modified"
+        } else {
+            &name
+        };
+        Field::ALL.iter().find(|(_, n)| *n == name).map(|(f, _)| *f)
+    }
+
+    pub fn kind(self) -> Kind {
+        match self {
+            Field::Size => Kind::Int,
+            Field::Modified => Kind::Time,
+            _ => Kind::Text,
+        }
+    }
+
+    fn allows(self, op: Op) -> bool {
+        match self.kind() {
+            Kind::Int => op != Op::Glob,
+            Kind::Time => !matches!(op, Op::Glob | Op::Ne),
+            Kind::Text if self == Field::Key => true,
+            Kind::Text => matches!(op, Op::Eq | Op::Ne | Op::Glob),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Glob,
+}
+
+impl Op {
+    /// Longest first, so `>=` is not read as `>` followed by `=`.
+    const TOKENS: [(Op, &'static str); 7] = [
+        (Op::Ne, "!="),
+        (Op::Ge, ">="),
+        (Op::Le, "<="),
+        (Op::Eq, "="),
+        (Op::Gt, ">"),
+        (Op::Lt, "<"),
+        (Op::Glob, "~"),
+    ];
+
+    pub fn token(self) -> &'static str {
+        Op::TOKENS
+            .iter()
+            .find(|(o, _)| *o == self)
+            .map_or("", |(_, t)| t)
+    }
+}
+
+/// How much of a time the user wrote; comparisons are made at that precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    Day,
+    Minute,
+    Second,
+    Milli,
+}
+
+impl Precision {
+    /// The SQLite date modifier giving the end of the span, or None for an instant.
+    pub fn span_modifier(self) -> Option<&'static str> {
+        match self {
+            Precision::Day => Some("+1 day"),
+            Precision::Minute => Some("+1 minute"),
+            Precision::Second => Some("+1 second"),
+            Precision::Milli => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operand {
+    Text(String),
+    Int(i64),
+    /// The start of the span, in the database's time format.
+    Time {
+        at: String,
+        precision: Precision,
+    },
+}
+
+/// A `--where` that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid --where `{expr}`: {reason}; accepted forms: {FORMS}")]
+pub struct ParseError {
+    pub expr: String,
+    pub reason: String,
+}
+
+impl Filter {
+    pub fn parse(expr: &str) -> Result<Filter, ParseError> {
+        let fail = |reason: String| ParseError {
+            expr: expr.to_string(),
+            reason,
+        };
+        if let Some(rest) = expr.strip_prefix('@') {
+            parse_field(rest).map_err(fail)
+        } else {
+            parse_meta(expr).map_err(fail)
+        }
+    }
+}
+
+fn parse_meta(expr: &str) -> Result<Filter, String> {
+    if let Some(name) = expr.strip_prefix('!') {
+        return Ok(Filter::Meta {
+            name: meta_name(name)?,
+            test: MetaTest::Lacks,
+        });
+    }
+    let Some(at) = expr.find(['=', '~']) else {
+        return Ok(Filter::Meta {
+            name: meta_name(expr)?,
+            test: MetaTest::Has,
+        });
+    };
+    let (lhs, value) = (&expr[..at], expr[at + 1..].to_string());
+    let (name, test) = match (expr.as_bytes()[at], lhs.strip_suffix('!')) {
+        (b'=', Some(name)) => (name, MetaTest::Ne(value)),
+        (b'=', None) => (lhs, MetaTest::Eq(value)),
+        _ => (lhs, MetaTest::Glob(value)),
+    };
+    Ok(Filter::Meta {
+        name: meta_name(name)?,
+        test,
+    })
+}
+
+/// A metadata name: an HTTP header token (what `x-amz-meta-NAME` allows), lower-cased.
+fn meta_name(name: &str) -> Result<String, String> {
+    if name.is_empty() {
+        return Err("the metadata name is empty".into());
+    }
+    if name.contains(['<', '>']) {
+        return Err(format!(
+            "metadata values are tested with =, != and ~ only; for a listing field write `@{name}`"
+        ));
+    }
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|".contains(c);
+    if let Some(bad) = name.chars().find(|c| !token(*c)) {
+        return Err(format!(
+            "{bad:?} cannot appear in a metadata name (an HTTP header name)"
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+fn parse_field(rest: &str) -> Result<Filter, String> {
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    let (name, tail) = rest.split_at(end);
+    if name.eq_ignore_ascii_case("error") {
+        return match tail {
+            "" => Ok(Filter::Error),
+            _ => Err("`@error` takes no operator or value".into()),
+        };
+    }
+    let field = Field::from_name(name).ok_or_else(|| match name {
+        "" => "`@` must be followed by a field name".to_string(),
+        _ => format!("unknown field `@{name}`"),
+    })?;
+    let (op, value) = Op::TOKENS
+        .iter()
+        .find_map(|(op, tok)| tail.strip_prefix(tok).map(|v| (*op, v)))
+        .ok_or_else(|| format!("`@{}` needs an operator and a value", field.name()))?;
+    if !field.allows(op) {
+        return Err(format!(
+            "`@{}` cannot be compared with `{}`",
+            field.name(),
+            op.token()
+        ));
+    }
+    let value = operand(field, value)?;
+    Ok(Filter::Field { field, op, value })
+}
+
+fn operand(field: Field, text: &str) -> Result<Operand, String> {
+    match field.kind() {
+        Kind::Int => parse_size(text)
+            .map(Operand::Int)
+            .ok_or_else(|| format!("`{text}` is not a size in bytes (e.g. 1048576, 10MB, 2GiB)")),
+        Kind::Time => parse_time(text).ok_or_else(|| {
+            format!("`{text}` is not a UTC time (YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS[.fff]][Z])")
+        }),
+        Kind::Text if field == Field::State => match text {
+            "pending" | "ok" | "error" | "gone" => Ok(Operand::Text(text.into())),
+            _ => Err(format!(
+                "`{text}` is not a state (pending, ok, error, gone)"
+            )),
+        },
+        Kind::Text => Ok(Operand::Text(text.into())),
+    }
+}
+
+/// `123`, `10MB` (10⁷), `2GiB` (2·2³⁰): a whole number of bytes.
+fn parse_size(text: &str) -> Option<i64> {
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    if digits == 0 {
+        return None;
+    }
+    let n: i64 = text[..digits].parse().ok()?;
+    let unit: i64 = match text[digits..].to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(unit)
+}
+
+fn parse_time(text: &str) -> Option<Operand> {
+    let at = crate::model::timefmt::parse_user_time(text)?;
+    let time = text.trim().split_once(['T', 't', ' ']).map(|(_, t)| t);
+    let precision = match time {
+        None => Precision::Day,
+        Some(t) if t.contains('.') => Precision::Milli,
+        Some(t) if t.matches(':').count() == 1 => Precision::Minute,
+        Some(_) => Precision::Second,
+    };
+    Some(Operand::Time { at, precision })
+}
+
+impl fmt::Display for Operand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Operand::Text(t) => f.write_str(t),
+            Operand::Int(n) => write!(f, "{n}"),
+            Operand::Time { at, precision } => {
+                // `at` is `YYYY-MM-DDTHH:MM:SS.fffZ`: cut it to the precision written.
+                let len = match precision {
+                    Precision::Day => 10,
+                    Precision::Minute => 16,
+                    Precision::Second => 19,
+                    Precision::Milli => at.len(),
+                };
+                f.write_str(at.get(..len).unwrap_or(at))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Filter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Filter::Meta { name, test } => match test {
+                MetaTest::Eq(v) => write!(f, "{name}={v}"),
+                MetaTest::Ne(v) => write!(f, "{name}!={v}"),
+                MetaTest::Glob(g) => write!(f, "{name}~{g}"),
+                MetaTest::Has => f.write_str(name),
+                MetaTest::Lacks => write!(f, "!{name}"),
+            },
+            Filter::Field { field, op, value } => {
+                write!(f, "@{}{}{value}", field.name(), op.token())
+            }
+            Filter::Error => f.write_str("@error"),
+        }
+    }
+}
+
+/// Translates a user glob (`*`, `?`, `\` escaping the next character) into an SQLite GLOB
+/// pattern, in which `[` opens a character class and must itself be written `[[]`.
+pub fn to_sqlite_glob(user: &str) -> String {
+    let mut out = String::with_capacity(user.len() + 4);
+    let mut chars = user.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' | '?' => out.push(c),
+            '\\' => match chars.next() {
+                Some(lit) => push_literal(&mut out, lit),
+                None => out.push('\\'),
+            },
+            _ => push_literal(&mut out, c),
+        }
+    }
+    out
+}
+
+fn push_literal(out: &mut String, c: char) {
+    match c {
+        '*' | '?' | '[' => {
+            out.push('[');
+            out.push(c);
+            out.push(']');
+        }
+        _ => out.push(c),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,672 @@
+//! The lister: pages through ListObjectsV2 for one key range of a scan.
+//!
+//! Receives: a range and its checkpoint (continuation token, last committed key). Sends on:
+//! each page to the writer, which commits its rows with the new checkpoint in one transaction
+//! and answers with the objects that need a HEAD; those go to the HEAD pool. Invariants: the
+//! next page is requested before the current one's HEADs are queued, so listing never waits
+//! for HEADs; a page is queued for HEAD only after its checkpoint is committed; keys must
+//! arrive strictly increasing in the store's order (S3's byte order, or path-component order:
+//! `order`), or the per-page deletion logic would be wrong, so anything else stops the scan;
+//! a page whose deletion window or range bounds would mean different keys in the two orders
+//! is committed only once the store's order is established.
+
+use std::sync::Arc;
+
+use aws_sdk_s3::types::EncodingType;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::keys::{KeyOrder, KeyRange};
+use crate::model::stats::Stats;
+use crate::s3::head::HeadJob;
+use crate::s3::limit::RateLimit;
+use crate::s3::retry::{self, Failure, Outcome, Policy, Retrier};
+use crate::store::scans::RangeState;
+use crate::store::writer::{ListedObject, PageMsg, WriterMsg};
+
+mod decode;
+mod order;
+mod xml;
+
+use decode::{decode_keys, decode_page};
+pub use decode::{strip_quotes, url_decode};
+pub use order::Order;
+
+/// What every range of one scan lists with.
+#[derive(Debug)]
+pub struct Lister {
+    pub client: aws_sdk_s3::Client,
+    pub store: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub page_size: i32,
+    pub policy: Policy,
+    pub stats: Arc<Stats>,
+    pub cancel: CancellationToken,
+    /// `--max-rps`, shared with the HEAD pool.
+    pub rate: Option<Arc<RateLimit>>,
+    /// The store's listing order, as far as it is known.
+    pub order: Arc<Order>,
+    /// The keys split probes answered since the splitter last took them (`Witnesses`).
+    pub witnesses: Witnesses,
+}
+
+/// Keys that probes saw, so each range cut from them knows one key it must list.
+#[derive(Debug, Default)]
+pub struct Witnesses(std::sync::Mutex<Vec<String>>);
+
+impl Witnesses {
+    /// At most this many are kept (a split sends a few dozen probes).
+    const CAP: usize = 256;
+
+    fn add(&self, key: &str) {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() < Self::CAP {
+            seen.push(key.to_string());
+        }
+    }
+
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Where the next ListObjectsV2 request starts.
+#[derive(Debug, Clone, Default)]
+struct Cursor {
+    token: Option<String>,
+    /// Sent as is (see `KeyOrder::start_after` for what to send).
+    start_after: Option<String>,
+    /// Keys wanted; `None`: the page size.
+    max_keys: Option<i32>,
+    /// Another prefix than the lister's (order probes only).
+    prefix: Option<String>,
+}
+
+/// One page as listed, keys decoded.
+#[derive(Debug)]
+struct Page {
+    entries: Vec<ListedObject>,
+    next_token: Option<String>,
+    truncated: bool,
+    /// Listed from a StartAfter, which may also return keys up to the one meant (see
+    /// `KeyOrder::start_after`): those are dropped.
+    from_start_after: bool,
+}
+
+/// A range being listed, shared by its lister and the scan's splitter. The lister holds the
+/// lock from clipping a page to handing it to the writer, and the splitter holds it from
+/// checking the position to handing the split to the writer, so the writer always sees a
+/// split before any page that relies on the shortened end.
+#[derive(Debug)]
+pub struct RangeCtl {
+    pub range_no: i64,
+    /// The keys of the range (prefix ∩ (start_after, end]) in the order known when they were
+    /// built; shortened by a split.
+    pub keys: Arc<KeyRange>,
+    pub start_after: Option<String>,
+    pub end: Option<String>,
+    /// Last key of the latest page fetched (the next fetch lists after it).
+    pub position: Option<String>,
+    pub pages: u64,
+    pub done: bool,
+    /// `pages` when a split of this range last found nothing to split.
+    pub split_tried_at: Option<u64>,
+}
+
+pub type SharedRange = Arc<tokio::sync::Mutex<RangeCtl>>;
+
+/// The pages of one range, one request ahead of the page being committed. Dropping it
+/// aborts the request in flight.
+struct Prefetch {
+    lister: Arc<Lister>,
+    fetch: JoinHandle<Result<Page, ListError>>,
+    /// Until the first page arrives: where to restart if the store rejects the saved token.
+    fallback: Option<Option<String>>,
+}
+
+impl Prefetch {
+    fn start(lister: Arc<Lister>, range: &RangeState) -> Prefetch {
+        let start_after = range.last_key.clone().or(range.start_after.clone());
+        let cursor = match &range.token {
+            Some(token) => Cursor {
+                token: Some(token.clone()),
+                ..Cursor::default()
+            },
+            None => lister.after(start_after.as_deref()),
+        };
+        Prefetch {
+            fetch: lister.clone().spawn_fetch(cursor),
+            fallback: range.token.is_some().then_some(start_after),
+            lister,
+        }
+    }
+
+    /// Requests the page after the one just received.
+    fn request(&mut self, token: String) {
+        let cursor = Cursor {
+            token: Some(token),
+            ..Cursor::default()
+        };
+        self.fetch = self.lister.clone().spawn_fetch(cursor);
+    }
+
+    /// The next page; `None` when the scan is cancelled.
+    async fn next(&mut self) -> Result<Option<Page>, Error> {
+        loop {
+            // Cancel safety: the request in flight is aborted with `self`, losing only an
+            // uncommitted page.
+            let joined = tokio::select! {
+                biased;
+                _ = self.lister.cancel.cancelled() => return Ok(None),
+                r = &mut self.fetch => r.map_err(|e| Error::Internal(format!("lister: {e}")))?,
+            };
+            match (joined, self.fallback.take()) {
+                (Ok(page), _) => return Ok(Some(page)),
+                (Err(ListError::TokenRejected(f)), Some(start_after)) => {
+                    tracing::warn!(
+                        "the store rejected the saved continuation token ({f}); resuming after the last committed key instead"
+                    );
+                    let cursor = self.lister.after(start_after.as_deref());
+                    self.fetch = self.lister.clone().spawn_fetch(cursor);
+                }
+                // Cancelled during a retry's back-off: an interruption, not a failure.
+                (Err(ListError::Cancelled), _) => return Ok(None),
+                (Err(e), _) => return Err(self.lister.fatal(e)),
+            }
+        }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.fetch.abort();
+    }
+}
+
+/// Where a range's listing stands, for the next page's commit.
+struct Position {
+    range_no: i64,
+    prev_last: Option<String>,
+}
+
+impl Lister {
+    /// Lists a range from its checkpoint to its (possibly shrinking) end. Returns `Ok(false)`
+    /// if cancelled first. `listed` is notified after each committed page.
+    pub async fn run(
+        self: Arc<Self>,
+        range: RangeState,
+        ctl: SharedRange,
+        writer: mpsc::Sender<WriterMsg>,
+        heads: mpsc::Sender<HeadJob>,
+        listed: Arc<Notify>,
+    ) -> Result<bool, Error> {
+        if range.done {
+            return Ok(true);
+        }
+        let mut pages = Prefetch::start(self.clone(), &range);
+        let mut at = Position {
+            range_no: range.range_no,
+            prev_last: range.last_key.clone().or(range.start_after.clone()),
+        };
+        let mut first = true;
+        let mut listed_any = range.last_key.is_some();
+        loop {
+            let Some(mut page) = pages.next().await? else {
+                return Ok(false);
+            };
+            self.settle_order(&mut page, at.prev_last.as_deref(), first)
+                .await?;
+            first = false;
+            let (committed, last_key, done) =
+                self.hand_over(&ctl, &mut pages, &writer, &at, page).await?;
+            listed_any |= last_key.is_some();
+            if done && !listed_any {
+                self.check_empty(&range).await?;
+            }
+            let jobs = committed.await.map_err(|_| writer_gone())?;
+            listed.notify_one();
+            if last_key.is_some() {
+                at.prev_last = last_key;
+            }
+            for job in jobs {
+                // Cancel safety: an unsent job stays `head_due` in the database.
+                tokio::select! {
+                    _ = self.cancel.cancelled() => return Ok(false),
+                    r = heads.send(job) => if r.is_err() { return Ok(false) },
+                }
+            }
+            if done {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Clips the page at the range's current end, requests the next one, and hands the page to
+    /// the writer — under the range's lock, so a split is never overtaken (see `RangeCtl`).
+    /// Returns the commit receiver, the page's last key, and whether the range is listed.
+    async fn hand_over(
+        &self,
+        ctl: &SharedRange,
+        pages: &mut Prefetch,
+        writer: &mpsc::Sender<WriterMsg>,
+        at: &Position,
+        mut page: Page,
+    ) -> Result<(oneshot::Receiver<Vec<HeadJob>>, Option<String>, bool), Error> {
+        let mut range_ctl = ctl.lock().await;
+        // The order may have become known since the range's keys were built: its bounds were
+        // cut where both orders agree, so they stand (`Order`).
+        let order = self.order.current();
+        if range_ctl.keys.order != order {
+            let keys = self.range_keys(
+                order,
+                range_ctl.start_after.as_deref(),
+                range_ctl.end.as_deref(),
+            );
+            range_ctl.keys = Arc::new(keys);
+        }
+        let done = clip(&mut page, &range_ctl.keys);
+        if !done {
+            let Some(token) = page.next_token.clone() else {
+                return Err(Error::Internal(
+                    "the store said the listing is truncated but gave no continuation token".into(),
+                ));
+            };
+            pages.request(token);
+        }
+        let last_key = page.entries.last().map(|o| o.key.clone());
+        if let Some(k) = &last_key {
+            range_ctl.position = Some(k.clone());
+        }
+        range_ctl.pages += 1;
+        range_ctl.done = done;
+        let msg = PageMsg {
+            order: self.order.known(),
+            range_no: at.range_no,
+            keys: range_ctl.keys.clone(),
+            prev_last: at.prev_last.clone(),
+            last_key: last_key.clone(),
+            next_token: if done { None } else { page.next_token },
+            entries: page.entries,
+            done,
+            reply: oneshot::channel().0,
+        };
+        let committed = self.send_page(writer, msg).await?;
+        Ok((committed, last_key, done))
+    }
+
+    /// Hands the page to the writer; the receiver yields its HEAD jobs once committed.
+    async fn send_page(
+        &self,
+        writer: &mpsc::Sender<WriterMsg>,
+        mut msg: PageMsg,
+    ) -> Result<oneshot::Receiver<Vec<HeadJob>>, Error> {
+        let (reply, committed) = oneshot::channel();
+        msg.reply = reply;
+        writer
+            .send(WriterMsg::Page(msg))
+            .await
+            .map_err(|_| writer_gone())?;
+        Ok(committed)
+    }
+
+    /// Drops what a StartAfter listed up to the key meant, checks the page's order (learning
+    /// the store's from it), and establishes the order before a page that needs it commits:
+    /// one holding a key with `/` after the prefix (or the first page, when a stored key
+    /// has one) while the target held objects before or has bounds — unless the page is the
+    /// whole range, whose window is everything.
+    async fn settle_order(
+        &self,
+        page: &mut Page,
+        prev: Option<&str>,
+        first: bool,
+    ) -> Result<(), Error> {
+        if page.from_start_after
+            && let Some(p) = prev
+        {
+            let order = self.order.current();
+            let below = page
+                .entries
+                .iter()
+                .take_while(|o| !order.lt(p, &o.key))
+                .count();
+            page.entries.drain(..below);
+        }
+        let keys = page.entries.iter().map(|o| o.key.as_str());
+        self.order.observe(self, prev, keys)?;
+        if self.order.known().is_some() || !self.order.needed || (first && !page.truncated) {
+            return Ok(());
+        }
+        let from = self.prefix.len();
+        let listed = page
+            .entries
+            .iter()
+            .find(|o| order::directory_of(&o.key, from).is_some());
+        if let Some(o) = listed {
+            return self.order.resolve(self, &o.key, true).await;
+        }
+        let stored = self
+            .order
+            .anchor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(anchor) = stored {
+            self.order.resolve(self, &anchor, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Establishes the store's order from the first page or, when it does not show it, a
+    /// probe around one of its keys (for `plan`, whose cuts must be made in that order).
+    pub async fn establish_order(&self) -> Result<(), Error> {
+        if self.order.known().is_some() {
+            return Ok(());
+        }
+        let page = self
+            .fetch(Cursor::default())
+            .await
+            .map_err(|e| self.fatal(e))?;
+        let keys = page.entries.iter().map(|o| o.key.as_str());
+        self.order.observe(self, None, keys)?;
+        let from = self.prefix.len();
+        match page
+            .entries
+            .iter()
+            .find(|o| order::directory_of(&o.key, from).is_some())
+        {
+            Some(o) if self.order.known().is_none() => self.order.resolve(self, &o.key, true).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Establishes the order with a probe around `key` (a listed key), if it is unknown and
+    /// `key` has a `/` after the prefix — before cutting ranges, so the cuts are made in it.
+    pub async fn learn_order_around(&self, key: &str) -> Result<(), Error> {
+        if self.order.known().is_some() || order::directory_of(key, self.prefix.len()).is_none() {
+            return Ok(());
+        }
+        self.order.resolve(self, key, true).await
+    }
+
+    /// The keys of a range (start_after, end] of the lister's prefix, in `order`.
+    pub fn range_keys(
+        &self,
+        order: KeyOrder,
+        start_after: Option<&str>,
+        end: Option<&str>,
+    ) -> KeyRange {
+        KeyRange::prefix(order, &self.prefix).intersect(&KeyRange::between(order, start_after, end))
+    }
+
+    /// A range cut where a probe saw a key, that listed nothing while the key still exists:
+    /// the store answered the range's StartAfter unlike S3 or SeaweedFS (keys would be lost).
+    async fn check_empty(&self, range: &RangeState) -> Result<(), Error> {
+        let Some(witness) = &range.witness else {
+            return Ok(());
+        };
+        let still = self.first_after_raw(None, Some(witness)).await?;
+        if still.as_deref() != Some(witness.as_str()) {
+            return Ok(()); // deleted meanwhile
+        }
+        Err(self.order_error(format!(
+            "the key range after {:?} listed nothing, yet it holds {witness:?}: the store's StartAfter skips keys",
+            range.start_after.as_deref().unwrap_or_default()
+        )))
+    }
+
+    fn order_error(&self, detail: String) -> Error {
+        Error::ListingOrder {
+            bucket: self.bucket.clone(),
+            store: self.store.clone(),
+            detail,
+        }
+    }
+
+    /// The cursor listing the keys after `key` (from the start with `None`). A StartAfter
+    /// lowered below the key answers the key itself first: one key more is asked for, so
+    /// pages keep their size.
+    fn after(&self, key: Option<&str>) -> Cursor {
+        let sent = key.map(|k| KeyOrder::start_after(self.order.known(), k));
+        let lowered = sent.as_deref() != key;
+        Cursor {
+            start_after: sent.filter(|s| !s.is_empty()),
+            max_keys: lowered.then(|| (self.page_size + 1).min(1000)),
+            ..Cursor::default()
+        }
+    }
+
+    /// Lists one page outside a scan (estimates, range planning): its keys and the token of
+    /// the next page (`None` at the end).
+    pub async fn list_page(
+        &self,
+        token: Option<String>,
+        start_after: Option<String>,
+    ) -> Result<(Vec<ListedObject>, Option<String>), Error> {
+        let cursor = match token {
+            Some(token) => Cursor {
+                token: Some(token),
+                ..Cursor::default()
+            },
+            None => self.after(start_after.as_deref()),
+        };
+        let mut page = self.fetch(cursor).await.map_err(|e| self.fatal(e))?;
+        if let Some(s) = &start_after {
+            let order = self.order.current();
+            page.entries.retain(|o| order.lt(s, &o.key));
+        }
+        Ok((
+            page.entries,
+            if page.truncated {
+                page.next_token
+            } else {
+                None
+            },
+        ))
+    }
+
+    /// The first key after `key` in the store's order (a probe: a LIST of one key), if any.
+    /// While the order is unknown, a key with `/` after the prefix is also used to establish
+    /// it (callers that compared keys meanwhile check `order.known()` again).
+    pub async fn first_after(&self, key: Option<&str>) -> Result<Option<String>, Error> {
+        let mut after = key.map(str::to_string);
+        // A StartAfter below the key (see `KeyOrder::start_after`) answers the key itself
+        // first, so two keys are asked for; more only with keys that start with the lowered
+        // StartAfter (hostile ones): skip those, a few probes at most.
+        for _ in 0..4 {
+            let cursor = self.after(after.as_deref());
+            let lowered = cursor.start_after.as_deref() != after.as_deref();
+            let cursor = Cursor {
+                max_keys: Some(if lowered { 2 } else { 1 }),
+                ..cursor
+            };
+            let page = self.fetch(cursor).await.map_err(|e| self.fatal(e))?;
+            let order = self.order.current();
+            let mut listed: Vec<String> = page.entries.into_iter().map(|o| o.key).collect();
+            let Some(at) = listed
+                .iter()
+                .position(|k| key.is_none_or(|key| order.lt(key, k)))
+            else {
+                match listed.pop() {
+                    Some(last) if page.truncated => {
+                        after = Some(last);
+                        continue;
+                    }
+                    _ => return Ok(None),
+                }
+            };
+            let found = listed.swap_remove(at);
+            if self.order.known().is_none()
+                && order::directory_of(&found, self.prefix.len()).is_some()
+            {
+                self.order.resolve(self, &found, true).await?;
+            }
+            self.witnesses.add(&found);
+            return Ok(Some(found));
+        }
+        Err(self.order_error(format!("probes after {key:?} keep answering keys up to it")))
+    }
+
+    /// The first key after the literal StartAfter `start_after` under `prefix` (default:
+    /// the lister's), for probes whose StartAfter semantics are the point.
+    async fn first_after_raw(
+        &self,
+        start_after: Option<&str>,
+        prefix: Option<&str>,
+    ) -> Result<Option<String>, Error> {
+        let cursor = Cursor {
+            start_after: start_after.map(str::to_string),
+            max_keys: Some(1),
+            prefix: prefix.map(str::to_string),
+            ..Cursor::default()
+        };
+        let page = self.fetch(cursor).await.map_err(|e| self.fatal(e))?;
+        Ok(page.entries.into_iter().next().map(|o| o.key))
+    }
+
+    fn spawn_fetch(self: Arc<Self>, cursor: Cursor) -> JoinHandle<Result<Page, ListError>> {
+        tokio::spawn(async move { self.fetch(cursor).await })
+    }
+
+    async fn fetch(&self, cursor: Cursor) -> Result<Page, ListError> {
+        let prefix = cursor.prefix.as_deref().unwrap_or(&self.prefix);
+        let subject = format!("LIST s3://{}/{prefix}", self.bucket);
+        let outcome = retry::run(
+            self.retrier(),
+            &self.stats.list_requests,
+            &subject,
+            &(),
+            || async {
+                let mut req = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .max_keys(cursor.max_keys.unwrap_or(self.page_size))
+                    .encoding_type(EncodingType::Url);
+                if !prefix.is_empty() {
+                    req = req.prefix(prefix);
+                }
+                if let Some(t) = &cursor.token {
+                    req = req.continuation_token(t);
+                } else if let Some(s) = &cursor.start_after {
+                    req = req.start_after(s);
+                }
+                let fast = xml::Skim::default();
+                let taken = fast.slot();
+                let out = req
+                    .customize()
+                    .interceptor(fast)
+                    .send()
+                    .await
+                    .map_err(|e| Failure::from_sdk(&e))?;
+                let taken = taken.lock().unwrap_or_else(|e| e.into_inner()).take();
+                Ok((out, taken))
+            },
+        )
+        .await;
+        let from_start_after = cursor.token.is_none() && cursor.start_after.is_some();
+        let page = match outcome {
+            Outcome::Ok((_, Some(raw))) => decode_keys(raw).map_err(ListError::Decode),
+            Outcome::Ok((out, None)) => {
+                tracing::debug!("the LIST fast path declined a page; the SDK parsed it");
+                Stats::add(&self.stats.lists_parsed_by_sdk, 1);
+                decode_page(out).map_err(ListError::Decode)
+            }
+            Outcome::Cancelled => Err(ListError::Cancelled),
+            Outcome::Failed { failure, .. }
+                if cursor.token.is_some() && failure.status == Some(400) =>
+            {
+                Err(ListError::TokenRejected(failure))
+            }
+            Outcome::Failed { failure, attempts } => Err(ListError::Failed { failure, attempts }),
+        };
+        page.map(|p| Page {
+            from_start_after,
+            ..p
+        })
+    }
+
+    fn retrier(&self) -> Retrier<'_> {
+        Retrier {
+            policy: &self.policy,
+            stats: &self.stats,
+            cancel: &self.cancel,
+            pace: self.rate.as_deref(),
+        }
+    }
+
+    fn fatal(&self, e: ListError) -> Error {
+        let (failure, attempts) = match e {
+            ListError::Failed { failure, attempts } => (failure, attempts),
+            ListError::TokenRejected(failure) => (failure, 1),
+            ListError::Decode(msg) => return Error::Internal(msg),
+            ListError::Cancelled => return Error::Interrupted,
+        };
+        let (bucket, prefix, store) =
+            (self.bucket.clone(), self.prefix.clone(), self.store.clone());
+        if failure.is_credentials() {
+            return Error::NoCredentials(failure.message);
+        }
+        match failure.status {
+            Some(404) => Error::NoSuchBucket { bucket, store },
+            Some(status @ (401 | 403)) => Error::ListDenied {
+                bucket,
+                prefix,
+                store,
+                status,
+            },
+            Some(301 | 307) => Error::ListFailed {
+                bucket,
+                prefix,
+                store,
+                attempts,
+                detail: "the bucket is in another region: pass --region".into(),
+            },
+            None => Error::ListFailed {
+                bucket,
+                prefix,
+                store,
+                attempts,
+                detail: format!(
+                    "cannot reach the store ({failure}): check --endpoint-url and the network"
+                ),
+            },
+            Some(_) => Error::ListFailed {
+                bucket,
+                prefix,
+                store,
+                attempts,
+                detail: failure.to_string(),
+            },
+        }
+    }
+}
+
+pub(crate) fn writer_gone() -> Error {
+    Error::Internal("the database writer stopped".into())
+}
+
+/// Drops the keys past the range's end; returns whether the range is fully listed.
+fn clip(page: &mut Page, keys: &KeyRange) -> bool {
+    // Keys are in order, so the first key outside the range ends it.
+    let inside = page
+        .entries
+        .iter()
+        .take_while(|o| keys.contains(&o.key))
+        .count();
+    if inside < page.entries.len() {
+        page.entries.truncate(inside);
+        return true;
+    }
+    !page.truncated
+}
+
+#[derive(Debug)]
+enum ListError {
+    Failed { failure: Failure, attempts: u32 },
+    TokenRejected(Failure),
+    Decode(String),
+    Cancelled,
+}

@@ -1,0 +1,349 @@
+//! The scan pipeline, wired end to end: lock → open → plan → (feeder, listers) → HEAD pool →
+//! writer → finish.
+//!
+//! Receives: the scan's configuration, an S3 client, the database path and a cancellation
+//! token (tests pass their own). Sends on: a `ScanReport`. Invariants: every stage talks over
+//! a bounded channel and ends by dropping its senders; the writer is the only writer; a
+//! fatal error in any stage cancels the others, lets the writer commit what it has, and
+//! leaves the scan resumable.
+
+pub mod ranges;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::keys::{KeyOrder, KeyRange};
+use crate::model::stats::{Snapshot, Stats};
+use crate::s3::head::{HeadJob, HeadPool};
+use crate::s3::limit::RateLimit;
+use crate::s3::list::{Lister, Order};
+use crate::s3::retry::Policy;
+use crate::scan::ranges::Listing;
+use crate::store::db;
+use crate::store::lock;
+use crate::store::scans::{self, Mode, ScanPlan, Target};
+use crate::store::writer::{self, WriterCtx, WriterMsg};
+
+/// Capacity of the writer's inbox, in messages.
+pub const WRITER_QUEUE: usize = 1024;
+/// How many owed HEADs the resume feeder reads per query.
+const FEED_CHUNK: i64 = 1000;
+
+#[derive(Debug, Clone)]
+pub struct ScanConfig {
+    pub target: Target,
+    /// HEAD requests in flight at most.
+    pub concurrency: usize,
+    /// Keys per LIST request (1..=1000).
+    pub page_size: i32,
+    pub policy: Policy,
+    pub restart: bool,
+    pub full: bool,
+    /// How long in-flight HEADs may finish after Ctrl-C.
+    pub grace: Duration,
+    /// Requests per second at most (`--max-rps`), LIST and HEAD together.
+    pub max_rps: Option<u32>,
+    /// Key ranges listed at once (`--list-parallelism`); 1 is a single listing stream.
+    pub list_parallelism: usize,
+    /// The order the target's own bounds were cut in (a `--range-json` line's `order`; lines
+    /// of older releases were cut in byte order).
+    pub bounds_order: Option<KeyOrder>,
+}
+
+/// How a scan run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Complete,
+    /// Complete, but some objects could not be read (exit code 3).
+    CompleteWithErrors,
+    /// Stopped before the end; the same command resumes it (exit code 130).
+    Interrupted,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScanReport {
+    pub scan_id: i64,
+    pub mode: Mode,
+    pub resumed: bool,
+    pub outcome: Outcome,
+    /// What this run did (not earlier runs of a resumed scan).
+    pub stats: Snapshot,
+    /// Objects of the keyspace in error, and still owed a HEAD, at the end.
+    pub errors: i64,
+    pub due: i64,
+    pub elapsed: Duration,
+}
+
+/// Runs (or resumes) one scan to its end, to cancellation, or to a fatal error.
+pub async fn run(
+    cfg: &ScanConfig,
+    client: aws_sdk_s3::Client,
+    db_path: &Path,
+    cancel: CancellationToken,
+    stats: Arc<Stats>,
+) -> Result<ScanReport, Error> {
+    let started = Instant::now();
+    // Taken before the first connection and released after the last is closed (lock.rs).
+    let _lock = lock::acquire(db_path)?;
+    let mut conn = db::open_rw(db_path)?;
+    let plan = scans::begin(&mut conn, &cfg.target, cfg.restart, cfg.full)
+        .map_err(|e| Error::db(db_path, e))?;
+    match plan.abandoned {
+        Some(old) if cfg.restart => {
+            tracing::info!("abandoned unfinished scan {old} (--restart); its committed rows stay")
+        }
+        Some(old) => tracing::warn!(
+            "--full: abandoned the unfinished rescan {old} (its committed rows stay) to start a full scan, which HEADs every object"
+        ),
+        None => {}
+    }
+    if plan.resumed {
+        tracing::info!("resuming scan {}", plan.scan_id);
+    }
+    if let (true, Some(order)) = (cfg.target.is_bounded(), cfg.bounds_order) {
+        scans::record_cut_order(&conn, plan.scan_id, order).map_err(|e| Error::db(db_path, e))?;
+    }
+    let _ = stats.scan.set((plan.scan_id, plan.mode.as_str()));
+    let conn = tokio_rusqlite::Connection::from(conn);
+    let work = cancel.child_token();
+    let order = Arc::new(order_of(cfg, &plan));
+    let fatal = run_pipeline(cfg, client, db_path, &plan, &conn, &work, &stats, &order).await;
+    let keys = cfg.target.keys(order.current());
+    let message = fatal.as_ref().err().map(|e| e.to_string());
+    let (plan2, path) = (plan.clone(), db_path.to_path_buf());
+    let finished = conn
+        .call(move |c| {
+            scans::finish(c, &plan2, &keys, message.as_deref()).map_err(|e| Error::db(&path, e))
+        })
+        .await
+        .map_err(|e| Error::from_async_db(db_path, e));
+    // Closed on every path, and awaited: dropping the handle would close the connection on
+    // its own thread later, possibly after the lock's descriptor (lock.rs). The checkpoint
+    // folds the WAL into the database file first (db.rs); a failure here loses nothing.
+    let _ = conn
+        .call(|c| {
+            db::checkpoint_for_close(c);
+            Ok::<_, Error>(())
+        })
+        .await;
+    if let Err(e) = conn.close().await {
+        tracing::warn!("closing {}: {e}", db_path.display());
+    }
+    let finished = finished?;
+    let _ = stats.head_due.set(finished.due);
+    fatal?;
+    let outcome = if finished.state != "complete" {
+        Outcome::Interrupted
+    } else if finished.errors > 0 {
+        Outcome::CompleteWithErrors
+    } else {
+        Outcome::Complete
+    };
+    Ok(ScanReport {
+        scan_id: plan.scan_id,
+        mode: plan.mode,
+        resumed: plan.resumed,
+        outcome,
+        stats: stats.snapshot(),
+        errors: finished.errors,
+        due: finished.due,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// What the scan knows of the store's order at its start (see `list::Order`): the bucket's
+/// recorded order, whether pages need it established, a stored key to probe with, and the
+/// cuts to check against it.
+fn order_of(cfg: &ScanConfig, plan: &ScanPlan) -> Order {
+    let facts = &plan.order;
+    let target = &cfg.target;
+    let own = [&target.start_after, &target.end_key];
+    let mut cuts: Vec<(KeyOrder, String)> = own
+        .iter()
+        .filter_map(|b| b.as_ref())
+        .map(|b| (cfg.bounds_order.unwrap_or(KeyOrder::Byte), b.clone()))
+        .collect();
+    let cut_in = facts.cut_in.unwrap_or(KeyOrder::Byte);
+    for r in &plan.ranges {
+        for b in [&r.start_after, &r.end_key].into_iter().flatten() {
+            if !own.contains(&&Some(b.clone())) {
+                cuts.push((cut_in, b.clone()));
+            }
+        }
+    }
+    let needed = facts.stored || !cuts.is_empty();
+    // A plan line says the order its plan established (and the listing then confirms it).
+    let known = facts
+        .known
+        .or(cfg.bounds_order.filter(|_| target.is_bounded()));
+    Order::for_scan(known, needed, facts.anchor.clone(), cuts)
+}
+
+/// Starts every stage and waits for all of them; returns the first fatal error.
+#[allow(clippy::too_many_arguments)]
+async fn run_pipeline(
+    cfg: &ScanConfig,
+    client: aws_sdk_s3::Client,
+    db_path: &Path,
+    plan: &ScanPlan,
+    conn: &tokio_rusqlite::Connection,
+    work: &CancellationToken,
+    stats: &Arc<Stats>,
+    order: &Arc<Order>,
+) -> Result<(), Error> {
+    let ctx = Arc::new(WriterCtx {
+        scan_id: plan.scan_id,
+        bucket_id: plan.bucket_id,
+        mode: plan.mode,
+        record_created: plan.record_created,
+        path: db_path.to_path_buf(),
+        recorded_order: std::sync::Mutex::new(plan.order.known),
+    });
+    let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
+    let writer = tokio::spawn({
+        let (conn, stats, work) = (conn.clone(), stats.clone(), work.clone());
+        async move {
+            let result = writer::run(conn, ctx, writer_rx, stats).await;
+            if result.is_err() {
+                // Nothing more can be committed: stop listing and HEADing at once.
+                work.cancel();
+            }
+            result
+        }
+    });
+    let (jobs_tx, jobs_rx) = mpsc::channel(cfg.concurrency.max(cfg.page_size as usize));
+    let rate = cfg.max_rps.map(|rps| Arc::new(RateLimit::new(rps)));
+    let pool = Arc::new(HeadPool {
+        client: client.clone(),
+        bucket: cfg.target.bucket.clone(),
+        concurrency: cfg.concurrency,
+        policy: cfg.policy.clone(),
+        stats: stats.clone(),
+        cancel: work.clone(),
+        rate: rate.clone(),
+        grace: cfg.grace,
+    });
+    let heads = tokio::spawn(pool.run(jobs_rx, writer_tx.clone()));
+
+    let lister = Arc::new(Lister {
+        client,
+        store: cfg.target.store.clone(),
+        bucket: cfg.target.bucket.clone(),
+        prefix: cfg.target.prefix.clone(),
+        page_size: cfg.page_size,
+        policy: cfg.policy.clone(),
+        stats: stats.clone(),
+        cancel: work.clone(),
+        rate,
+        order: order.clone(),
+        witnesses: Default::default(),
+    });
+    let produced = produce(cfg, plan, conn, db_path, lister, writer_tx, jobs_tx, work).await;
+    if produced.is_err() {
+        work.cancel();
+    }
+    let headed = heads
+        .await
+        .map_err(|e| Error::Internal(format!("HEAD pool: {e}")));
+    let written = writer
+        .await
+        .map_err(|e| Error::Internal(format!("writer: {e}")))
+        .and_then(|r| r);
+    // The writer's own error explains a lister's "writer stopped", so it comes first.
+    written.and(produced).and(headed)
+}
+
+/// Feeds the HEADs a resumed scan still owes, then lists every unfinished range.
+#[allow(clippy::too_many_arguments)]
+async fn produce(
+    cfg: &ScanConfig,
+    plan: &ScanPlan,
+    conn: &tokio_rusqlite::Connection,
+    db_path: &Path,
+    lister: Arc<Lister>,
+    writer_tx: mpsc::Sender<WriterMsg>,
+    jobs_tx: mpsc::Sender<HeadJob>,
+    work: &CancellationToken,
+) -> Result<(), Error> {
+    // The order first: the owed HEADs are found by key ranges, and the cuts are checked.
+    lister.order.check_cuts(&lister)?;
+    let stored = lister
+        .order
+        .anchor
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(anchor) = stored {
+        lister.order.resolve(&lister, &anchor, false).await?;
+    }
+    let order = lister.order.current();
+    let scope = cfg.target.keys(order);
+    // Parallel listing starts from the scan's ranges as they are: `Listing` splits the large
+    // ones as soon as they have listed a couple of pages, so a small target costs no probes.
+    let ranges = plan.ranges.clone();
+    for range in &ranges {
+        // Only keys up to the committed checkpoint (the whole range once it is listed): later
+        // ones will be listed again.
+        let upto = if range.done {
+            range.end_key.as_ref()
+        } else {
+            range.last_key.as_ref()
+        };
+        if !range.done && upto.is_none() {
+            continue;
+        }
+        let keys = scope.intersect(&KeyRange::between(
+            order,
+            range.start_after.as_deref(),
+            upto.map(String::as_str),
+        ));
+        feed_due(conn, db_path, plan.bucket_id, keys, &jobs_tx, work).await?;
+    }
+    let listing = Listing {
+        lister,
+        parallelism: cfg.list_parallelism,
+        writer: writer_tx,
+        heads: jobs_tx,
+        cancel: work.clone(),
+    };
+    listing.run(ranges).await
+}
+
+/// Queues, in key order and a chunk at a time, the objects of `keys` still owed a HEAD.
+async fn feed_due(
+    conn: &tokio_rusqlite::Connection,
+    db_path: &Path,
+    bucket_id: i64,
+    keys: KeyRange,
+    jobs_tx: &mpsc::Sender<HeadJob>,
+    work: &CancellationToken,
+) -> Result<(), Error> {
+    let mut after: Option<String> = None;
+    loop {
+        let (k, a, path) = (keys.clone(), after.clone(), PathBuf::from(db_path));
+        let chunk = conn
+            .call(move |c| {
+                scans::due_heads(c, bucket_id, &k, a.as_deref(), FEED_CHUNK)
+                    .map_err(|e| Error::db(&path, e))
+            })
+            .await
+            .map_err(|e| Error::from_async_db(db_path, e))?;
+        let Some(last) = chunk.last() else {
+            return Ok(());
+        };
+        after = Some(last.key.clone());
+        for job in chunk {
+            // Cancel safety: an unsent job stays `head_due` in the database.
+            tokio::select! {
+                _ = work.cancelled() => return Ok(()),
+                r = jobs_tx.send(job) => if r.is_err() { return Ok(()) },
+            }
+        }
+    }
+}

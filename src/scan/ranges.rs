@@ -1,0 +1,227 @@
+//! Parallel listing: runs the listers of a scan's key ranges, N at a time, and splits a range
+//! that turns out large so N streams stay busy on skewed keyspaces.
+//!
+//! Receives: the scan's ranges (planned, or resumed from their checkpoints) and `N`
+//! (`--list-parallelism`). Sends on: pages to the writer through each range's lister, and
+//! range splits to the writer. Invariants: the ranges cover the keyspace exactly once at every
+//! commit — a split shortens a range and adds its tail as a new range in one transaction,
+//! decided under the range's lock so no page relying on the shorter end reaches the writer
+//! first; HEAD concurrency and the writer are shared by every range.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, Notify, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::s3::head::HeadJob;
+use crate::s3::list::{Lister, RangeCtl, SharedRange};
+use crate::s3::probe;
+use crate::store::scans::RangeState;
+use crate::store::writer::{SplitMsg, WriterMsg};
+
+/// A range is worth splitting once it has listed this many pages.
+const SPLIT_AFTER_PAGES: u64 = 1;
+
+pub struct Listing {
+    pub lister: Arc<Lister>,
+    pub parallelism: usize,
+    pub writer: mpsc::Sender<WriterMsg>,
+    pub heads: mpsc::Sender<HeadJob>,
+    pub cancel: CancellationToken,
+}
+
+impl Listing {
+    /// Lists every unfinished range to its end; returns the first fatal error.
+    pub async fn run(self, ranges: Vec<RangeState>) -> Result<(), Error> {
+        let listed = Arc::new(Notify::new());
+        let mut next_no = ranges.iter().map(|r| r.range_no + 1).max().unwrap_or(0);
+        let mut active: HashMap<i64, SharedRange> = HashMap::new();
+        let mut tasks = JoinSet::new();
+        for range in ranges.into_iter().filter(|r| !r.done) {
+            self.spawn(&mut tasks, &mut active, range, &listed);
+        }
+        let mut result = Ok(());
+        loop {
+            // Cancel safety: join_next and notified are cancel-safe.
+            tokio::select! {
+                joined = tasks.join_next() => match joined {
+                    None => break,
+                    Some(joined) => {
+                        let (no, r) = joined.map_err(|e| Error::Internal(format!("lister: {e}")))?;
+                        if let Some(ctl) = active.remove(&no) {
+                            let c = ctl.lock().await;
+                            tracing::debug!("range {no} stopped after {} pages since its last cut", c.pages);
+                        }
+                        if let Err(e) = r {
+                            self.cancel.cancel();
+                            result = result.and(Err(e));
+                        }
+                    }
+                },
+                _ = listed.notified() => {}
+            }
+            let idle = self.parallelism > 1
+                && !self.cancel.is_cancelled()
+                && tasks.len() < self.parallelism;
+            let tails = if idle {
+                // The free streams and the range being split share the tail.
+                let pieces = self.parallelism - tasks.len() + 1;
+                match self.split(&active, next_no, pieces).await {
+                    Err(Error::Interrupted) => Vec::new(), // a probe cut short by Ctrl-C
+                    other => other?,
+                }
+            } else {
+                Vec::new()
+            };
+            for range in tails {
+                next_no += 1;
+                self.spawn(&mut tasks, &mut active, range, &listed);
+            }
+        }
+        result
+    }
+
+    fn spawn(
+        &self,
+        tasks: &mut JoinSet<(i64, Result<bool, Error>)>,
+        active: &mut HashMap<i64, SharedRange>,
+        range: RangeState,
+        listed: &Arc<Notify>,
+    ) {
+        let keys = self.lister.range_keys(
+            self.lister.order.current(),
+            range.start_after.as_deref(),
+            range.end_key.as_deref(),
+        );
+        let ctl = Arc::new(Mutex::new(RangeCtl {
+            range_no: range.range_no,
+            keys: Arc::new(keys),
+            start_after: range.start_after.clone(),
+            end: range.end_key.clone(),
+            position: range.last_key.clone().or(range.start_after.clone()),
+            pages: 0,
+            done: false,
+            split_tried_at: None,
+        }));
+        active.insert(range.range_no, ctl.clone());
+        let run = self.lister.clone().run(
+            range.clone(),
+            ctl,
+            self.writer.clone(),
+            self.heads.clone(),
+            listed.clone(),
+        );
+        tasks.spawn(async move { (range.range_no, run.await) });
+    }
+
+    /// Splits the active range that has listed the most pages into up to `pieces` ranges
+    /// beyond its position; returns the new ranges (its tail, cut) to list.
+    async fn split(
+        &self,
+        active: &HashMap<i64, SharedRange>,
+        next_no: i64,
+        pieces: usize,
+    ) -> Result<Vec<RangeState>, Error> {
+        let Some(victim) = self.largest(active).await else {
+            return Ok(Vec::new());
+        };
+        let (position, end) = {
+            let c = victim.lock().await;
+            (c.position.clone(), c.end.clone())
+        };
+        if let Some(listed) = &position {
+            self.lister.learn_order_around(listed).await?;
+        }
+        let known = self.lister.order.known();
+        self.lister.witnesses.take();
+        let cuts = match &position {
+            Some(listed) => {
+                probe::find_splits_after_key(&self.lister, listed, end.as_deref(), pieces).await?
+            }
+            None => probe::find_splits(&self.lister, None, end.as_deref(), pieces).await?,
+        };
+        if self.lister.order.known() != known {
+            // A probe showed the order: the cuts were compared in another. Cut afresh.
+            return Ok(Vec::new());
+        }
+        let order = self.lister.order.current();
+        let seen = self.lister.witnesses.take();
+        let mut c = victim.lock().await;
+        // The lister may have moved on while we probed: only cuts still ahead of it count.
+        let cuts: Vec<String> = cuts
+            .into_iter()
+            .filter(|at| c.position.as_deref().is_none_or(|p| order.lt(p, at)))
+            .filter(|at| c.end.as_deref().is_none_or(|e| order.lt(at, e)))
+            .collect();
+        if c.done || cuts.is_empty() {
+            c.split_tried_at = Some(c.pages);
+            return Ok(Vec::new());
+        }
+        let mut tails = Vec::with_capacity(cuts.len());
+        let mut cut_from = c.range_no;
+        for (i, at) in cuts.iter().enumerate() {
+            let new_no = next_no + i as i64;
+            let split = SplitMsg {
+                order,
+                range_no: cut_from,
+                at: at.clone(),
+                new_range_no: new_no,
+                end: c.end.clone(),
+            };
+            self.writer
+                .send(WriterMsg::Split(split))
+                .await
+                .map_err(|_| crate::s3::list::writer_gone())?;
+            let end_key = cuts.get(i + 1).cloned().or(c.end.clone());
+            let inside =
+                |k: &&String| order.lt(at, k) && end_key.as_deref().is_none_or(|e| !order.lt(e, k));
+            tails.push(RangeState {
+                range_no: new_no,
+                start_after: Some(at.clone()),
+                witness: seen.iter().find(inside).cloned(),
+                end_key,
+                token: None,
+                last_key: None,
+                done: false,
+            });
+            cut_from = new_no;
+        }
+        tracing::debug!(
+            "split range {} at {cuts:?} into {} new ranges",
+            c.range_no,
+            tails.len()
+        );
+        c.end = Some(cuts[0].clone());
+        c.keys = Arc::new(self.lister.range_keys(
+            order,
+            c.start_after.as_deref(),
+            c.end.as_deref(),
+        ));
+        // What is left of it is small now: the next split should pick a range not yet cut.
+        c.pages = 0;
+        Ok(tails)
+    }
+
+    /// The active range that has listed the most pages since it started or was last cut (the
+    /// best sign of a large remainder), if one is worth splitting.
+    async fn largest(&self, active: &HashMap<i64, SharedRange>) -> Option<SharedRange> {
+        let mut best: Option<(u64, SharedRange)> = None;
+        for ctl in active.values() {
+            let c = ctl.lock().await;
+            let tried = c
+                .split_tried_at
+                .is_some_and(|t| c.pages < t + SPLIT_AFTER_PAGES);
+            if !c.done
+                && c.pages >= SPLIT_AFTER_PAGES
+                && !tried
+                && best.as_ref().is_none_or(|b| c.pages > b.0)
+            {
+                best = Some((c.pages, ctl.clone()));
+            }
+        }
+        best.map(|b| b.1)
+    }
+}

@@ -1,0 +1,410 @@
+//! Sharding a scan across machines: `plan` prints key ranges, `scan --range-json` scans one,
+//! and `merge` combines the range databases.
+//!
+//! Receives: a target and N (plan), a JSON range line (scan), or range databases (merge).
+//! Sends on: JSON lines, a scan target with bounds, or an updated output database.
+//! Invariants: the planned ranges cover the keyspace exactly once; a merge replaces, in one
+//! transaction per input, everything the output holds in each keyspace the input scanned
+//! (objects with their metadata, errors and changes, and the scans), so merging the shards of
+//! a plan gives the database one scan of the whole would have given (canonical dump).
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::keys::{KeyOrder, KeyRange};
+use crate::s3::probe::Bounds;
+use crate::store::db;
+use crate::store::lock;
+use crate::store::lock::DbLock;
+use crate::store::scans::Target;
+
+/// One line of `s3meta plan`: a key range (start_after, end] of a bucket's prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeLine {
+    pub bucket: String,
+    pub prefix: String,
+    pub start_after: Option<String>,
+    pub end: Option<String>,
+    /// Position of the range in its plan, and the plan's size (informational).
+    #[serde(default)]
+    pub index: usize,
+    #[serde(default)]
+    pub of: usize,
+    /// The store's listing order the cuts were made in; `null` when the plan could not tell
+    /// (its cuts then mean the same in both orders). Lines of older releases have none and
+    /// were cut in byte order.
+    #[serde(default)]
+    pub order: Option<KeyOrder>,
+}
+
+impl RangeLine {
+    pub fn lines(
+        bucket: &str,
+        prefix: &str,
+        ranges: &[Bounds],
+        order: Option<KeyOrder>,
+    ) -> Vec<RangeLine> {
+        ranges
+            .iter()
+            .enumerate()
+            .map(|(i, b)| RangeLine {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+                start_after: b.start_after.clone(),
+                end: b.end.clone(),
+                index: i,
+                of: ranges.len(),
+                order,
+            })
+            .collect()
+    }
+
+    /// Parses and checks a line: the bucket is a bucket name as `s3://` URLs require (never
+    /// `s3://x` or `a/../b` sent to the store), and the range is not empty.
+    pub fn parse(text: &str) -> Result<RangeLine, Error> {
+        let bad = |reason: String| {
+            Error::BadInput(format!(
+                "--range-json: {reason}; expected one line printed by `s3meta plan`, e.g. {{\"bucket\":\"b\",\"prefix\":\"\",\"start_after\":null,\"end\":\"k\"}}"
+            ))
+        };
+        let line: RangeLine = serde_json::from_str(text.trim()).map_err(|e| bad(e.to_string()))?;
+        crate::model::s3url::check_bucket_name(&line.bucket).map_err(bad)?;
+        // In the order the line was cut in (`/` sorts first in path order).
+        let order = line.order.unwrap_or(KeyOrder::Byte);
+        if let (Some(a), Some(e)) = (&line.start_after, &line.end)
+            && !order.lt(a, e)
+        {
+            return Err(bad(format!(
+                "the range is empty (start_after {a:?} is not before end {e:?})"
+            )));
+        }
+        Ok(line)
+    }
+
+    pub fn target(&self, store: &str) -> Target {
+        Target {
+            store: store.to_string(),
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            start_after: self.start_after.clone(),
+            end_key: self.end.clone(),
+        }
+    }
+}
+
+/// What one merge did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Merged {
+    pub keyspaces: usize,
+    pub objects: i64,
+}
+
+/// Merges each input database into `out` (created if missing), in order. Every input is
+/// checked first, and locked so that no scan starts on it during the merge, before `out` is
+/// created or changed (issue 13): a mistyped input is an error, never half a merge.
+pub fn merge(out: &Path, inputs: &[&Path]) -> Result<Merged, Error> {
+    // Declared before the connection, so the locks' descriptors close after it (lock.rs).
+    let mut held: Vec<(DbLock, (u64, u64))> = Vec::with_capacity(inputs.len());
+    let out_id = file_id(out);
+    for input in inputs {
+        let id = file_id(input).ok_or_else(|| Error::NoDatabase {
+            path: input.to_path_buf(),
+        })?;
+        if out_id == Some(id) {
+            return Err(Error::BadInput(format!(
+                "cannot merge {} into itself",
+                input.display()
+            )));
+        }
+        if let Some((first, _)) = held.iter().find(|(_, other)| *other == id) {
+            return Err(Error::BadInput(format!(
+                "{} is given twice (also as {}): name each input once",
+                input.display(),
+                first.path.display()
+            )));
+        }
+        held.push((check_input(input)?, id));
+    }
+    let _lock = lock::acquire(out)?;
+    let mut conn = db::open_rw(out)?;
+    let mut total = Merged::default();
+    for input in inputs {
+        let m = merge_one(&mut conn, input).map_err(|e| Error::db(out, e))?;
+        total.keyspaces += m.keyspaces;
+        total.objects += m.objects;
+    }
+    db::close_rw(conn, out)?;
+    Ok(total)
+}
+
+/// The (device, inode) of a file, which every path to it shares.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Locks an input, and refuses a missing, foreign or newer one, and one whose scan is running
+/// or unfinished: a half-done shard would replace its range in OUT with a partial copy.
+fn check_input(input: &Path) -> Result<DbLock, Error> {
+    let lock = lock::acquire_existing(input)?;
+    let conn = db::open_ro(input)?;
+    let unfinished: Option<(i64, String, String)> = conn
+        .query_row(
+            "SELECT s.scan_id, b.name, s.prefix FROM scans s JOIN buckets b USING (bucket_id)
+             WHERE s.state IN ('running', 'interrupted') LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .map_err(|e| Error::db(input, e))?;
+    drop(conn);
+    match unfinished {
+        Some((id, bucket, prefix)) => Err(Error::BadInput(format!(
+            "{} holds an unfinished scan of s3://{bucket}/{prefix} (scan {id}): run that scan again to finish it, then merge",
+            input.display()
+        ))),
+        None => Ok(lock),
+    }
+}
+
+/// A scanned keyspace of the input: its bucket and bounds, and the order they were cut in
+/// (the scan's, else the bucket's listing order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Keyspace {
+    store: String,
+    bucket: String,
+    prefix: String,
+    start_after: Option<String>,
+    end_key: Option<String>,
+    order: Option<KeyOrder>,
+}
+
+impl Keyspace {
+    fn keys(&self) -> KeyRange {
+        let order = self.order.unwrap_or(KeyOrder::Byte);
+        KeyRange::prefix(order, &self.prefix).intersect(&KeyRange::between(
+            order,
+            self.start_after.as_deref(),
+            self.end_key.as_deref(),
+        ))
+    }
+
+    /// Every key of `other` is one of ours (a parent prefix scanned without a range).
+    fn covers(&self, other: &Keyspace) -> bool {
+        self == other
+            || (self.store == other.store
+                && self.bucket == other.bucket
+                && self.start_after.is_none()
+                && self.end_key.is_none()
+                && other.prefix.starts_with(&self.prefix))
+    }
+}
+
+/// Replaces, in one transaction, what OUT holds in the input's keyspaces: their scans (all
+/// copied under new ids, mapped in `temp.scan_map`) and the objects of the outermost ones.
+fn merge_one(conn: &mut Connection, input: &Path) -> rusqlite::Result<Merged> {
+    // Read-only by URI: a file that vanished since it was checked is an error, never a new
+    // empty database attached (and created) in its place.
+    conn.execute("ATTACH DATABASE ?1 AS src", [db::read_only_uri(input)])?;
+    let result = (|| {
+        let tx = conn.transaction()?;
+        let spaces = keyspaces(&tx)?;
+        let outer: Vec<&Keyspace> = spaces
+            .iter()
+            .filter(|k| !spaces.iter().any(|o| o != *k && o.covers(k)))
+            .collect();
+        for k in &spaces {
+            let out_b = bucket_id(&tx, "main", k)?;
+            tx.execute(
+                "DELETE FROM scans WHERE bucket_id = ?1 AND prefix = ?2 AND start_after IS ?3 AND end_key IS ?4",
+                params![out_b, k.prefix, k.start_after, k.end_key],
+            )?;
+        }
+        copy_scans(&tx)?;
+        let mut merged = Merged {
+            keyspaces: spaces.len(),
+            objects: 0,
+        };
+        for k in outer {
+            let (out_b, src_b) = (bucket_id(&tx, "main", k)?, bucket_id(&tx, "src", k)?);
+            if let Some(order) = k.order {
+                db::record_key_order(&tx, out_b, order)?;
+            }
+            let keys = k.keys();
+            let (frag, mut args) = keys.sql("key");
+            args.push((":b", &out_b));
+            tx.execute(
+                &format!("DELETE FROM objects WHERE bucket_id = :b{frag}"),
+                args.as_slice(),
+            )?;
+            merged.objects += copy_objects(&tx, &keys, out_b, src_b)?;
+        }
+        tx.commit()?;
+        Ok(merged)
+    })();
+    conn.execute("DETACH DATABASE src", [])?;
+    result
+}
+
+fn keyspaces(conn: &Connection) -> rusqlite::Result<Vec<Keyspace>> {
+    let mut stmt = conn.prepare(
+        "SELECT b.store, b.name, s.prefix, s.start_after, s.end_key,
+                coalesce(max(s.key_order), b.key_order)
+         FROM src.scans s JOIN src.buckets b USING (bucket_id)
+         GROUP BY b.store, b.name, s.prefix, s.start_after, s.end_key",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(Keyspace {
+            store: r.get(0)?,
+            bucket: r.get(1)?,
+            prefix: r.get(2)?,
+            start_after: r.get(3)?,
+            end_key: r.get(4)?,
+            order: r.get(5)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The keyspace's bucket id in `schema` (`main` or `src`), creating it in `main` if needed.
+fn bucket_id(tx: &Connection, schema: &str, k: &Keyspace) -> rusqlite::Result<i64> {
+    if schema == "main" {
+        tx.execute(
+            "INSERT INTO buckets (store, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            params![k.store, k.bucket],
+        )?;
+    }
+    tx.query_row(
+        &format!("SELECT bucket_id FROM {schema}.buckets WHERE store = ?1 AND name = ?2"),
+        params![k.store, k.bucket],
+        |r| r.get(0),
+    )
+}
+
+/// Copies every scan of the input (and its ranges) under new ids, recorded in
+/// `temp.scan_map`, so every reference to an input scan can be translated.
+fn copy_scans(tx: &Connection) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS scan_map (old INTEGER PRIMARY KEY, new INTEGER NOT NULL);
+         DELETE FROM temp.scan_map;",
+    )?;
+    let mut stmt = tx.prepare(
+        "SELECT s.scan_id, ob.bucket_id FROM src.scans s
+         JOIN src.buckets sb ON sb.bucket_id = s.bucket_id
+         JOIN main.buckets ob ON ob.store = sb.store AND ob.name = sb.name
+         ORDER BY s.scan_id",
+    )?;
+    let scans: Vec<(i64, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, out_b) in scans {
+        tx.execute(
+            "INSERT INTO scans (bucket_id, prefix, start_after, end_key, mode, state, record_created,
+                 started_at, updated_at, finished_at, objects_listed, heads_ok, heads_skipped,
+                 objects_gone, objects_failed, list_requests, head_requests, retries, throttled, last_error)
+             SELECT ?1, prefix, start_after, end_key, mode, state, record_created, started_at, updated_at,
+                 finished_at, objects_listed, heads_ok, heads_skipped, objects_gone, objects_failed,
+                 list_requests, head_requests, retries, throttled, last_error
+             FROM src.scans WHERE scan_id = ?2",
+            params![out_b, id],
+        )?;
+        let new = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO temp.scan_map VALUES (?1, ?2)",
+            params![id, new],
+        )?;
+        tx.execute(
+            "INSERT INTO scan_ranges (scan_id, range_no, start_after, end_key, token, last_key, state, pages, keys_listed)
+             SELECT ?1, range_no, start_after, end_key, token, last_key, state, pages, keys_listed
+             FROM src.scan_ranges WHERE scan_id = ?2",
+            params![new, id],
+        )?;
+    }
+    Ok(())
+}
+
+/// Copies the keyspace's objects, then their metadata, errors and changes, matched by key.
+fn copy_objects(tx: &Connection, keys: &KeyRange, out_b: i64, src_b: i64) -> rusqlite::Result<i64> {
+    let (frag, mut args) = keys.sql("s.key");
+    args.push((":out", &out_b));
+    args.push((":src", &src_b));
+    let map = |col: &str| format!("(SELECT new FROM temp.scan_map WHERE old = s.{col})");
+    let n = tx.execute(
+        &format!(
+            "INSERT INTO objects (bucket_id, key, state, head_due, list_etag, list_size, list_modified,
+                 list_storage_class, etag, size, last_modified, content_type, cache_control,
+                 content_encoding, content_language, content_disposition, expires, storage_class,
+                 version_id, missing_meta, listed_scan, headed_scan, headed_at, gone_scan, recheck,
+                 path_key)
+             SELECT :out, s.key, s.state, s.head_due, s.list_etag, s.list_size, s.list_modified,
+                 s.list_storage_class, s.etag, s.size, s.last_modified, s.content_type, s.cache_control,
+                 s.content_encoding, s.content_language, s.content_disposition, s.expires, s.storage_class,
+                 s.version_id, s.missing_meta, {}, {}, s.headed_at, {}, s.recheck, s.path_key
+             FROM src.objects s WHERE s.bucket_id = :src{frag}",
+            map("listed_scan"),
+            map("headed_scan"),
+            map("gone_scan")
+        ),
+        args.as_slice(),
+    )? as i64;
+    let join = format!(
+        "FROM src.objects s JOIN main.objects o ON o.bucket_id = :out AND o.key = s.key
+         WHERE s.bucket_id = :src{frag}"
+    );
+    tx.execute(
+        &format!("INSERT INTO metadata (object_id, name, value) SELECT o.object_id, m.name, m.value {join_m}",
+            join_m = join.replace("FROM src.objects s", "FROM src.metadata m JOIN src.objects s USING (object_id)")),
+        args.as_slice(),
+    )?;
+    tx.execute(
+        &format!(
+            "INSERT INTO object_errors (object_id, scan_id, status, code, message, attempts, at)
+             SELECT o.object_id, coalesce((SELECT new FROM temp.scan_map WHERE old = e.scan_id), 0),
+                 e.status, e.code, e.message, e.attempts, e.at {}",
+            join.replace(
+                "FROM src.objects s",
+                "FROM src.object_errors e JOIN src.objects s USING (object_id)"
+            )
+        ),
+        args.as_slice(),
+    )?;
+    tx.execute(
+        &format!(
+            "INSERT INTO changes (scan_id, object_id, kind, old_etag, old_size, old_modified, new_etag,
+                 new_size, new_modified, old_metadata, new_metadata, at)
+             SELECT coalesce((SELECT new FROM temp.scan_map WHERE old = c.scan_id), 0), o.object_id,
+                 c.kind, c.old_etag, c.old_size, c.old_modified, c.new_etag, c.new_size, c.new_modified,
+                 c.old_metadata, c.new_metadata, c.at {} ORDER BY c.change_id",
+            join.replace("FROM src.objects s", "FROM src.changes c JOIN src.objects s USING (object_id)")
+        ),
+        args.as_slice(),
+    )?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 13: a range is empty or not in the order its plan was cut in.
+    #[test]
+    fn range_lines_are_checked_in_their_own_order() {
+        let line = |order: &str| {
+            format!(
+                r#"{{"bucket":"bkt","prefix":"","start_after":"a/b","end":"a!x","order":{order}}}"#
+            )
+        };
+        assert!(RangeLine::parse(&line("\"path\"")).is_ok());
+        let err = RangeLine::parse(&line("\"byte\"")).unwrap_err().to_string();
+        assert!(err.contains("the range is empty"), "{err}");
+        assert!(RangeLine::parse(&line("null")).is_err());
+        let err =
+            RangeLine::parse(r#"{"bucket":"s3://x","prefix":"","start_after":null,"end":null}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("bucket name `s3://x` contains `:`"), "{err}");
+    }
+}

@@ -1,0 +1,395 @@
+//! Starting, resuming and finishing a scan: the rows of `scans` and `scan_ranges`.
+//!
+//! Receives: the scan's target (store, bucket, prefix, optional key range) and the user's
+//! `--restart`/`--full`. Sends on: a `ScanPlan` — the scan row to continue, its mode and the
+//! ranges with their checkpoints — and, at the end, the final state. Invariants: at most one
+//! unfinished scan per target (an unfinished one is always resumed unless `--restart`
+//! abandons it, or `--full` an unfinished rescan); a scan is `complete` only when every range is listed and no object of its
+//! keyspace is still owed a HEAD.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::keys::{KeyOrder, KeyRange};
+use crate::model::timefmt;
+use crate::s3::head::HeadJob;
+use crate::store::db;
+
+/// What a scan covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub store: String,
+    pub bucket: String,
+    pub prefix: String,
+    /// Optional key range (start_after, end_key] within the prefix (sharded scans).
+    pub start_after: Option<String>,
+    pub end_key: Option<String>,
+}
+
+impl Target {
+    /// The keys of the target: its prefix within its range, in the store's order.
+    pub fn keys(&self, order: KeyOrder) -> KeyRange {
+        KeyRange::prefix(order, &self.prefix).intersect(&KeyRange::between(
+            order,
+            self.start_after.as_deref(),
+            self.end_key.as_deref(),
+        ))
+    }
+
+    /// The target has bounds of its own (a range of `s3meta plan`).
+    pub fn is_bounded(&self) -> bool {
+        self.start_after.is_some() || self.end_key.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// HEAD every listed object.
+    Full,
+    /// HEAD only objects whose listing differs from the stored one (or never HEADed).
+    Rescan,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Rescan => "rescan",
+        }
+    }
+}
+
+/// One key range of a scan and its listing checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeState {
+    pub range_no: i64,
+    pub start_after: Option<String>,
+    pub end_key: Option<String>,
+    pub token: Option<String>,
+    pub last_key: Option<String>,
+    pub done: bool,
+    /// A key a split probe saw inside the range when it was cut (this run's splits only): a
+    /// range that then lists nothing while the key still exists is a store misbehaving.
+    pub witness: Option<String>,
+}
+
+/// The scan to run.
+#[derive(Debug, Clone)]
+pub struct ScanPlan {
+    pub scan_id: i64,
+    pub bucket_id: i64,
+    pub mode: Mode,
+    pub record_created: bool,
+    /// This continues an interrupted scan.
+    pub resumed: bool,
+    /// The unfinished scan that `--restart` abandoned.
+    pub abandoned: Option<i64>,
+    pub ranges: Vec<RangeState>,
+    /// What the database knows of the store's listing order (see `OrderFacts`).
+    pub order: OrderFacts,
+}
+
+/// What a scan starts knowing about the store's listing order (schema/0002_key_order.sql).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderFacts {
+    /// The bucket's recorded order, once a listing or a probe has shown it.
+    pub known: Option<KeyOrder>,
+    /// The order this scan's ranges were cut in (`None`: uncut, or cut assuming byte order
+    /// by an older release).
+    pub cut_in: Option<KeyOrder>,
+    /// The target held objects before this run: each page's deletion window then depends on
+    /// the order, which must be known before the first page that could tell the two apart.
+    pub stored: bool,
+    /// A stored key of the target with `/` after the prefix, to probe the order with when
+    /// it is not known.
+    pub anchor: Option<String>,
+}
+
+/// Resumes the target's unfinished scan, or starts a new one, in one transaction. `full` with
+/// an unfinished *rescan* abandons it and starts a full scan, as `restart` does: the rescan
+/// has already skipped the HEADs of the objects it found unchanged, so resuming it could not
+/// HEAD every object (issue 13).
+pub fn begin(
+    conn: &mut Connection,
+    target: &Target,
+    restart: bool,
+    full: bool,
+) -> rusqlite::Result<ScanPlan> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let bucket_id = crate::store::db::ensure_bucket(&tx, &target.store, &target.bucket)?;
+    let now = timefmt::now();
+    let unfinished: Option<(i64, String, bool)> = tx
+        .query_row(
+            "SELECT scan_id, mode, record_created FROM scans
+             WHERE bucket_id = ?1 AND prefix = ?2 AND start_after IS ?3 AND end_key IS ?4
+               AND state IN ('running', 'interrupted')
+             ORDER BY scan_id DESC LIMIT 1",
+            params![bucket_id, target.prefix, target.start_after, target.end_key],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let mut abandoned = None;
+    let plan = match unfinished {
+        Some((scan_id, mode, record_created)) if !(restart || full && mode == "rescan") => {
+            tx.execute(
+                "UPDATE scans SET state = 'running', updated_at = ?2 WHERE scan_id = ?1",
+                params![scan_id, now],
+            )?;
+            let mode = if mode == "rescan" {
+                Mode::Rescan
+            } else {
+                Mode::Full
+            };
+            let ranges = load_ranges(&tx, scan_id)?;
+            ScanPlan {
+                scan_id,
+                bucket_id,
+                mode,
+                record_created,
+                resumed: true,
+                abandoned,
+                ranges,
+                order: OrderFacts::default(),
+            }
+        }
+        other => {
+            if let Some((scan_id, ..)) = other {
+                tx.execute(
+                    "UPDATE scans SET state = 'abandoned', finished_at = ?2, updated_at = ?2 WHERE scan_id = ?1",
+                    params![scan_id, now],
+                )?;
+                abandoned = Some(scan_id);
+            }
+            ScanPlan {
+                abandoned,
+                ..start(&tx, bucket_id, target, full, &now)?
+            }
+        }
+    };
+    let plan = ScanPlan {
+        order: order_facts(&tx, bucket_id, plan.scan_id, target)?,
+        ..plan
+    };
+    tx.commit()?;
+    Ok(plan)
+}
+
+/// Records the order a bounded target's bounds were cut in (a plan line's), unless the scan
+/// has one already: `merge` reads the shard's keyspace in it.
+pub fn record_cut_order(conn: &Connection, scan_id: i64, order: KeyOrder) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE scans SET key_order = ?2 WHERE scan_id = ?1 AND key_order IS NULL",
+        params![scan_id, order],
+    )?;
+    Ok(())
+}
+
+/// The order facts of a scan about to run (see `OrderFacts`).
+fn order_facts(
+    tx: &Connection,
+    bucket_id: i64,
+    scan_id: i64,
+    target: &Target,
+) -> rusqlite::Result<OrderFacts> {
+    let known = db::key_order(tx, bucket_id)?;
+    let cut_in: Option<KeyOrder> = tx.query_row(
+        "SELECT key_order FROM scans WHERE scan_id = ?1",
+        [scan_id],
+        |r| r.get(0),
+    )?;
+    let prefix = KeyRange::prefix(KeyOrder::Byte, &target.prefix);
+    let (frag, mut args) = prefix.sql("key");
+    args.push((":b", &bucket_id));
+    let stored: bool = tx.query_row(
+        &format!("SELECT EXISTS (SELECT 1 FROM objects WHERE bucket_id = :b{frag})"),
+        args.as_slice(),
+        |r| r.get(0),
+    )?;
+    // Only needed while the order is unknown; it walks the prefix's keys until one has a
+    // `/` after the prefix (at once in a hierarchical keyspace, all of them in a flat one).
+    let anchor = if known.is_none() && stored {
+        let start = target.prefix.len() as i64 + 1;
+        args.push((":start", &start));
+        tx.query_row(
+            &format!(
+                "SELECT key FROM objects WHERE bucket_id = :b{frag}
+                   AND instr(substr(key, :start), '/') > 0 LIMIT 1"
+            ),
+            args.as_slice(),
+            |r| r.get(0),
+        )
+        .optional()?
+    } else {
+        None
+    };
+    Ok(OrderFacts {
+        known,
+        cut_in,
+        stored,
+        anchor,
+    })
+}
+
+/// Inserts a new scan of the target with one range over its whole keyspace: a rescan when a
+/// completed scan covers the target (unless `full`), else a full scan.
+fn start(
+    tx: &Connection,
+    bucket_id: i64,
+    target: &Target,
+    full: bool,
+    now: &str,
+) -> rusqlite::Result<ScanPlan> {
+    let covered = covered(tx, bucket_id, target)?;
+    let mode = if covered && !full {
+        Mode::Rescan
+    } else {
+        Mode::Full
+    };
+    tx.execute(
+        "INSERT INTO scans (bucket_id, prefix, start_after, end_key, mode, state, record_created, started_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?7)",
+        params![bucket_id, target.prefix, target.start_after, target.end_key, mode.as_str(), covered, now],
+    )?;
+    let scan_id = tx.last_insert_rowid();
+    tx.execute(
+        "INSERT INTO scan_ranges (scan_id, range_no, start_after, end_key, state) VALUES (?1, 0, ?2, ?3, 'listing')",
+        params![scan_id, target.start_after, target.end_key],
+    )?;
+    Ok(ScanPlan {
+        scan_id,
+        bucket_id,
+        mode,
+        record_created: covered,
+        resumed: false,
+        abandoned: None,
+        ranges: load_ranges(tx, scan_id)?,
+        order: OrderFacts::default(),
+    })
+}
+
+/// Whether a completed scan covers the target: same bucket, a prefix of its prefix, and either
+/// unbounded or exactly its key range. A new scan of a covered target is a rescan.
+pub fn covered(conn: &Connection, bucket_id: i64, target: &Target) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM scans
+             WHERE bucket_id = ?1 AND state = 'complete'
+               AND substr(?2, 1, length(prefix)) = prefix
+               AND ((start_after IS NULL AND end_key IS NULL)
+                    OR (prefix = ?2 AND start_after IS ?3 AND end_key IS ?4)))",
+        params![bucket_id, target.prefix, target.start_after, target.end_key],
+        |r| r.get(0),
+    )
+}
+
+fn load_ranges(conn: &Connection, scan_id: i64) -> rusqlite::Result<Vec<RangeState>> {
+    let mut stmt = conn.prepare(
+        "SELECT range_no, start_after, end_key, token, last_key, state = 'done'
+         FROM scan_ranges WHERE scan_id = ?1 ORDER BY range_no",
+    )?;
+    let rows = stmt.query_map([scan_id], |r| {
+        Ok(RangeState {
+            range_no: r.get(0)?,
+            start_after: r.get(1)?,
+            end_key: r.get(2)?,
+            token: r.get(3)?,
+            last_key: r.get(4)?,
+            done: r.get(5)?,
+            witness: None,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Up to `limit` objects of `keys` owed a HEAD, after key `after`, in key order. The resume
+/// feeder pages through these with keyset pagination (the partial index makes it cheap).
+pub fn due_heads(
+    conn: &Connection,
+    bucket_id: i64,
+    keys: &KeyRange,
+    after: Option<&str>,
+    limit: i64,
+) -> rusqlite::Result<Vec<HeadJob>> {
+    let window = match after {
+        Some(k) => keys.after(k),
+        None => keys.clone(),
+    };
+    let (frag, mut args) = window.sql("key");
+    let sql = format!(
+        "SELECT object_id, key FROM objects INDEXED BY {}
+         WHERE bucket_id = :b AND head_due = 1{frag} ORDER BY {} LIMIT :n",
+        head_due_index(keys.order),
+        keys.order.column("key")
+    );
+    args.push((":b", &bucket_id));
+    args.push((":n", &limit));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(args.as_slice(), |r| {
+        Ok(HeadJob {
+            object_id: r.get(0)?,
+            key: r.get(1)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The partial index of the objects owed a HEAD, in key order `order`.
+fn head_due_index(order: KeyOrder) -> &'static str {
+    match order {
+        KeyOrder::Byte => "objects_head_due",
+        KeyOrder::Path => "objects_head_due_by_path_key",
+    }
+}
+
+/// How a run of the scan ended, as `finish` records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub state: &'static str,
+    /// Objects of the keyspace still owed a HEAD.
+    pub due: i64,
+    /// Objects of the keyspace whose HEAD failed (state `error`).
+    pub errors: i64,
+}
+
+/// Records the end of this run: `complete` if everything is listed and HEADed, else
+/// `interrupted` (resumable), with the fatal error if there was one.
+pub fn finish(
+    conn: &mut Connection,
+    plan: &ScanPlan,
+    keys: &KeyRange,
+    last_error: Option<&str>,
+) -> rusqlite::Result<Finished> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let listed: bool = tx.query_row(
+        "SELECT NOT EXISTS (SELECT 1 FROM scan_ranges WHERE scan_id = ?1 AND state != 'done')",
+        [plan.scan_id],
+        |r| r.get(0),
+    )?;
+    let (frag, mut args) = keys.sql("o.key");
+    args.push((":b", &plan.bucket_id));
+    let due: i64 = tx.query_row(
+        &format!("SELECT count(*) FROM objects o INDEXED BY {} WHERE o.bucket_id = :b AND o.head_due = 1{frag}", head_due_index(keys.order)),
+        args.as_slice(),
+        |r| r.get(0),
+    )?;
+    // CROSS JOIN: object_errors stays the outer loop (one row per object in error, usually a
+    // few; the planner chose to walk every object of the bucket instead).
+    let errors: i64 = tx.query_row(
+        &format!(
+            "SELECT count(*) FROM object_errors e CROSS JOIN objects o USING (object_id)
+             WHERE o.bucket_id = :b AND o.state = 'error'{frag}"
+        ),
+        args.as_slice(),
+        |r| r.get(0),
+    )?;
+    let complete = listed && due == 0 && last_error.is_none();
+    let state = if complete { "complete" } else { "interrupted" };
+    let now = timefmt::now();
+    tx.execute(
+        "UPDATE scans SET state = ?2, updated_at = ?3,
+             finished_at = CASE WHEN ?2 = 'complete' THEN ?3 END, last_error = ?4
+         WHERE scan_id = ?1",
+        params![plan.scan_id, state, now, last_error],
+    )?;
+    tx.commit()?;
+    Ok(Finished { state, due, errors })
+}

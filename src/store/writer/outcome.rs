@@ -1,0 +1,201 @@
+//! Applying one HEAD outcome: the object's HEAD fields, its metadata rows, its error, and the
+//! change it amounts to — in one transaction.
+//!
+//! Receives: a `HeadOutcome`. Invariant: the object's previous state is read from the
+//! database, not carried in the job, so a resumed scan decides exactly as an uninterrupted one.
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::page::mark_gone;
+use super::{Tally, WriterCtx, json_object};
+use crate::s3::head::{HeadFields, HeadOutcome, HeadResult};
+
+/// Commits one HEAD outcome against the object's previous state, read from the database (not
+/// carried in the job), so a resumed scan decides exactly as an uninterrupted one.
+pub(super) fn apply_head(
+    tx: &Transaction,
+    ctx: &WriterCtx,
+    outcome: HeadOutcome,
+    now: &str,
+    tally: &mut Tally,
+) -> rusqlite::Result<()> {
+    let id = outcome.object_id;
+    let prior: Option<(String, bool)> = tx
+        .prepare_cached("SELECT state, headed_scan IS NOT NULL FROM objects WHERE object_id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((state, had_head)) = prior else {
+        // Forgotten while its HEAD ran (cannot happen under the scan lock); nothing to update.
+        return Ok(());
+    };
+    tally.headed += 1;
+    match outcome.result {
+        HeadResult::Ok(f) => {
+            store_metadata(tx, ctx, id, &f, had_head, now)?;
+            store_head(tx, ctx, id, &f, now)?;
+            clear_error(tx, id, &state)?;
+            tally.heads_ok += 1;
+            tally.with_metadata += i64::from(!f.metadata.is_empty());
+        }
+        HeadResult::Gone => {
+            if state == "ok" || state == "error" {
+                record_deleted_on_head(tx, ctx, id, now)?;
+            } else {
+                // New in this scan (or back from gone): its `created` row is void.
+                tx.prepare_cached("DELETE FROM changes WHERE scan_id = ?1 AND object_id = ?2")?
+                    .execute(params![ctx.scan_id, id])?;
+            }
+            mark_gone(tx, ctx, id)?;
+            clear_error(tx, id, &state)?;
+            tally.gone += 1;
+        }
+        HeadResult::Failed { failure, attempts } => {
+            tx.prepare_cached(
+                "UPDATE objects SET state = 'error', head_due = 0 WHERE object_id = ?1",
+            )?
+            .execute([id])?;
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO object_errors (object_id, scan_id, status, code, message, attempts, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![id, ctx.scan_id, failure.status, failure.code, failure.message, attempts, now])?;
+            tally.failed += 1;
+        }
+    }
+    Ok(())
+}
+
+/// A known object answered 404: this scan's change row for it (a `modified` one, if its
+/// listing changed) becomes a `deleted` one whose old fields are what was known before this
+/// scan — the `modified` row's old side, else the stored listing.
+fn record_deleted_on_head(
+    tx: &Transaction,
+    ctx: &WriterCtx,
+    id: i64,
+    now: &str,
+) -> rusqlite::Result<()> {
+    let updated = tx
+        .prepare_cached(
+            "UPDATE changes SET kind = 'deleted', new_etag = NULL, new_size = NULL, new_modified = NULL,
+                 old_metadata = NULL, new_metadata = NULL
+             WHERE scan_id = ?1 AND object_id = ?2 AND kind = 'modified'",
+        )?
+        .execute(params![ctx.scan_id, id])?;
+    if updated == 0 {
+        tx.prepare_cached(
+            "INSERT INTO changes (scan_id, object_id, kind, old_etag, old_size, old_modified, at)
+             SELECT ?1, object_id, 'deleted', list_etag, list_size, list_modified, ?3
+             FROM objects WHERE object_id = ?2",
+        )?
+        .execute(params![ctx.scan_id, id, now])?;
+    }
+    Ok(())
+}
+
+fn clear_error(tx: &Transaction, id: i64, state: &str) -> rusqlite::Result<()> {
+    if state == "error" {
+        tx.prepare_cached("DELETE FROM object_errors WHERE object_id = ?1")?
+            .execute([id])?;
+    }
+    Ok(())
+}
+
+fn store_head(
+    tx: &Transaction,
+    ctx: &WriterCtx,
+    id: i64,
+    f: &HeadFields,
+    now: &str,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE objects SET state = 'ok', head_due = 0, etag = ?2, size = ?3, last_modified = ?4,
+             content_type = ?5, cache_control = ?6, content_encoding = ?7, content_language = ?8,
+             content_disposition = ?9, expires = ?10, storage_class = ?11, version_id = ?12,
+             missing_meta = ?13, headed_scan = ?14, headed_at = ?15, recheck = ?16
+         WHERE object_id = ?1",
+    )?
+    .execute(params![
+        id,
+        f.etag,
+        f.size,
+        f.last_modified,
+        f.content_type,
+        f.cache_control,
+        f.content_encoding,
+        f.content_language,
+        f.content_disposition,
+        f.expires,
+        f.storage_class,
+        f.version_id,
+        f.missing_meta,
+        ctx.scan_id,
+        now,
+        f.recheck
+    ])?;
+    Ok(())
+}
+
+/// Replaces the object's metadata rows; when it had metadata from an earlier HEAD and it
+/// differs, records the old and new values on this scan's change row for the object.
+fn store_metadata(
+    tx: &Transaction,
+    ctx: &WriterCtx,
+    id: i64,
+    f: &HeadFields,
+    had_head: bool,
+    now: &str,
+) -> rusqlite::Result<()> {
+    if had_head {
+        let old: Vec<(String, String)> = tx
+            .prepare_cached("SELECT name, value FROM metadata WHERE object_id = ?1 ORDER BY name")?
+            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        if old == f.metadata {
+            return Ok(());
+        }
+        record_metadata_change(tx, ctx, id, &old, &f.metadata, now)?;
+        tx.prepare_cached("DELETE FROM metadata WHERE object_id = ?1")?
+            .execute([id])?;
+    } else if ctx.record_created {
+        tx.prepare_cached(
+            "UPDATE changes SET new_metadata = ?3 WHERE scan_id = ?1 AND object_id = ?2 AND kind = 'created'",
+        )?
+        .execute(params![ctx.scan_id, id, json_object(&f.metadata)])?;
+    }
+    let mut insert = tx.prepare_cached(
+        "INSERT OR REPLACE INTO metadata (object_id, name, value) VALUES (?1, ?2, ?3)",
+    )?;
+    for (name, value) in &f.metadata {
+        insert.execute(params![id, name, value])?;
+    }
+    Ok(())
+}
+
+fn record_metadata_change(
+    tx: &Transaction,
+    ctx: &WriterCtx,
+    id: i64,
+    old: &[(String, String)],
+    new: &[(String, String)],
+    now: &str,
+) -> rusqlite::Result<()> {
+    let (old, new) = (json_object(old), json_object(new));
+    let updated = tx
+        .prepare_cached(
+            "UPDATE changes SET kind = CASE kind WHEN 'modified' THEN 'metadata' ELSE kind END,
+                 old_metadata = ?3, new_metadata = ?4
+             WHERE scan_id = ?1 AND object_id = ?2",
+        )?
+        .execute(params![ctx.scan_id, id, old, new])?;
+    if updated == 0 {
+        tx.prepare_cached(
+            "INSERT INTO changes (scan_id, object_id, kind, old_etag, old_size, old_modified,
+                 new_etag, new_size, new_modified, old_metadata, new_metadata, at)
+             SELECT ?1, object_id, 'metadata', list_etag, list_size, list_modified,
+                 list_etag, list_size, list_modified, ?3, ?4, ?5
+             FROM objects WHERE object_id = ?2",
+        )?
+        .execute(params![ctx.scan_id, id, old, new, now])?;
+    }
+    Ok(())
+}

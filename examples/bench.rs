@@ -22,9 +22,11 @@ use std::time::Instant;
 use clap::Parser;
 use s3meta::keys::KeyOrder;
 use s3meta::model::stats::Stats;
-use s3meta::s3::head::{HeadFields, HeadOutcome, HeadResult};
-use s3meta::store::scans::{self, Target};
-use s3meta::store::writer::{self, ListedObject, PageMsg, WriterCtx, WriterMsg};
+use s3meta::model::{
+    HeadFields, HeadOutcome, HeadResult, ListedObject, PageMsg, Target, WriterMsg,
+};
+use s3meta::store::scans;
+use s3meta::store::writer::{self, WriterCtx};
 use tokio::sync::{mpsc, oneshot};
 
 const BUCKET: &str = "bench";

@@ -10,11 +10,11 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::config::{Credentials, SharedCredentialsProvider};
 use s3meta::cli::progress;
+use s3meta::model::Target;
 use s3meta::model::stats::Stats;
 use s3meta::s3::client::{self, ClientOptions};
 use s3meta::s3::retry::Policy;
 use s3meta::scan::{self, ScanConfig};
-use s3meta::store::scans::Target;
 use s3meta_testserver::{ACCESS_KEY, REGION, SECRET_KEY, TestServer};
 use tokio_util::sync::CancellationToken;
 

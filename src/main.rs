@@ -8,8 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use s3meta::cli::commands;
-use s3meta::cli::{Cli, Command, LogFormat};
+use s3meta::cli::{Cli, Command, LogFormat, commands};
 use s3meta::read::output::to_stdout;
 use s3meta::read::query;
 use tokio_util::sync::CancellationToken;

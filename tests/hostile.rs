@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use common::*;
+use s3meta::model::Mode;
 use s3meta::model::stats::Stats;
 use s3meta::scan::{self, Outcome, ScanConfig};
-use s3meta::store::scans::Mode;
 use tokio_util::sync::CancellationToken;
 
 /// Keys S3 accepts that break naive code: size limits, control characters, path tricks,

@@ -85,7 +85,7 @@ async fn parallel_equals_single_stream(shape: &str) {
         .await
         .unwrap();
     let night2 = env.scan(&cfg).await.unwrap();
-    assert_eq!(night2.mode, s3meta::store::scans::Mode::Rescan);
+    assert_eq!(night2.mode, s3meta::model::Mode::Rescan);
     assert!(count(&env.db, "SELECT count(*) FROM changes") > 200);
     assert_eq!(dump(&env.db), dump(&single), "{shape}: rescan");
 }

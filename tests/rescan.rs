@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
+use s3meta::model::Mode;
 use s3meta::scan::Outcome;
-use s3meta::store::scans::Mode;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -474,5 +474,41 @@ async fn full_abandons_an_unfinished_rescan_and_says_so() {
             "SELECT mode || ' ' || state FROM scans WHERE scan_id = 4"
         ),
         ["full complete"]
+    );
+}
+
+/// Issue 14: a key deleted and then re-created is a `created` change like any new key — no
+/// old metadata, the new metadata — and its earlier life's metadata rows are not carried over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_key_is_created_without_its_earlier_life() {
+    let env = Env::new().await;
+    let state = env.state();
+    state.put_object(
+        "bkt",
+        "k",
+        b"first",
+        &[("owner", "alice"), ("draft", "yes")],
+    );
+    state.put_object("bkt", "other", b"o", &[]);
+    env.scan(&env.config("bkt", "")).await.unwrap();
+    state.delete_object("bkt", "k");
+    env.scan(&env.config("bkt", "")).await.unwrap();
+    // Re-created with the same metadata, and without one of its names.
+    state.put_object("bkt", "k", b"second", &[("owner", "alice")]);
+    env.scan(&env.config("bkt", "")).await.unwrap();
+    assert_eq!(
+        column(
+            &env.db,
+            "SELECT kind || ' ' || coalesce(old_metadata, '-') || ' ' || coalesce(new_metadata, '-')
+             FROM v_changes WHERE key = 'k' ORDER BY change_id"
+        ),
+        ["deleted - -", r#"created - {"owner":"alice"}"#]
+    );
+    assert_eq!(
+        column(
+            &env.db,
+            "SELECT name || '=' || value FROM v_metadata WHERE key = 'k'"
+        ),
+        ["owner=alice"]
     );
 }

@@ -18,6 +18,7 @@ use crate::cli::{
     CheckArgs, Cli, EstimateArgs, EstimateFormat, ForgetArgs, MergeArgs, PlanArgs, ScanArgs,
 };
 use crate::error::Error;
+use crate::model::Target;
 use crate::model::s3url::S3Url;
 use crate::model::stats::Stats;
 use crate::read::estimate;
@@ -27,7 +28,6 @@ use crate::s3::probe::Bounds;
 use crate::s3::retry::Policy;
 use crate::scan::{self, Outcome, ScanConfig, ScanReport};
 use crate::store::merge::RangeLine;
-use crate::store::scans::Target;
 
 /// `s3meta scan`.
 pub async fn scan(args: &ScanArgs, quiet: bool, cancel: CancellationToken) -> Result<u8, Error> {

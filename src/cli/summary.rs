@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::model::stats::Snapshot;
+use crate::model::{Mode, Target};
 use crate::scan::{Outcome, ScanReport};
-use crate::store::scans::Target;
 
 #[derive(Debug, Serialize)]
 pub struct Summary {
@@ -24,7 +24,7 @@ pub struct Summary {
     pub start_after: Option<String>,
     pub end: Option<String>,
     pub scan_id: Option<i64>,
-    pub mode: Option<&'static str>,
+    pub mode: Option<Mode>,
     pub resumed: bool,
     /// `complete`, `complete_with_errors`, `interrupted` or `failed`.
     pub state: &'static str,
@@ -73,7 +73,7 @@ impl Summary {
         result: Result<&ScanReport, &str>,
         exit_code: u8,
         stats: &Snapshot,
-        scan: Option<(i64, &'static str)>,
+        scan: Option<(i64, Mode)>,
         head_due: Option<i64>,
         elapsed: Duration,
     ) -> Summary {
@@ -95,7 +95,7 @@ impl Summary {
             start_after: target.and_then(|t| t.start_after.clone()),
             end: target.and_then(|t| t.end_key.clone()),
             scan_id: report.map(|r| r.scan_id).or(scan.map(|s| s.0)),
-            mode: report.map(|r| r.mode.as_str()).or(scan.map(|s| s.1)),
+            mode: report.map(|r| r.mode).or(scan.map(|s| s.1)),
             resumed: report.is_some_and(|r| r.resumed),
             state,
             exit_code,

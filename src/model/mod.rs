@@ -1,5 +1,208 @@
-//! The shared vocabulary of every layer.
+//! The shared vocabulary: what passes between the stages of a scan, and the targets and
+//! states every layer names.
+//!
+//! Receives: nothing; it is types. Sends on: the messages of the pipeline — a listed object
+//! (lister → writer), a HEAD job (writer → HEAD pool), a HEAD outcome (HEAD pool → writer), a
+//! page or a split (lister → writer) — so no stage imports the one that receives from it.
+//! Invariant: a state stored in the database is an enum here, converted to and from its
+//! text in one place (`states`), so a misspelt state cannot be written.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::keys::{KeyOrder, KeyRange};
 
 pub mod s3url;
+pub mod states;
 pub mod stats;
 pub mod timefmt;
+
+pub use states::{ChangeKind, Mode, ObjectState, RangeStatus, ScanState};
+
+/// What a scan covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub store: String,
+    pub bucket: String,
+    pub prefix: String,
+    /// Optional key range (start_after, end_key] within the prefix (sharded scans).
+    pub start_after: Option<String>,
+    pub end_key: Option<String>,
+}
+
+impl Target {
+    /// The keys of the target: its prefix within its range, in the store's order.
+    pub fn keys(&self, order: KeyOrder) -> KeyRange {
+        KeyRange::prefix(order, &self.prefix).intersect(&KeyRange::between(
+            order,
+            self.start_after.as_deref(),
+            self.end_key.as_deref(),
+        ))
+    }
+
+    /// The target has bounds of its own (a range of `s3meta plan`).
+    pub fn is_bounded(&self) -> bool {
+        self.start_after.is_some() || self.end_key.is_some()
+    }
+}
+
+/// One key range of a scan and its listing checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeState {
+    pub range_no: i64,
+    pub start_after: Option<String>,
+    pub end_key: Option<String>,
+    pub token: Option<String>,
+    pub last_key: Option<String>,
+    pub done: bool,
+    /// A key a split probe saw inside the range when it was cut (this run's splits only): a
+    /// range that then lists nothing while the key still exists is a store misbehaving.
+    pub witness: Option<String>,
+}
+
+/// One object as the listing reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    pub etag: Option<String>,
+    pub size: Option<i64>,
+    pub last_modified: Option<String>,
+    pub storage_class: Option<String>,
+}
+
+/// One listing page and the checkpoint that follows it.
+#[derive(Debug)]
+pub struct PageMsg {
+    /// The store's listing order, once established (recorded with the page).
+    pub order: Option<KeyOrder>,
+    pub range_no: i64,
+    /// The keys of the whole range (prefix ∩ (start_after, end]).
+    pub keys: Arc<KeyRange>,
+    /// Last key of the previous page of this range (None: the range's start).
+    pub prev_last: Option<String>,
+    pub last_key: Option<String>,
+    pub entries: Vec<ListedObject>,
+    pub next_token: Option<String>,
+    /// The range is fully listed: stored keys after this page up to its end are gone.
+    pub done: bool,
+    pub reply: oneshot::Sender<Vec<HeadJob>>,
+}
+
+/// A range cut in two while it is listed: (start, end] becomes (start, at] and a new range
+/// (at, end].
+#[derive(Debug, Clone)]
+pub struct SplitMsg {
+    /// The order the cut was made in.
+    pub order: KeyOrder,
+    pub range_no: i64,
+    pub at: String,
+    pub new_range_no: i64,
+    pub end: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum WriterMsg {
+    Page(PageMsg),
+    Head(HeadOutcome),
+    Split(SplitMsg),
+}
+
+/// An object the writer decided to HEAD.
+#[derive(Debug, Clone)]
+pub struct HeadJob {
+    pub object_id: i64,
+    pub key: String,
+}
+
+/// What HEAD said of one object.
+#[derive(Debug)]
+pub struct HeadOutcome {
+    pub object_id: i64,
+    pub result: HeadResult,
+}
+
+#[derive(Debug)]
+pub enum HeadResult {
+    Ok(Box<HeadFields>),
+    /// 404: deleted between LIST and HEAD.
+    Gone,
+    Failed {
+        failure: Failure,
+        attempts: u32,
+    },
+}
+
+/// The fields of a successful HEAD, as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeadFields {
+    pub etag: Option<String>,
+    pub size: Option<i64>,
+    pub last_modified: Option<String>,
+    pub content_type: Option<String>,
+    pub cache_control: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_language: Option<String>,
+    pub content_disposition: Option<String>,
+    pub expires: Option<String>,
+    pub storage_class: Option<String>,
+    pub version_id: Option<String>,
+    pub missing_meta: Option<i32>,
+    /// HEADed within a second of its Last-Modified: the next rescan HEADs it again
+    /// (`within_a_second`).
+    pub recheck: bool,
+    /// Custom metadata, names lower-case, values RFC 2047-decoded, sorted by name.
+    pub metadata: Vec<(String, String)>,
+}
+
+/// ETags are stored without their quotes (`"abc"` → `abc`).
+pub fn strip_quotes(etag: &str) -> String {
+    etag.trim_matches('"').to_string()
+}
+
+/// One failed request attempt, as the stages and the database see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The HTTP status, when a response arrived.
+    pub status: Option<u16>,
+    /// The S3 error code (`SlowDown`, `AccessDenied`); HEAD error responses have none.
+    pub code: Option<String>,
+    pub message: String,
+    pub retryable: bool,
+    /// 503 SlowDown or 429: the store asks us to slow down.
+    pub throttled: bool,
+    /// The request could not be signed: no (or broken) credentials.
+    pub credentials: bool,
+}
+
+impl Failure {
+    pub fn from_status(status: u16, code: Option<String>, message: String) -> Failure {
+        let throttled = status == 429
+            || status == 503
+            || matches!(
+                code.as_deref(),
+                Some("SlowDown" | "Throttling" | "ThrottlingException")
+            );
+        let retryable = throttled
+            || matches!(status, 408 | 500 | 502 | 504)
+            || code.as_deref() == Some("RequestTimeout");
+        Failure {
+            status: Some(status),
+            code,
+            message,
+            retryable,
+            throttled,
+            credentials: false,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.status, &self.code) {
+            (Some(s), Some(c)) => write!(f, "HTTP {s} {c}: {}", self.message),
+            (Some(s), None) => write!(f, "HTTP {s}: {}", self.message),
+            _ => write!(f, "{}", self.message),
+        }
+    }
+}

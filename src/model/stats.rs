@@ -25,7 +25,7 @@ pub struct Stats {
     /// Current HEAD concurrency limit (adaptive when throttled).
     pub concurrency: AtomicU64,
     /// The scan row this run works on, and its mode, once the scan has started.
-    pub scan: std::sync::OnceLock<(i64, &'static str)>,
+    pub scan: std::sync::OnceLock<(i64, crate::model::Mode)>,
     /// The HEADs the scan still owes, once this run's end is recorded — also when it ends
     /// with a fatal error, so `--summary-json` tells what a resume has left to do.
     pub head_due: std::sync::OnceLock<i64>,

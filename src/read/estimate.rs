@@ -13,9 +13,9 @@ use rusqlite::Connection;
 use serde::Serialize;
 
 use crate::error::Error;
+use crate::model::Target;
 use crate::s3::list::Lister;
 use crate::store::db;
-use crate::store::scans::Target;
 use crate::store::writer::stored;
 
 /// AWS S3 Standard request prices in USD per 1,000 requests (us-east-1, 2026).

@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::cli::progress::thousands;
 use crate::cli::{StatusArgs, StatusFormat};
 use crate::error::{Error, Result};
+use crate::model::{Mode, ScanState};
 use crate::read::output::escape_controls;
 use crate::store::db;
 use crate::store::lock::{self, Liveness};
@@ -38,9 +39,9 @@ pub struct ScanStatus {
     pub prefix: String,
     pub start_after: Option<String>,
     pub end_key: Option<String>,
-    pub mode: String,
+    pub mode: Mode,
     /// As recorded, except that a `running` scan no process holds the lock of is `interrupted`.
-    pub state: String,
+    pub state: ScanState,
     /// The scan was recorded as `running` but its process is gone (killed, crashed); null when
     /// that cannot be told (see `lock_unknown`).
     pub stale: Option<bool>,
@@ -117,13 +118,13 @@ pub fn read(
     let mut scans = stmt
         .query_map([], scan_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    if scans.iter().any(|s| s.state == "running") {
+    if scans.iter().any(|s| s.state == ScanState::Running) {
         let liveness = live();
-        for s in scans.iter_mut().filter(|s| s.state == "running") {
+        for s in scans.iter_mut().filter(|s| s.state == ScanState::Running) {
             match &liveness {
                 Liveness::Held => s.stale = Some(false),
                 Liveness::Free => {
-                    s.state = "interrupted".into();
+                    s.state = ScanState::Interrupted;
                     s.stale = Some(true);
                 }
                 Liveness::Unknown(why) => {
@@ -251,7 +252,7 @@ fn write_scan(s: &ScanStatus, out: &mut dyn Write) -> std::io::Result<()> {
         (_, Some(why)) => format!(
             "running, or interrupted: unknown ({why}); run status as a user who can read the database to tell"
         ),
-        _ => s.state.clone(),
+        _ => s.state.to_string(),
     };
     let n = |v: i64| thousands(v as u64);
     writeln!(
@@ -269,7 +270,7 @@ fn write_scan(s: &ScanStatus, out: &mut dyn Write) -> std::io::Result<()> {
         "  started {}, updated {}{finished}",
         s.started_at, s.updated_at
     )?;
-    if s.state != "complete" && s.state != "abandoned" {
+    if !matches!(s.state, ScanState::Complete | ScanState::Abandoned) {
         writeln!(out, "  last checkpoint {} ago", age(s.checkpoint_age_secs))?;
     }
     writeln!(

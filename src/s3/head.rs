@@ -26,12 +26,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::stats::Stats;
-use crate::model::timefmt;
+use crate::model::{
+    Failure, HeadFields, HeadJob, HeadOutcome, HeadResult, WriterMsg, strip_quotes, timefmt,
+};
 use crate::s3::limit::{Limiter, RateLimit};
-use crate::s3::list::strip_quotes;
-use crate::s3::retry::{self, Failure, Outcome, Policy, Retrier};
+use crate::s3::retry::{self, Outcome, Policy, Retrier};
 use crate::s3::rfc2047;
-use crate::store::writer::WriterMsg;
 
 /// Stands in for a whitespace-only key while the SDK builds the request (see `send_head`).
 const BLANK_KEY_PLACEHOLDER: &str = "s3meta-blank-key-placeholder";
@@ -41,53 +41,6 @@ const BLANK_KEY_PLACEHOLDER: &str = "s3meta-blank-key-placeholder";
 /// more jobs than slots keep every slot busy (at 30% throttled, 20 ms per request and a
 /// 100 ms back-off, about two jobs per slot).
 pub(crate) const IN_PROGRESS_PER_SLOT: usize = 4;
-
-/// An object the writer decided to HEAD.
-#[derive(Debug, Clone)]
-pub struct HeadJob {
-    pub object_id: i64,
-    pub key: String,
-}
-
-/// What HEAD said of one object.
-#[derive(Debug)]
-pub struct HeadOutcome {
-    pub object_id: i64,
-    pub result: HeadResult,
-}
-
-#[derive(Debug)]
-pub enum HeadResult {
-    Ok(Box<HeadFields>),
-    /// 404: deleted between LIST and HEAD.
-    Gone,
-    Failed {
-        failure: Failure,
-        attempts: u32,
-    },
-}
-
-/// The fields of a successful HEAD, as stored.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HeadFields {
-    pub etag: Option<String>,
-    pub size: Option<i64>,
-    pub last_modified: Option<String>,
-    pub content_type: Option<String>,
-    pub cache_control: Option<String>,
-    pub content_encoding: Option<String>,
-    pub content_language: Option<String>,
-    pub content_disposition: Option<String>,
-    pub expires: Option<String>,
-    pub storage_class: Option<String>,
-    pub version_id: Option<String>,
-    pub missing_meta: Option<i32>,
-    /// HEADed within a second of its Last-Modified: the next rescan HEADs it again
-    /// (`within_a_second`).
-    pub recheck: bool,
-    /// Custom metadata, names lower-case, values RFC 2047-decoded, sorted by name.
-    pub metadata: Vec<(String, String)>,
-}
 
 /// What the pool needs besides its jobs.
 #[derive(Debug)]

@@ -8,7 +8,6 @@
 //! exponential with full jitter (after a throttle, flat at the first step while the limit
 //! says the throttling does not depend on load), and a cancelled scan stops retrying at once.
 
-use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
@@ -20,6 +19,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use tokio_util::sync::CancellationToken;
 
+use crate::model::Failure;
 use crate::model::stats::Stats;
 use crate::s3::limit::RateLimit;
 
@@ -45,19 +45,6 @@ impl Policy {
     }
 }
 
-/// One failed attempt, as the stages and the database see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// The HTTP status, when a response arrived.
-    pub status: Option<u16>,
-    /// The S3 error code (`SlowDown`, `AccessDenied`); HEAD error responses have none.
-    pub code: Option<String>,
-    pub message: String,
-    pub retryable: bool,
-    /// 503 SlowDown or 429: the store asks us to slow down.
-    pub throttled: bool,
-}
-
 impl Failure {
     /// Classifies an SDK error. HEAD errors have no body, so the status decides.
     pub fn from_sdk<E>(err: &SdkError<E, HttpResponse>) -> Failure
@@ -70,11 +57,13 @@ impl Failure {
             message,
             retryable: true,
             throttled: false,
+            credentials: false,
         };
         if let Some(e) = credentials_error(err) {
             return Failure {
                 retryable: false,
-                ..transport(format!("{NO_CREDENTIALS}: {e}"))
+                credentials: true,
+                ..transport(format!("no usable AWS credentials: {e}"))
             };
         }
         match err {
@@ -103,34 +92,6 @@ impl Failure {
                 ..transport(format!("{}", DisplayErrorContext(err)))
             },
         }
-    }
-
-    pub fn from_status(status: u16, code: Option<String>, message: String) -> Failure {
-        let throttled = status == 429
-            || status == 503
-            || matches!(
-                code.as_deref(),
-                Some("SlowDown" | "Throttling" | "ThrottlingException")
-            );
-        let retryable = throttled
-            || matches!(status, 408 | 500 | 502 | 504)
-            || code.as_deref() == Some("RequestTimeout");
-        Failure {
-            status: Some(status),
-            code,
-            message,
-            retryable,
-            throttled,
-        }
-    }
-}
-
-const NO_CREDENTIALS: &str = "no usable AWS credentials";
-
-impl Failure {
-    /// The request could not be signed: no (or broken) credentials.
-    pub fn is_credentials(&self) -> bool {
-        self.status.is_none() && self.message.starts_with(NO_CREDENTIALS)
     }
 }
 
@@ -169,16 +130,6 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
         format!("{}", DisplayErrorContext(err))
     } else {
         line.to_string()
-    }
-}
-
-impl Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.status, &self.code) {
-            (Some(s), Some(c)) => write!(f, "HTTP {s} {c}: {}", self.message),
-            (Some(s), None) => write!(f, "HTTP {s}: {}", self.message),
-            _ => write!(f, "{}", self.message),
-        }
     }
 }
 
@@ -249,7 +200,7 @@ pub struct Retrier<'a> {
 pub async fn run<T, F, Fut>(
     r: Retrier<'_>,
     requests: &AtomicU64,
-    subject: &(dyn Display + Sync),
+    subject: &(dyn std::fmt::Display + Sync),
     feedback: &dyn Feedback,
     mut attempt: F,
 ) -> Outcome<T>

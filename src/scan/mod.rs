@@ -19,15 +19,15 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::keys::{KeyOrder, KeyRange};
 use crate::model::stats::{Snapshot, Stats};
-use crate::s3::head::{HeadJob, HeadPool};
+use crate::model::{HeadJob, Mode, ScanState, Target, WriterMsg};
+use crate::s3::head::HeadPool;
 use crate::s3::limit::RateLimit;
 use crate::s3::list::{Lister, Order};
 use crate::s3::retry::Policy;
 use crate::scan::ranges::Listing;
-use crate::store::db;
-use crate::store::lock;
-use crate::store::scans::{self, Mode, ScanPlan, Target};
-use crate::store::writer::{self, WriterCtx, WriterMsg};
+use crate::store::scans::{self, ScanPlan};
+use crate::store::writer::{self, WriterCtx};
+use crate::store::{db, lock};
 
 /// Capacity of the writer's inbox, in messages.
 pub const WRITER_QUEUE: usize = 1024;
@@ -109,7 +109,7 @@ pub async fn run(
     if let (true, Some(order)) = (cfg.target.is_bounded(), cfg.bounds_order) {
         scans::record_cut_order(&conn, plan.scan_id, order).map_err(|e| Error::db(db_path, e))?;
     }
-    let _ = stats.scan.set((plan.scan_id, plan.mode.as_str()));
+    let _ = stats.scan.set((plan.scan_id, plan.mode));
     let conn = tokio_rusqlite::Connection::from(conn);
     let work = cancel.child_token();
     let order = Arc::new(order_of(cfg, &plan));
@@ -138,7 +138,7 @@ pub async fn run(
     let finished = finished?;
     let _ = stats.head_due.set(finished.due);
     fatal?;
-    let outcome = if finished.state != "complete" {
+    let outcome = if finished.state != ScanState::Complete {
         Outcome::Interrupted
     } else if finished.errors > 0 {
         Outcome::CompleteWithErrors

@@ -16,11 +16,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
-use crate::s3::head::HeadJob;
+use crate::model::{HeadJob, RangeState, SplitMsg, WriterMsg};
 use crate::s3::list::{Lister, RangeCtl, SharedRange};
 use crate::s3::probe;
-use crate::store::scans::RangeState;
-use crate::store::writer::{SplitMsg, WriterMsg};
 
 /// A range is worth splitting once it has listed this many pages.
 const SPLIT_AFTER_PAGES: u64 = 1;

@@ -17,8 +17,7 @@ use crate::cli::ForgetArgs;
 use crate::error::Error;
 use crate::model::s3url::S3Url;
 use crate::model::timefmt;
-use crate::store::db;
-use crate::store::lock;
+use crate::store::{db, lock};
 
 use crate::keys::{KeyOrder, KeyRange};
 

@@ -15,11 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::keys::{KeyOrder, KeyRange};
+use crate::model::Target;
 use crate::s3::probe::Bounds;
-use crate::store::db;
-use crate::store::lock;
 use crate::store::lock::DbLock;
-use crate::store::scans::Target;
+use crate::store::{db, lock};
 
 /// One line of `s3meta plan`: a key range (start_after, end] of a bucket's prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

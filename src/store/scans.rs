@@ -10,68 +10,8 @@
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::keys::{KeyOrder, KeyRange};
-use crate::model::timefmt;
-use crate::s3::head::HeadJob;
+use crate::model::{HeadJob, Mode, RangeState, RangeStatus, ScanState, Target, timefmt};
 use crate::store::db;
-
-/// What a scan covers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub store: String,
-    pub bucket: String,
-    pub prefix: String,
-    /// Optional key range (start_after, end_key] within the prefix (sharded scans).
-    pub start_after: Option<String>,
-    pub end_key: Option<String>,
-}
-
-impl Target {
-    /// The keys of the target: its prefix within its range, in the store's order.
-    pub fn keys(&self, order: KeyOrder) -> KeyRange {
-        KeyRange::prefix(order, &self.prefix).intersect(&KeyRange::between(
-            order,
-            self.start_after.as_deref(),
-            self.end_key.as_deref(),
-        ))
-    }
-
-    /// The target has bounds of its own (a range of `s3meta plan`).
-    pub fn is_bounded(&self) -> bool {
-        self.start_after.is_some() || self.end_key.is_some()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// HEAD every listed object.
-    Full,
-    /// HEAD only objects whose listing differs from the stored one (or never HEADed).
-    Rescan,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Full => "full",
-            Mode::Rescan => "rescan",
-        }
-    }
-}
-
-/// One key range of a scan and its listing checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RangeState {
-    pub range_no: i64,
-    pub start_after: Option<String>,
-    pub end_key: Option<String>,
-    pub token: Option<String>,
-    pub last_key: Option<String>,
-    pub done: bool,
-    /// A key a split probe saw inside the range when it was cut (this run's splits only): a
-    /// range that then lists nothing while the key still exists is a store misbehaving.
-    pub witness: Option<String>,
-}
 
 /// The scan to run.
 #[derive(Debug, Clone)]
@@ -118,7 +58,7 @@ pub fn begin(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let bucket_id = crate::store::db::ensure_bucket(&tx, &target.store, &target.bucket)?;
     let now = timefmt::now();
-    let unfinished: Option<(i64, String, bool)> = tx
+    let unfinished: Option<(i64, Mode, bool)> = tx
         .query_row(
             "SELECT scan_id, mode, record_created FROM scans
              WHERE bucket_id = ?1 AND prefix = ?2 AND start_after IS ?3 AND end_key IS ?4
@@ -130,16 +70,11 @@ pub fn begin(
         .optional()?;
     let mut abandoned = None;
     let plan = match unfinished {
-        Some((scan_id, mode, record_created)) if !(restart || full && mode == "rescan") => {
+        Some((scan_id, mode, record_created)) if !(restart || full && mode == Mode::Rescan) => {
             tx.execute(
-                "UPDATE scans SET state = 'running', updated_at = ?2 WHERE scan_id = ?1",
-                params![scan_id, now],
+                "UPDATE scans SET state = ?3, updated_at = ?2 WHERE scan_id = ?1",
+                params![scan_id, now, ScanState::Running],
             )?;
-            let mode = if mode == "rescan" {
-                Mode::Rescan
-            } else {
-                Mode::Full
-            };
             let ranges = load_ranges(&tx, scan_id)?;
             ScanPlan {
                 scan_id,
@@ -155,8 +90,8 @@ pub fn begin(
         other => {
             if let Some((scan_id, ..)) = other {
                 tx.execute(
-                    "UPDATE scans SET state = 'abandoned', finished_at = ?2, updated_at = ?2 WHERE scan_id = ?1",
-                    params![scan_id, now],
+                    "UPDATE scans SET state = ?3, finished_at = ?2, updated_at = ?2 WHERE scan_id = ?1",
+                    params![scan_id, now, ScanState::Abandoned],
                 )?;
                 abandoned = Some(scan_id);
             }
@@ -247,13 +182,13 @@ fn start(
     };
     tx.execute(
         "INSERT INTO scans (bucket_id, prefix, start_after, end_key, mode, state, record_created, started_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?7)",
-        params![bucket_id, target.prefix, target.start_after, target.end_key, mode.as_str(), covered, now],
+         VALUES (?1, ?2, ?3, ?4, ?5, ?8, ?6, ?7, ?7)",
+        params![bucket_id, target.prefix, target.start_after, target.end_key, mode, covered, now, ScanState::Running],
     )?;
     let scan_id = tx.last_insert_rowid();
     tx.execute(
-        "INSERT INTO scan_ranges (scan_id, range_no, start_after, end_key, state) VALUES (?1, 0, ?2, ?3, 'listing')",
-        params![scan_id, target.start_after, target.end_key],
+        "INSERT INTO scan_ranges (scan_id, range_no, start_after, end_key, state) VALUES (?1, 0, ?2, ?3, ?4)",
+        params![scan_id, target.start_after, target.end_key, RangeStatus::Listing],
     )?;
     Ok(ScanPlan {
         scan_id,
@@ -343,7 +278,7 @@ fn head_due_index(order: KeyOrder) -> &'static str {
 /// How a run of the scan ended, as `finish` records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finished {
-    pub state: &'static str,
+    pub state: ScanState,
     /// Objects of the keyspace still owed a HEAD.
     pub due: i64,
     /// Objects of the keyspace whose HEAD failed (state `error`).
@@ -382,13 +317,17 @@ pub fn finish(
         |r| r.get(0),
     )?;
     let complete = listed && due == 0 && last_error.is_none();
-    let state = if complete { "complete" } else { "interrupted" };
+    let state = if complete {
+        ScanState::Complete
+    } else {
+        ScanState::Interrupted
+    };
     let now = timefmt::now();
+    let finished_at = complete.then_some(&now);
     tx.execute(
-        "UPDATE scans SET state = ?2, updated_at = ?3,
-             finished_at = CASE WHEN ?2 = 'complete' THEN ?3 END, last_error = ?4
+        "UPDATE scans SET state = ?2, updated_at = ?3, finished_at = ?5, last_error = ?4
          WHERE scan_id = ?1",
-        params![plan.scan_id, state, now, last_error],
+        params![plan.scan_id, state, now, last_error, finished_at],
     )?;
     tx.commit()?;
     Ok(Finished { state, due, errors })

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::config::{Credentials, SharedCredentialsProvider};
+use s3meta::model::Target;
 use s3meta::model::stats::Stats;
 use s3meta::s3::client::{self, ClientOptions, S3};
 use s3meta::s3::retry::Policy;
 use s3meta::scan::{self, ScanConfig, ScanReport};
-use s3meta::store::scans::Target;
 use s3meta_testserver::{ACCESS_KEY, REGION, SECRET_KEY, TestServer};
 use tokio_util::sync::CancellationToken;
 
@@ -156,9 +156,20 @@ pub async fn run(env: &Env, sub: &str, args: &[&str]) -> Output {
     output(cmd).await
 }
 
-/// The canonical dump of a database.
+/// The canonical dump of a database — after checking that SQLite finds it sound: `PRAGMA
+/// integrity_check` on a read-write connection also checks every row against the schema's
+/// CHECK constraints, which the writer does not evaluate (issue 14: its types make a bad
+/// state unrepresentable, and this proves it after every test that compares databases).
 pub fn dump(db: &Path) -> String {
     let conn = rusqlite::Connection::open(db).unwrap();
+    let check: Vec<String> = conn
+        .prepare("PRAGMA integrity_check")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(check, ["ok"], "{}", db.display());
     s3meta::store::canonical::dump(&conn).unwrap()
 }
 

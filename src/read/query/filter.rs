@@ -9,6 +9,7 @@
 //! what is wrong and listing the accepted forms. Metadata names are lower-cased here, as S3
 //! stores them, so the (name, value) index serves every metadata test.
 
+use crate::model::ObjectState;
 use std::fmt;
 
 /// The accepted forms, shown with every parse error.
@@ -278,9 +279,9 @@ fn operand(field: Field, text: &str) -> Result<Operand, String> {
         Kind::Time => parse_time(text).ok_or_else(|| {
             format!("`{text}` is not a UTC time (YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS[.fff]][Z])")
         }),
-        Kind::Text if field == Field::State => match text {
-            "pending" | "ok" | "error" | "gone" => Ok(Operand::Text(text.into())),
-            _ => Err(format!(
+        Kind::Text if field == Field::State => match ObjectState::parse(text) {
+            Some(state) => Ok(Operand::Text(state.as_str().into())),
+            None => Err(format!(
                 "`{text}` is not a state (pending, ok, error, gone)"
             )),
         },

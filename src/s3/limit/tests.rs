@@ -6,8 +6,9 @@ use std::sync::atomic::AtomicUsize;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::model::Failure;
 use crate::s3::head::IN_PROGRESS_PER_SLOT;
-use crate::s3::retry::{self, Failure, Outcome, Policy, Retrier};
+use crate::s3::retry::{self, Outcome, Policy, Retrier};
 
 /// Sends one window's attempts and answers them, the successes first, then `throttled`
 /// throttles (the window may be judged before the last of them).

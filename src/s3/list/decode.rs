@@ -9,8 +9,7 @@ use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::types::EncodingType;
 
 use super::{Page, xml};
-use crate::model::timefmt;
-use crate::store::writer::ListedObject;
+use crate::model::{ListedObject, strip_quotes, timefmt};
 
 /// A page the SDK deserialized (the fast path declined its body).
 pub(super) fn decode_page(out: ListObjectsV2Output) -> Result<Page, String> {
@@ -57,11 +56,6 @@ pub(super) fn decode_keys(raw: xml::RawPage) -> Result<Page, String> {
         truncated: raw.truncated,
         from_start_after: false,
     })
-}
-
-/// ETags are stored without their quotes (`"abc"` → `abc`).
-pub fn strip_quotes(etag: &str) -> String {
-    etag.trim_matches('"').to_string()
 }
 
 /// `url_decode` that keeps the key's allocation when it has nothing to decode; gives the key

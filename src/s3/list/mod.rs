@@ -20,18 +20,16 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::keys::{KeyOrder, KeyRange};
 use crate::model::stats::Stats;
-use crate::s3::head::HeadJob;
+use crate::model::{Failure, HeadJob, ListedObject, PageMsg, RangeState, WriterMsg};
 use crate::s3::limit::RateLimit;
-use crate::s3::retry::{self, Failure, Outcome, Policy, Retrier};
-use crate::store::scans::RangeState;
-use crate::store::writer::{ListedObject, PageMsg, WriterMsg};
+use crate::s3::retry::{self, Outcome, Policy, Retrier};
 
 mod decode;
 mod order;
 mod xml;
 
+pub use decode::url_decode;
 use decode::{decode_keys, decode_page};
-pub use decode::{strip_quotes, url_decode};
 pub use order::Order;
 
 /// What every range of one scan lists with.
@@ -606,7 +604,7 @@ impl Lister {
         };
         let (bucket, prefix, store) =
             (self.bucket.clone(), self.prefix.clone(), self.store.clone());
-        if failure.is_credentials() {
+        if failure.credentials {
             return Error::NoCredentials(failure.message);
         }
         match failure.status {

@@ -35,9 +35,7 @@ use http_body::{Body, Frame};
 use quick_xml::Reader;
 use quick_xml::events::{BytesRef, BytesStart, Event};
 
-use super::strip_quotes;
-use crate::model::timefmt;
-use crate::store::writer::ListedObject;
+use crate::model::{ListedObject, strip_quotes, timefmt};
 
 /// Why a listing body is refused before any parser reads it.
 const INCOMPLETE: &str = "the ListObjectsV2 answer is not a complete XML document (its root element is not closed): cut short on the way";

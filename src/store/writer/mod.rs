@@ -20,63 +20,16 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Error;
-use crate::keys::{KeyOrder, KeyRange};
+use crate::keys::KeyOrder;
 use crate::model::stats::{Snapshot, Stats};
-use crate::model::timefmt;
-use crate::s3::head::{HeadJob, HeadOutcome};
-use crate::store::scans::Mode;
+use crate::model::{
+    ChangeKind, HeadJob, ListedObject, Mode, RangeStatus, SplitMsg, WriterMsg, timefmt,
+};
 
 /// How many rows one transaction takes at most (a page counts one per key).
 const BATCH_ROWS: usize = 4096;
 /// How long a batch of HEAD outcomes waits for more before it is committed.
 const LINGER: Duration = Duration::from_millis(50);
-
-/// One object as the listing reported it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedObject {
-    pub key: String,
-    pub etag: Option<String>,
-    pub size: Option<i64>,
-    pub last_modified: Option<String>,
-    pub storage_class: Option<String>,
-}
-
-/// One listing page and the checkpoint that follows it.
-#[derive(Debug)]
-pub struct PageMsg {
-    /// The store's listing order, once established (recorded with the page).
-    pub order: Option<KeyOrder>,
-    pub range_no: i64,
-    /// The keys of the whole range (prefix ∩ (start_after, end]).
-    pub keys: Arc<KeyRange>,
-    /// Last key of the previous page of this range (None: the range's start).
-    pub prev_last: Option<String>,
-    pub last_key: Option<String>,
-    pub entries: Vec<ListedObject>,
-    pub next_token: Option<String>,
-    /// The range is fully listed: stored keys after this page up to its end are gone.
-    pub done: bool,
-    pub reply: oneshot::Sender<Vec<HeadJob>>,
-}
-
-/// A range cut in two while it is listed: (start, end] becomes (start, at] and a new range
-/// (at, end].
-#[derive(Debug, Clone)]
-pub struct SplitMsg {
-    /// The order the cut was made in.
-    pub order: KeyOrder,
-    pub range_no: i64,
-    pub at: String,
-    pub new_range_no: i64,
-    pub end: Option<String>,
-}
-
-#[derive(Debug)]
-pub enum WriterMsg {
-    Page(PageMsg),
-    Head(HeadOutcome),
-    Split(SplitMsg),
-}
 
 impl WriterMsg {
     fn rows(&self) -> usize {
@@ -277,13 +230,14 @@ fn apply_split(tx: &Transaction, ctx: &WriterCtx, split: &SplitMsg) -> rusqlite:
         .execute(params![ctx.scan_id, split.range_no, split.at])?;
     tx.prepare_cached(
         "INSERT INTO scan_ranges (scan_id, range_no, start_after, end_key, state)
-         VALUES (?1, ?2, ?3, ?4, 'listing')",
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![
         ctx.scan_id,
         split.new_range_no,
         split.at,
-        split.end
+        split.end,
+        RangeStatus::Listing
     ])?;
     Ok(())
 }
@@ -310,7 +264,7 @@ fn record_change(
     tx: &Transaction,
     ctx: &WriterCtx,
     object_id: i64,
-    kind: &str,
+    kind: ChangeKind,
     old: Option<&ListedObject>,
     new: Option<&ListedObject>,
     now: &str,

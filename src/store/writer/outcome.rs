@@ -8,7 +8,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::page::mark_gone;
 use super::{Tally, WriterCtx, json_object};
-use crate::s3::head::{HeadFields, HeadOutcome, HeadResult};
+use crate::model::{ChangeKind, HeadFields, HeadOutcome, HeadResult, ObjectState};
 
 /// Commits one HEAD outcome against the object's previous state, read from the database (not
 /// carried in the job), so a resumed scan decides exactly as an uninterrupted one.
@@ -20,7 +20,7 @@ pub(super) fn apply_head(
     tally: &mut Tally,
 ) -> rusqlite::Result<()> {
     let id = outcome.object_id;
-    let prior: Option<(String, bool)> = tx
+    let prior: Option<(ObjectState, bool)> = tx
         .prepare_cached("SELECT state, headed_scan IS NOT NULL FROM objects WHERE object_id = ?1")?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
@@ -33,12 +33,12 @@ pub(super) fn apply_head(
         HeadResult::Ok(f) => {
             store_metadata(tx, ctx, id, &f, had_head, now)?;
             store_head(tx, ctx, id, &f, now)?;
-            clear_error(tx, id, &state)?;
+            clear_error(tx, id, state)?;
             tally.heads_ok += 1;
             tally.with_metadata += i64::from(!f.metadata.is_empty());
         }
         HeadResult::Gone => {
-            if state == "ok" || state == "error" {
+            if matches!(state, ObjectState::Ok | ObjectState::Error) {
                 record_deleted_on_head(tx, ctx, id, now)?;
             } else {
                 // New in this scan (or back from gone): its `created` row is void.
@@ -46,14 +46,12 @@ pub(super) fn apply_head(
                     .execute(params![ctx.scan_id, id])?;
             }
             mark_gone(tx, ctx, id)?;
-            clear_error(tx, id, &state)?;
+            clear_error(tx, id, state)?;
             tally.gone += 1;
         }
         HeadResult::Failed { failure, attempts } => {
-            tx.prepare_cached(
-                "UPDATE objects SET state = 'error', head_due = 0 WHERE object_id = ?1",
-            )?
-            .execute([id])?;
+            tx.prepare_cached("UPDATE objects SET state = ?2, head_due = 0 WHERE object_id = ?1")?
+                .execute(params![id, ObjectState::Error])?;
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO object_errors (object_id, scan_id, status, code, message, attempts, at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -76,24 +74,29 @@ fn record_deleted_on_head(
 ) -> rusqlite::Result<()> {
     let updated = tx
         .prepare_cached(
-            "UPDATE changes SET kind = 'deleted', new_etag = NULL, new_size = NULL, new_modified = NULL,
+            "UPDATE changes SET kind = ?3, new_etag = NULL, new_size = NULL, new_modified = NULL,
                  old_metadata = NULL, new_metadata = NULL
-             WHERE scan_id = ?1 AND object_id = ?2 AND kind = 'modified'",
+             WHERE scan_id = ?1 AND object_id = ?2 AND kind = ?4",
         )?
-        .execute(params![ctx.scan_id, id])?;
+        .execute(params![
+            ctx.scan_id,
+            id,
+            ChangeKind::Deleted,
+            ChangeKind::Modified
+        ])?;
     if updated == 0 {
         tx.prepare_cached(
             "INSERT INTO changes (scan_id, object_id, kind, old_etag, old_size, old_modified, at)
-             SELECT ?1, object_id, 'deleted', list_etag, list_size, list_modified, ?3
+             SELECT ?1, object_id, ?4, list_etag, list_size, list_modified, ?3
              FROM objects WHERE object_id = ?2",
         )?
-        .execute(params![ctx.scan_id, id, now])?;
+        .execute(params![ctx.scan_id, id, now, ChangeKind::Deleted])?;
     }
     Ok(())
 }
 
-fn clear_error(tx: &Transaction, id: i64, state: &str) -> rusqlite::Result<()> {
-    if state == "error" {
+fn clear_error(tx: &Transaction, id: i64, state: ObjectState) -> rusqlite::Result<()> {
+    if state == ObjectState::Error {
         tx.prepare_cached("DELETE FROM object_errors WHERE object_id = ?1")?
             .execute([id])?;
     }
@@ -108,7 +111,7 @@ fn store_head(
     now: &str,
 ) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "UPDATE objects SET state = 'ok', head_due = 0, etag = ?2, size = ?3, last_modified = ?4,
+        "UPDATE objects SET state = ?17, head_due = 0, etag = ?2, size = ?3, last_modified = ?4,
              content_type = ?5, cache_control = ?6, content_encoding = ?7, content_language = ?8,
              content_disposition = ?9, expires = ?10, storage_class = ?11, version_id = ?12,
              missing_meta = ?13, headed_scan = ?14, headed_at = ?15, recheck = ?16
@@ -130,7 +133,8 @@ fn store_head(
         f.missing_meta,
         ctx.scan_id,
         now,
-        f.recheck
+        f.recheck,
+        ObjectState::Ok
     ])?;
     Ok(())
 }
@@ -158,9 +162,9 @@ fn store_metadata(
             .execute([id])?;
     } else if ctx.record_created {
         tx.prepare_cached(
-            "UPDATE changes SET new_metadata = ?3 WHERE scan_id = ?1 AND object_id = ?2 AND kind = 'created'",
+            "UPDATE changes SET new_metadata = ?3 WHERE scan_id = ?1 AND object_id = ?2 AND kind = ?4",
         )?
-        .execute(params![ctx.scan_id, id, json_object(&f.metadata)])?;
+        .execute(params![ctx.scan_id, id, json_object(&f.metadata), ChangeKind::Created])?;
     }
     let mut insert = tx.prepare_cached(
         "INSERT OR REPLACE INTO metadata (object_id, name, value) VALUES (?1, ?2, ?3)",
@@ -182,20 +186,34 @@ fn record_metadata_change(
     let (old, new) = (json_object(old), json_object(new));
     let updated = tx
         .prepare_cached(
-            "UPDATE changes SET kind = CASE kind WHEN 'modified' THEN 'metadata' ELSE kind END,
+            "UPDATE changes SET kind = CASE kind WHEN ?5 THEN ?6 ELSE kind END,
                  old_metadata = ?3, new_metadata = ?4
              WHERE scan_id = ?1 AND object_id = ?2",
         )?
-        .execute(params![ctx.scan_id, id, old, new])?;
+        .execute(params![
+            ctx.scan_id,
+            id,
+            old,
+            new,
+            ChangeKind::Modified,
+            ChangeKind::Metadata
+        ])?;
     if updated == 0 {
         tx.prepare_cached(
             "INSERT INTO changes (scan_id, object_id, kind, old_etag, old_size, old_modified,
                  new_etag, new_size, new_modified, old_metadata, new_metadata, at)
-             SELECT ?1, object_id, 'metadata', list_etag, list_size, list_modified,
+             SELECT ?1, object_id, ?6, list_etag, list_size, list_modified,
                  list_etag, list_size, list_modified, ?3, ?4, ?5
              FROM objects WHERE object_id = ?2",
         )?
-        .execute(params![ctx.scan_id, id, old, new, now])?;
+        .execute(params![
+            ctx.scan_id,
+            id,
+            old,
+            new,
+            now,
+            ChangeKind::Metadata
+        ])?;
     }
     Ok(())
 }

@@ -8,10 +8,9 @@
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use super::{ListedObject, PageMsg, Tally, WriterCtx, record_change};
+use super::{Tally, WriterCtx, record_change};
 use crate::keys::{KeyOrder, KeyRange, path_key};
-use crate::s3::head::HeadJob;
-use crate::store::scans::Mode;
+use crate::model::{ChangeKind, HeadJob, ListedObject, Mode, ObjectState, PageMsg, RangeStatus};
 
 /// Stored rows of a page's window read per query.
 const WINDOW_CHUNK: i64 = 1000;
@@ -19,7 +18,7 @@ const WINDOW_CHUNK: i64 = 1000;
 /// A stored object, as a page finds it.
 pub(crate) struct Stored {
     object_id: i64,
-    state: String,
+    state: ObjectState,
     head_due: bool,
     etag: Option<String>,
     size: Option<i64>,
@@ -64,7 +63,7 @@ impl Stored {
         self.same_listing(e)
             && e.etag.is_some()
             && self.storage_class == e.storage_class
-            && self.state == "ok"
+            && self.state == ObjectState::Ok
             && !self.head_due
             && !self.recheck
     }
@@ -140,7 +139,11 @@ pub(super) fn apply_page(
         page.range_no,
         page.next_token,
         page.last_key,
-        if page.done { "done" } else { "listing" },
+        if page.done {
+            RangeStatus::Done
+        } else {
+            RangeStatus::Listing
+        },
         page.entries.len() as i64
     ])?;
     tally.listed += page.entries.len() as i64;
@@ -160,7 +163,7 @@ fn apply_listed(
         None => {
             let object_id = insert_listed(tx, ctx, e, order)?;
             if ctx.record_created {
-                record_change(tx, ctx, object_id, "created", None, Some(e), now)?;
+                record_change(tx, ctx, object_id, ChangeKind::Created, None, Some(e), now)?;
             }
             return Ok(Some(object_id));
         }
@@ -171,13 +174,30 @@ fn apply_listed(
         Some(s) => s,
     };
     relist(tx, ctx, s.object_id, e)?;
-    if s.state == "gone" {
+    if s.state == ObjectState::Gone {
+        forget_earlier_life(tx, s.object_id)?;
         if ctx.record_created {
-            record_change(tx, ctx, s.object_id, "created", None, Some(e), now)?;
+            record_change(
+                tx,
+                ctx,
+                s.object_id,
+                ChangeKind::Created,
+                None,
+                Some(e),
+                now,
+            )?;
         }
     } else if !s.same_listing(e) {
         let old = s.as_listed(&e.key);
-        record_change(tx, ctx, s.object_id, "modified", Some(&old), Some(e), now)?;
+        record_change(
+            tx,
+            ctx,
+            s.object_id,
+            ChangeKind::Modified,
+            Some(&old),
+            Some(e),
+            now,
+        )?;
     }
     Ok(Some(s.object_id))
 }
@@ -190,7 +210,7 @@ fn unlisted(
     s: &Stored,
     now: &str,
 ) -> rusqlite::Result<i64> {
-    if s.state == "gone" {
+    if s.state == ObjectState::Gone {
         return Ok(0);
     }
     mark_gone(tx, ctx, s.object_id)?;
@@ -198,7 +218,7 @@ fn unlisted(
         tx,
         ctx,
         s.object_id,
-        "deleted",
+        ChangeKind::Deleted,
         Some(&s.as_listed(key)),
         None,
         now,
@@ -290,9 +310,20 @@ pub(crate) fn page_window(page: &PageMsg) -> Option<KeyRange> {
 /// Marks an object deleted by this scan.
 pub(super) fn mark_gone(tx: &Transaction, ctx: &WriterCtx, object_id: i64) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "UPDATE objects SET state = 'gone', head_due = 0, gone_scan = ?2 WHERE object_id = ?1",
+        "UPDATE objects SET state = ?3, head_due = 0, gone_scan = ?2 WHERE object_id = ?1",
     )?
-    .execute(params![object_id, ctx.scan_id])?;
+    .execute(params![object_id, ctx.scan_id, ObjectState::Gone])?;
+    Ok(())
+}
+
+/// A deleted key listed again starts a new life (issue 14): what HEAD said of the earlier one —
+/// its metadata rows, and that it was HEADed at all — is not carried over, so its `created`
+/// change has no old metadata and the new metadata, as any new key's.
+fn forget_earlier_life(tx: &Transaction, object_id: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM metadata WHERE object_id = ?1")?
+        .execute([object_id])?;
+    tx.prepare_cached("UPDATE objects SET headed_scan = NULL WHERE object_id = ?1")?
+        .execute([object_id])?;
     Ok(())
 }
 
@@ -329,7 +360,7 @@ fn insert_listed(
     tx.prepare_cached(
         "INSERT INTO objects (bucket_id, key, state, head_due, list_etag, list_size,
              list_modified, list_storage_class, listed_scan, path_key)
-         VALUES (?1, ?2, 'pending', 1, ?3, ?4, ?5, ?6, ?7, ?8)",
+         VALUES (?1, ?2, ?9, 1, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         ctx.bucket_id,
@@ -339,7 +370,8 @@ fn insert_listed(
         e.last_modified,
         e.storage_class,
         ctx.scan_id,
-        path_key
+        path_key,
+        ObjectState::Pending
     ])?;
     Ok(tx.last_insert_rowid())
 }

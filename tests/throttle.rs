@@ -136,8 +136,10 @@ async fn slowdown_above_k_in_flight_lowers_concurrency_to_at_most_2k() {
         let (client, db, stats) = (env.s3().client, env.db.clone(), stats.clone());
         async move { s3meta::scan::run(&cfg, client, &db, CancellationToken::new(), stats).await }
     });
-    // Let the first bursts of SlowDowns happen and the limiter react, then measure.
-    env.state().wait_for_requests(Some(Op::Head), 600).await;
+    // Let the first bursts of SlowDowns happen and the limiter react (a cut per window of
+    // at least 32 requests, and a trial window after each: from 64 to 8 takes some 10
+    // windows, more on a loaded machine), then measure.
+    env.state().wait_for_requests(Some(Op::Head), 1500).await;
     env.state().reset_counters();
     let report = scan.await.unwrap().unwrap();
     let errors = column(

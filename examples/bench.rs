@@ -599,11 +599,11 @@ fn head_fields(i: usize) -> HeadFields {
 }
 
 fn cpu_seconds() -> f64 {
-    let r = s3meta::cli::summary::resources();
+    let r = s3meta::model::stats::resources();
     r.cpu_user_seconds + r.cpu_system_seconds
 }
 
 /// `1234567.8` → `1,234,568`.
 fn thousands(n: f64) -> String {
-    s3meta::cli::progress::thousands(n.round().max(0.0) as u64)
+    s3meta::read::output::thousands(n.round().max(0.0) as u64)
 }

@@ -9,7 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use s3meta::cli::{DbArgs, Format, NamesArgs, QueryArgs, ScopeArgs};
+use s3meta::read::names::NamesOptions;
+use s3meta::read::output::Format;
+use s3meta::read::query::QueryOptions;
 use s3meta::read::query::{self, Plan, Scope, Selection, filter::Filter};
 
 const DEFAULT_OBJECTS: u64 = 1_000_000;
@@ -66,12 +68,10 @@ fn main() -> anyhow::Result<()> {
             ms(limit)
         );
     }
-    let names = NamesArgs {
-        db: DbArgs { db: path.clone() },
-        scope: ScopeArgs {
-            bucket: None,
-            prefix: None,
-        },
+    let names = NamesOptions {
+        db: path.clone(),
+        bucket: None,
+        prefix: None,
         format: Some(Format::Jsonl),
     };
     let t = Instant::now();
@@ -106,12 +106,10 @@ fn time(
     limit: Option<u64>,
     count: bool,
 ) -> anyhow::Result<Duration> {
-    let args = QueryArgs {
-        db: DbArgs { db: path.into() },
-        scope: ScopeArgs {
-            bucket: None,
-            prefix: None,
-        },
+    let args = QueryOptions {
+        db: path.into(),
+        bucket: None,
+        prefix: None,
         filters: filters.iter().map(|f| f.to_string()).collect(),
         sql: None,
         format: Some(Format::Jsonl),

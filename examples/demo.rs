@@ -1,100 +1,101 @@
 //! The local demo: no cloud account needed.
 //!
-//! Starts the in-process test S3 server with a few thousand objects carrying metadata, runs
-//! the `s3meta scan` pipeline against it into `./demo.db`, then prints the summary and a
-//! sample query. Run with `cargo run --example demo`.
+//! Starts the in-process test S3 server with a few thousand objects carrying metadata, builds
+//! the `s3meta` binary, and runs the real command line against it — the same `s3meta scan`
+//! (progress line and summary) a user runs on their own bucket — into `./demo.db`, then a
+//! sample `query` and `names`, and prints the commands to go on with. Run with
+//! `cargo run --example demo`.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_s3::config::{Credentials, SharedCredentialsProvider};
-use s3meta::cli::progress;
-use s3meta::model::Target;
-use s3meta::model::stats::Stats;
-use s3meta::s3::client::{self, ClientOptions};
-use s3meta::s3::retry::Policy;
-use s3meta::scan::{self, ScanConfig};
 use s3meta_testserver::{ACCESS_KEY, REGION, SECRET_KEY, TestServer};
-use tokio_util::sync::CancellationToken;
 
 const OBJECTS: usize = 5_000;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let bin = build_s3meta()?;
     let server = TestServer::start().await;
     server.state().fill("demo", OBJECTS, 42);
-    println!(
-        "test S3 server at {} with {OBJECTS} objects in bucket `demo`",
-        server.endpoint()
-    );
-
-    let shared = SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .endpoint_url(server.endpoint())
-        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-            ACCESS_KEY, SECRET_KEY, None, None, "demo",
-        )))
-        .build();
-    let opts = ClientOptions {
-        timeout: Duration::from_secs(30),
-        ..ClientOptions::default()
-    };
-    let s3 = client::from_shared(&shared, &opts)?;
-    let db = std::path::PathBuf::from("demo.db");
+    let endpoint = server.endpoint();
+    println!("test S3 server at {endpoint} with {OBJECTS} objects in bucket `demo`\n");
     for suffix in ["", "-wal", "-shm", ".lock"] {
         let _ = std::fs::remove_file(format!("demo.db{suffix}"));
     }
-    let cfg = ScanConfig {
-        target: Target {
-            store: s3.store.clone(),
-            bucket: "demo".into(),
-            prefix: String::new(),
-            start_after: None,
-            end_key: None,
-        },
-        concurrency: 64,
-        page_size: 1000,
-        policy: Policy {
-            max_attempts: 5,
-            base: Duration::from_millis(100),
-            cap: Duration::from_secs(20),
-        },
-        restart: false,
-        full: false,
-        grace: Duration::from_secs(10),
-        max_rps: None,
-        list_parallelism: 4,
-        bounds_order: None,
-    };
-    let report = scan::run(
-        &cfg,
-        s3.client,
-        &db,
-        CancellationToken::new(),
-        Arc::new(Stats::default()),
+    let scan = [
+        "scan",
+        "s3://demo",
+        "--endpoint-url",
+        &endpoint,
+        "--db",
+        "demo.db",
+    ];
+    run(&bin, &scan).await?;
+    run(
+        &bin,
+        &[
+            "query",
+            "--db",
+            "demo.db",
+            "--where",
+            "project=proj-08",
+            "--limit",
+            "5",
+            "--format",
+            "table",
+        ],
     )
     .await?;
-    println!("{}", progress::summary("s3://demo", &report));
-
-    let conn = rusqlite::Connection::open(&db)?;
-    println!(
-        "\nobjects per project (SELECT json_extract(metadata, '$.project'), count(*) FROM v_objects GROUP BY 1):"
-    );
-    let mut stmt = conn.prepare(
-        "SELECT coalesce(json_extract(metadata, '$.project'), '(none)') AS project, count(*)
-         FROM v_objects GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 8",
-    )?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-    for row in rows {
-        let (project, n) = row?;
-        println!("  {project:<12} {n}");
-    }
-    println!("\nthe database is ./demo.db; try:");
-    println!("  cargo run -- query --db demo.db --where project=proj-08 --limit 5");
-    println!("  cargo run -- names --db demo.db");
-    println!("  cargo run -- status --db demo.db");
+    run(&bin, &["names", "--db", "demo.db", "--format", "table"]).await?;
+    let shown = bin.display();
+    println!("\nthe index is ./demo.db (the server is gone now; these work offline):");
+    println!("  {shown} query --db demo.db --where owner=alice --count");
+    println!("  {shown} query --db demo.db --where '@size>40' --format table --limit 10");
+    println!("  {shown} status --db demo.db");
     println!("  sqlite3 demo.db 'SELECT key, metadata FROM v_objects LIMIT 5'");
+    println!("\nyour own bucket (credentials from the usual AWS chain):");
+    println!("  {shown} scan s3://YOUR-BUCKET --db my.db");
+    println!("  {shown} scan s3://YOUR-BUCKET --endpoint-url http://minio.local:9000 --db my.db");
+    Ok(())
+}
+
+/// Builds the `s3meta` binary with the profile of this example, and returns its path. The
+/// example is named in the build so that the binary shares its (and the tests') dependency
+/// features: a plain `cargo build` would compile the dependencies once more.
+fn build_s3meta() -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let exe = std::env::current_exe()?;
+    // target/<profile>/examples/demo → target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow::anyhow!("cannot tell the target directory from {exe:?}"))?;
+    let mut build = Command::new(cargo);
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    build
+        .args(["build", "--bin", "s3meta", "--example", "demo", "--manifest-path"])
+        .arg(manifest);
+    if profile_dir.file_name().is_some_and(|p| p == "release") {
+        build.arg("--release");
+    }
+    let status = build.status()?;
+    anyhow::ensure!(status.success(), "building s3meta failed");
+    Ok(profile_dir.join("s3meta"))
+}
+
+/// Runs the binary as a user would (its output on this terminal), with the test server's
+/// credentials, while the server keeps serving.
+async fn run(bin: &Path, args: &[&str]) -> anyhow::Result<()> {
+    println!("$ s3meta {}", args.join(" "));
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args(args)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    let status = cmd.status().await?;
+    println!();
+    anyhow::ensure!(status.success(), "s3meta {} failed: {status}", args[0]);
     Ok(())
 }

@@ -195,7 +195,7 @@ pub enum Error {
     },
 
     #[error(transparent)]
-    BadFilter(#[from] crate::read::query::filter::ParseError),
+    BadFilter(#[from] FilterError),
 
     /// SQLite's own message about a `--sql` statement, on one line. The rusqlite error is not
     /// kept as a source: all it adds is the statement text back (with its newlines) and the
@@ -249,3 +249,17 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The `--where` forms, for messages and help.
+pub const FILTER_FORMS: &str = "name=value, name!=value, name~glob (* and ?), name (has it), !name (lacks it), \
+@key~glob, @size>N (also <, =, !=, >=, <=; N may end in KB, MB, GB, TB, KiB, MiB, GiB, TiB), \
+@modified>2026-01-01 (also <, =, >=, <=), @etag=…, @storage_class=…, @content_type=…, \
+@state=pending|ok|error|gone, @error";
+
+/// A `--where` that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid --where `{expr}`: {reason}; accepted forms: {FILTER_FORMS}")]
+pub struct FilterError {
+    pub expr: String,
+    pub reason: String,
+}

@@ -223,6 +223,13 @@ impl FromSql for KeyOrder {
     }
 }
 
+/// The bounds (start_after, end] of a key range as a plan cuts them; `None` is unbounded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Bounds {
+    pub start_after: Option<String>,
+    pub end: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bound {
     Unbounded,
@@ -268,6 +275,17 @@ impl KeyRange {
             .successor(prefix)
             .map_or(Bound::Unbounded, Bound::Excluded);
         KeyRange::new(order, Bound::Included(prefix.to_string()), upper)
+    }
+
+    /// The keys starting with `prefix` in (start_after, end]: a scan's target, one of its
+    /// ranges, a plan line, a merged keyspace — every span of keys s3meta works with.
+    pub fn span(
+        order: KeyOrder,
+        prefix: &str,
+        start_after: Option<&str>,
+        end: Option<&str>,
+    ) -> KeyRange {
+        KeyRange::prefix(order, prefix).intersect(&KeyRange::between(order, start_after, end))
     }
 
     /// The keys in (start_after, end]; `None` is unbounded.

@@ -9,7 +9,6 @@
 
 #![forbid(unsafe_code)]
 
-pub mod cli;
 pub mod error;
 pub mod keys;
 pub mod model;

@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use s3meta::cli::{Cli, Command, LogFormat, commands};
+
+mod cli;
+use crate::cli::{Cli, Command, LogFormat, commands};
 use s3meta::read::output::to_stdout;
 use s3meta::read::query;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +26,7 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {
-            eprint!("{}", s3meta::cli::usage_error(&e));
+            eprint!("{}", crate::cli::usage_error(&e));
             return ExitCode::from(1);
         }
         Err(e) => {
@@ -50,15 +52,17 @@ fn main() -> ExitCode {
             }
             Command::Man => done(commands::man()),
             Command::Changes(ref a) => done(to_stdout(|out, tty| {
-                s3meta::read::changes::run(a, out, tty)
+                s3meta::read::changes::run(&a.options(), out, tty)
             })),
             Command::Forget(ref a) => Ok(commands::forget(a, cli.quiet).await?),
             Command::Check(ref a) => Ok(commands::check(a, cli.quiet).await?),
-            Command::Query(ref a) => done(to_stdout(|out, tty| query::run(a, out, tty))),
-            Command::Names(ref a) => {
-                done(to_stdout(|out, tty| s3meta::read::names::run(a, out, tty)))
-            }
-            Command::Status(ref a) => done(to_stdout(|out, _| s3meta::read::status::run(a, out))),
+            Command::Query(ref a) => done(to_stdout(|out, tty| query::run(&a.options(), out, tty))),
+            Command::Names(ref a) => done(to_stdout(|out, tty| {
+                s3meta::read::names::run(&a.options(), out, tty)
+            })),
+            Command::Status(ref a) => done(to_stdout(|out, _| {
+                s3meta::read::status::run(&a.options(), out)
+            })),
         }
     });
     // In-flight HEADs abandoned after the grace period must not hold the exit.
@@ -95,7 +99,7 @@ fn init_logging(cli: &Cli) {
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(s3meta::cli::progress::LogWriter);
+        .with_writer(crate::cli::progress::LogWriter);
     match cli.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.with_target(false).init(),

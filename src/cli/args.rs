@@ -8,9 +8,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use s3meta::model::ChangeKind;
+use s3meta::read::changes::ChangesOptions;
+use s3meta::read::names::NamesOptions;
+use s3meta::read::output;
+use s3meta::read::query::QueryOptions;
+use s3meta::read::status::StatusOptions;
+use s3meta::store::forget::ForgetOptions;
 
-use crate::error::Error;
-use crate::s3::client::ClientOptions;
+use s3meta::error::Error;
+use s3meta::s3::client::ClientOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -158,10 +165,10 @@ pub struct EstimateArgs {
     #[command(flatten)]
     pub conn: ConnectionArgs,
     /// Price of 1,000 LIST requests in USD, 0 to 1000 (default: AWS S3 Standard).
-    #[arg(long, value_name = "USD", default_value_t = crate::read::estimate::LIST_PRICE, value_parser = price)]
+    #[arg(long, value_name = "USD", default_value_t = s3meta::read::estimate::LIST_PRICE, value_parser = price)]
     pub list_price: f64,
     /// Price of 1,000 HEAD requests in USD, 0 to 1000 (default: AWS S3 Standard, GET class).
-    #[arg(long, value_name = "USD", default_value_t = crate::read::estimate::HEAD_PRICE, value_parser = price)]
+    #[arg(long, value_name = "USD", default_value_t = s3meta::read::estimate::HEAD_PRICE, value_parser = price)]
     pub head_price: f64,
     /// Output format.
     #[arg(long, value_enum, default_value_t = EstimateFormat::Text)]
@@ -387,6 +394,82 @@ fn usage_lines(rendered: &str) -> String {
     match usage.or(more) {
         Some(hint) => format!("{first}\n{hint}\n"),
         None => format!("{first}\n"),
+    }
+}
+
+impl From<Format> for output::Format {
+    fn from(f: Format) -> output::Format {
+        match f {
+            Format::Table => output::Format::Table,
+            Format::Jsonl => output::Format::Jsonl,
+            Format::Json => output::Format::Json,
+            Format::Csv => output::Format::Csv,
+        }
+    }
+}
+
+impl QueryArgs {
+    pub fn options(&self) -> QueryOptions {
+        QueryOptions {
+            db: self.db.db.clone(),
+            bucket: self.scope.bucket.clone(),
+            prefix: self.scope.prefix.clone(),
+            filters: self.filters.clone(),
+            sql: self.sql.clone(),
+            format: self.format.map(Into::into),
+            limit: self.limit,
+            count: self.count,
+            include_gone: self.include_gone,
+        }
+    }
+}
+
+impl NamesArgs {
+    pub fn options(&self) -> NamesOptions {
+        NamesOptions {
+            db: self.db.db.clone(),
+            bucket: self.scope.bucket.clone(),
+            prefix: self.scope.prefix.clone(),
+            format: self.format.map(Into::into),
+        }
+    }
+}
+
+impl ChangesArgs {
+    pub fn options(&self) -> ChangesOptions {
+        ChangesOptions {
+            db: self.db.db.clone(),
+            bucket: self.scope.bucket.clone(),
+            prefix: self.scope.prefix.clone(),
+            since: self.since.clone(),
+            kind: self.kind.as_deref().and_then(ChangeKind::parse),
+            limit: self.limit,
+            format: self.format.map(Into::into),
+        }
+    }
+}
+
+impl StatusArgs {
+    pub fn options(&self) -> StatusOptions {
+        StatusOptions {
+            db: self.db.db.clone(),
+            format: match self.format {
+                StatusFormat::Table => output::DocFormat::Table,
+                StatusFormat::Json => output::DocFormat::Json,
+            },
+            errors: self.errors,
+        }
+    }
+}
+
+impl ForgetArgs {
+    pub fn options(&self) -> ForgetOptions {
+        ForgetOptions {
+            db: self.db.db.clone(),
+            url: self.url.clone(),
+            prune_changes_before: self.prune_changes_before.clone(),
+            vacuum: self.vacuum,
+        }
     }
 }
 

@@ -17,17 +17,17 @@ use crate::cli::summary::Summary;
 use crate::cli::{
     CheckArgs, Cli, EstimateArgs, EstimateFormat, ForgetArgs, MergeArgs, PlanArgs, ScanArgs,
 };
-use crate::error::Error;
-use crate::model::Target;
-use crate::model::s3url::S3Url;
-use crate::model::stats::Stats;
-use crate::read::estimate;
-use crate::s3::client;
-use crate::s3::list::Lister;
-use crate::s3::probe::Bounds;
-use crate::s3::retry::Policy;
-use crate::scan::{self, Outcome, ScanConfig, ScanReport};
-use crate::store::merge::RangeLine;
+use s3meta::error::Error;
+use s3meta::keys::Bounds;
+use s3meta::model::RangeLine;
+use s3meta::model::Target;
+use s3meta::model::s3url::S3Url;
+use s3meta::model::stats::Stats;
+use s3meta::read::estimate;
+use s3meta::s3::client;
+use s3meta::s3::list::Lister;
+use s3meta::s3::retry::Policy;
+use s3meta::scan::{self, Outcome, ScanConfig, ScanReport};
 
 /// `s3meta scan`.
 pub async fn scan(args: &ScanArgs, quiet: bool, cancel: CancellationToken) -> Result<u8, Error> {
@@ -158,7 +158,7 @@ pub async fn plan(args: &PlanArgs, cancel: CancellationToken) -> Result<u8, Erro
         start_after: None,
         end: None,
     };
-    let ranges = crate::s3::probe::plan(&lister, whole, args.ranges as usize).await?;
+    let ranges = s3meta::s3::probe::plan(&lister, whole, args.ranges as usize).await?;
     let order = lister.order.known();
     for line in RangeLine::lines(&url.bucket, &url.prefix, &ranges, order) {
         println!("{}", serde_json::to_string(&line).expect("serializable"));
@@ -169,7 +169,7 @@ pub async fn plan(args: &PlanArgs, cancel: CancellationToken) -> Result<u8, Erro
 /// `s3meta merge`.
 pub fn merge(args: &MergeArgs, quiet: bool) -> Result<u8, Error> {
     let inputs: Vec<&std::path::Path> = args.inputs.iter().map(|p| p.as_path()).collect();
-    let m = crate::store::merge::merge(&args.out, &inputs)?;
+    let m = s3meta::store::merge::merge(&args.out, &inputs)?;
     if !quiet {
         eprintln!(
             "merged {} database(s) into {}: {} keyspace(s), {} objects",
@@ -184,19 +184,19 @@ pub fn merge(args: &MergeArgs, quiet: bool) -> Result<u8, Error> {
 
 /// `s3meta check`: the problems on stdout, one per line, then a summary line; exit 1 if any.
 pub async fn check(args: &CheckArgs, quiet: bool) -> Result<u8, Error> {
-    let progress = Arc::new(crate::store::check::CheckProgress::default());
+    let progress = Arc::new(s3meta::store::check::CheckProgress::default());
     let show = !quiet && !args.no_progress && std::io::stderr().is_terminal();
     let bar = Progress::start_check(progress.clone(), show);
     let path = args.db.db.clone();
     let p = progress.clone();
-    let report = tokio::task::spawn_blocking(move || crate::store::check::run(&path, &p))
+    let report = tokio::task::spawn_blocking(move || s3meta::store::check::run(&path, &p))
         .await
         .map_err(|e| Error::Internal(format!("check: {e}")))?;
     bar.finish();
     let r = report?;
     let path = args.db.db.display();
     for p in &r.problems {
-        println!("{}", crate::read::output::escape_controls(p));
+        println!("{}", s3meta::read::output::escape_controls(p));
     }
     if r.problems_total > r.problems.len() as u64 {
         println!(
@@ -232,7 +232,12 @@ pub async fn forget(args: &ForgetArgs, quiet: bool) -> Result<u8, Error> {
         }
         None => None,
     };
-    crate::store::forget::run(args, store.as_deref(), quiet)?;
+    let report = s3meta::store::forget::run(&args.options(), store.as_deref())?;
+    if !quiet {
+        for line in report.done {
+            eprintln!("{line}");
+        }
+    }
     Ok(0)
 }
 
@@ -247,7 +252,7 @@ fn lister_for(url: &S3Url, s3: client::S3, cancel: CancellationToken) -> Lister 
         stats: Arc::new(Stats::default()),
         cancel,
         rate: None,
-        order: Arc::new(crate::s3::list::Order::new(None)),
+        order: Arc::new(s3meta::s3::list::Order::new(None)),
         witnesses: Default::default(),
     }
 }

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::task::JoinHandle;
 
-use crate::model::stats::{Snapshot, Stats};
-use crate::scan::{Outcome, ScanReport};
-use crate::store::check::{CheckProgress, PHASES};
+use s3meta::model::stats::{Snapshot, Stats};
+use s3meta::scan::{Outcome, ScanReport};
+use s3meta::store::check::{CheckProgress, PHASES};
 
 /// The bar being drawn, if any: log lines are written around it (see `LogWriter`).
 static ACTIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
@@ -152,18 +152,7 @@ fn rate(n: u64, elapsed: Duration) -> u64 {
     }
 }
 
-/// `1234567` → `1,234,567`.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+pub use s3meta::read::output::thousands;
 
 /// The one-line summary printed at the end of a scan unless `-q`.
 pub fn summary(target: &str, r: &ScanReport) -> String {

@@ -13,11 +13,13 @@ use tokio::sync::oneshot;
 
 use crate::keys::{KeyOrder, KeyRange};
 
+pub mod plan;
 pub mod s3url;
 pub mod states;
 pub mod stats;
 pub mod timefmt;
 
+pub use plan::RangeLine;
 pub use states::{ChangeKind, Mode, ObjectState, RangeStatus, ScanState};
 
 /// What a scan covers.
@@ -34,11 +36,12 @@ pub struct Target {
 impl Target {
     /// The keys of the target: its prefix within its range, in the store's order.
     pub fn keys(&self, order: KeyOrder) -> KeyRange {
-        KeyRange::prefix(order, &self.prefix).intersect(&KeyRange::between(
+        KeyRange::span(
             order,
+            &self.prefix,
             self.start_after.as_deref(),
             self.end_key.as_deref(),
-        ))
+        )
     }
 
     /// The target has bounds of its own (a range of `s3meta plan`).

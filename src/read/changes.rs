@@ -11,11 +11,10 @@ use rusqlite::ToSql;
 use rusqlite::types::ValueRef;
 use serde_json::Value;
 
-use crate::cli::{ChangesArgs, Format};
 use crate::error::{Error, Result};
 use crate::keys::{KeyOrder, KeyRange};
-use crate::model::timefmt;
-use crate::read::output::RowWriter;
+use crate::model::{ChangeKind, timefmt};
+use crate::read::output::{Format, RowWriter};
 use crate::store::db;
 
 const COLUMNS: [&str; 15] = [
@@ -53,9 +52,22 @@ fn parse_since(text: &str) -> Result<Since> {
     })
 }
 
-pub fn run(args: &ChangesArgs, out: &mut dyn Write, terminal: bool) -> Result<()> {
+/// What `s3meta changes` is asked.
+#[derive(Debug, Clone)]
+pub struct ChangesOptions {
+    pub db: std::path::PathBuf,
+    pub bucket: Option<String>,
+    pub prefix: Option<String>,
+    /// A scan id or a time (`parse_since`).
+    pub since: Option<String>,
+    pub kind: Option<ChangeKind>,
+    pub limit: Option<i64>,
+    pub format: Option<Format>,
+}
+
+pub fn run(args: &ChangesOptions, out: &mut dyn Write, terminal: bool) -> Result<()> {
     let since = args.since.as_deref().map(parse_since).transpose()?;
-    let path = args.db.db.as_path();
+    let path = args.db.as_path();
     let conn = db::open_ro(path)?;
     let mut sql = String::from(
         "SELECT c.change_id, c.scan_id, c.at, c.kind, b.store, b.name, o.key, c.old_etag,
@@ -76,11 +88,11 @@ pub fn run(args: &ChangesArgs, out: &mut dyn Write, terminal: bool) -> Result<()
         }
         None => {}
     }
-    if let Some(b) = &args.scope.bucket {
+    if let Some(b) = &args.bucket {
         sql.push_str(" AND b.name = :bucket");
         params.push((":bucket", b));
     }
-    let keys = KeyRange::prefix(KeyOrder::Byte, args.scope.prefix.as_deref().unwrap_or(""));
+    let keys = KeyRange::prefix(KeyOrder::Byte, args.prefix.as_deref().unwrap_or(""));
     let (frag, key_params) = keys.sql("o.key");
     sql.push_str(&frag);
     params.extend(key_params);

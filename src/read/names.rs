@@ -11,9 +11,8 @@ use std::io::Write;
 use rusqlite::Connection;
 use serde_json::Value;
 
-use super::output::RowWriter;
+use super::output::{Format, RowWriter};
 use super::query::{Plan, Scope, Selection};
-use crate::cli::{Format, NamesArgs};
 use crate::error::{Error, Result};
 use crate::store::db;
 
@@ -73,13 +72,27 @@ fn shorten(v: &str, max: usize) -> String {
 }
 
 /// Runs `s3meta names`, writing to `out` (a terminal gets a table unless `--format` says).
-pub fn run(args: &NamesArgs, out: &mut dyn Write, terminal: bool) -> Result<()> {
+/// What `s3meta names` is asked.
+#[derive(Debug, Clone)]
+pub struct NamesOptions {
+    pub db: std::path::PathBuf,
+    pub bucket: Option<String>,
+    pub prefix: Option<String>,
+    pub format: Option<Format>,
+}
+
+pub fn run(args: &NamesOptions, out: &mut dyn Write, terminal: bool) -> Result<()> {
     let format = args.format.unwrap_or(Format::default_for(terminal));
-    let path = args.db.db.as_path();
+    let path = args.db.as_path();
     let conn = db::open_ro(path)?;
     let cut = (format == Format::Table).then_some(TABLE_SAMPLE_CHARS);
     let mut w = RowWriter::new(format, COLUMNS.map(String::from).to_vec(), out);
-    let sel = Selection::new(&Scope::new(&args.scope, false), &[], Plan::Index);
+    let scope = Scope {
+        bucket: args.bucket.clone(),
+        prefix: args.prefix.clone(),
+        include_gone: false,
+    };
+    let sel = Selection::new(&scope, &[], Plan::Index);
     let mut emit = |s: &NameStats| w.write_row(&s.row(cut)).map_err(Error::Output);
     each_name(&conn, &sel, &mut emit, &|e| Error::db(path, e))?;
     w.finish().map_err(Error::Output)?;

@@ -12,8 +12,40 @@ use std::io::{self, BufWriter, IsTerminal, Write};
 use serde_json::Value;
 use unicode_width::UnicodeWidthStr;
 
-pub use crate::cli::Format;
 use crate::error::{Error, Result};
+
+/// How records are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Aligned columns, for a person (the default when stdout is a terminal).
+    Table,
+    /// One JSON object per line (the default otherwise).
+    Jsonl,
+    /// One JSON array.
+    Json,
+    /// RFC 4180 CSV with a header; metadata as one JSON column.
+    Csv,
+}
+
+/// How a one-document report (`status`) is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocFormat {
+    Table,
+    Json,
+}
+
+/// `1234567` as `1,234,567`, for people.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
 
 /// Rows a table reads before it fixes its column widths; later rows that are wider overflow.
 const TABLE_SAMPLE: usize = 1000;

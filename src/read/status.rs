@@ -13,11 +13,9 @@ use std::path::Path;
 use rusqlite::{Connection, Row};
 use serde::Serialize;
 
-use crate::cli::progress::thousands;
-use crate::cli::{StatusArgs, StatusFormat};
 use crate::error::{Error, Result};
 use crate::model::{Mode, ScanState};
-use crate::read::output::escape_controls;
+use crate::read::output::{DocFormat, escape_controls, thousands};
 use crate::store::db;
 use crate::store::lock::{self, Liveness};
 
@@ -80,18 +78,27 @@ pub struct ObjectError {
 }
 
 /// Runs `s3meta status`, writing to `out`.
-pub fn run(args: &StatusArgs, out: &mut dyn Write) -> Result<()> {
-    let path = args.db.db.as_path();
+/// What `s3meta status` is asked.
+#[derive(Debug, Clone)]
+pub struct StatusOptions {
+    pub db: std::path::PathBuf,
+    pub format: DocFormat,
+    /// Objects in error listed at most (the total is always given).
+    pub errors: u64,
+}
+
+pub fn run(args: &StatusOptions, out: &mut dyn Write) -> Result<()> {
+    let path = args.db.as_path();
     // Tested before the connection opens, and its descriptor closed after (lock.rs).
     let probe = lock::probe(path);
     let conn = db::open_ro(path)?;
     let live = || probe.liveness.clone();
     let report = read(&conn, path, args.errors, &live).map_err(|e| Error::db(path, e))?;
     match args.format {
-        StatusFormat::Json => serde_json::to_writer_pretty(&mut *out, &report)
+        DocFormat::Json => serde_json::to_writer_pretty(&mut *out, &report)
             .map_err(std::io::Error::from)
             .and_then(|()| writeln!(out)),
-        StatusFormat::Table => write_table(&report, &mut *out),
+        DocFormat::Table => write_table(&report, &mut *out),
     }
     .map_err(Error::Output)
 }

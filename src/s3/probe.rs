@@ -15,14 +15,8 @@
 //! cuts afresh).
 
 use crate::error::Error;
+use crate::keys::Bounds;
 use crate::s3::list::Lister;
-
-/// A key range: keys in (start_after, end]; `None` is unbounded.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Bounds {
-    pub start_after: Option<String>,
-    pub end: Option<String>,
-}
 
 /// Probes at most this many characters deep for the first position where keys differ.
 const MAX_DEPTH: usize = 256;

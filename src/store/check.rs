@@ -329,11 +329,7 @@ fn scan_rows(conn: &Connection) -> rusqlite::Result<Vec<ScanRow>> {
             bucket_id: r.get(1)?,
             state: r.get(2)?,
             finished: r.get(3)?,
-            keys: KeyRange::prefix(order, &prefix).intersect(&KeyRange::between(
-                order,
-                start_after.as_deref(),
-                end_key.as_deref(),
-            )),
+            keys: KeyRange::span(order, &prefix, start_after.as_deref(), end_key.as_deref()),
             order,
             start_after,
             end_key,

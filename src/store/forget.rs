@@ -9,11 +9,10 @@
 //! that finds the forgotten objects again as `created`. Keys are selected by comparison,
 //! never LIKE/GLOB.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, params};
 
-use crate::cli::ForgetArgs;
 use crate::error::Error;
 use crate::model::s3url::S3Url;
 use crate::model::timefmt;
@@ -30,11 +29,27 @@ pub struct Forgotten {
     pub objects: i64,
 }
 
-/// Runs `s3meta forget`: prints what was removed on stderr (unless `quiet`). `store` is the
-/// store id the connection flags name (`client::store_of`, as `scan` resolves it), needed
-/// when a bucket is given.
-pub fn run(args: &ForgetArgs, store: Option<&str>, quiet: bool) -> Result<(), Error> {
-    let path = args.db.db.as_path();
+/// What `s3meta forget` is asked.
+#[derive(Debug, Clone)]
+pub struct ForgetOptions {
+    pub db: PathBuf,
+    /// `s3://BUCKET[/PREFIX]`: its objects, metadata, errors, changes and scans go.
+    pub url: Option<String>,
+    /// Change records older than this time (UTC, as the user wrote it) go.
+    pub prune_changes_before: Option<String>,
+    pub vacuum: bool,
+}
+
+/// What a forget did, one line each for a person.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForgetReport {
+    pub done: Vec<String>,
+}
+
+/// Runs `s3meta forget`. `store` is the store id the connection flags name
+/// (`client::store_of`, as `scan` resolves it), needed when a bucket is given.
+pub fn run(args: &ForgetOptions, store: Option<&str>) -> Result<ForgetReport, Error> {
+    let path = args.db.as_path();
     if args.url.is_none() && args.prune_changes_before.is_none() {
         return Err(Error::BadInput(
             "nothing to forget: give s3://BUCKET[/PREFIX] and/or --prune-changes-before TIME"
@@ -56,11 +71,7 @@ pub fn run(args: &ForgetArgs, store: Option<&str>, quiet: bool) -> Result<(), Er
     // Declared before the connection, so its descriptor closes after it (lock.rs).
     let _lock = lock::acquire(path)?;
     let mut conn = db::open_rw(path)?;
-    let say = |msg: String| {
-        if !quiet {
-            eprintln!("{msg}");
-        }
-    };
+    let mut report = ForgetReport::default();
     if let Some(url) = url {
         let store = store.ok_or_else(|| Error::Internal("forget: no store resolved".into()))?;
         let dbe = |e| Error::db(path, e);
@@ -68,21 +79,24 @@ pub fn run(args: &ForgetArgs, store: Option<&str>, quiet: bool) -> Result<(), Er
         else {
             return Err(no_such_bucket(&conn, path, store, &url)?);
         };
-        say(format!(
+        report.done.push(format!(
             "forgot {url} at {store}: {} objects, {} scans",
             f.objects, f.scans
         ));
     }
     if let Some(before) = before {
         let n = prune_changes(&conn, &before).map_err(|e| Error::db(path, e))?;
-        say(format!("pruned {n} change records older than {before}"));
+        report
+            .done
+            .push(format!("pruned {n} change records older than {before}"));
     }
     if args.vacuum {
         conn.execute_batch("VACUUM")
             .map_err(|e| Error::db(path, e))?;
-        say("vacuumed".into());
+        report.done.push("vacuumed".into());
     }
-    db::close_rw(conn, path)
+    db::close_rw(conn, path)?;
+    Ok(report)
 }
 
 fn no_such_bucket(

@@ -11,88 +11,12 @@
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::keys::{KeyOrder, KeyRange};
 use crate::model::Target;
-use crate::s3::probe::Bounds;
 use crate::store::lock::DbLock;
 use crate::store::{db, lock};
-
-/// One line of `s3meta plan`: a key range (start_after, end] of a bucket's prefix.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RangeLine {
-    pub bucket: String,
-    pub prefix: String,
-    pub start_after: Option<String>,
-    pub end: Option<String>,
-    /// Position of the range in its plan, and the plan's size (informational).
-    #[serde(default)]
-    pub index: usize,
-    #[serde(default)]
-    pub of: usize,
-    /// The store's listing order the cuts were made in; `null` when the plan could not tell
-    /// (its cuts then mean the same in both orders). Lines of older releases have none and
-    /// were cut in byte order.
-    #[serde(default)]
-    pub order: Option<KeyOrder>,
-}
-
-impl RangeLine {
-    pub fn lines(
-        bucket: &str,
-        prefix: &str,
-        ranges: &[Bounds],
-        order: Option<KeyOrder>,
-    ) -> Vec<RangeLine> {
-        ranges
-            .iter()
-            .enumerate()
-            .map(|(i, b)| RangeLine {
-                bucket: bucket.to_string(),
-                prefix: prefix.to_string(),
-                start_after: b.start_after.clone(),
-                end: b.end.clone(),
-                index: i,
-                of: ranges.len(),
-                order,
-            })
-            .collect()
-    }
-
-    /// Parses and checks a line: the bucket is a bucket name as `s3://` URLs require (never
-    /// `s3://x` or `a/../b` sent to the store), and the range is not empty.
-    pub fn parse(text: &str) -> Result<RangeLine, Error> {
-        let bad = |reason: String| {
-            Error::BadInput(format!(
-                "--range-json: {reason}; expected one line printed by `s3meta plan`, e.g. {{\"bucket\":\"b\",\"prefix\":\"\",\"start_after\":null,\"end\":\"k\"}}"
-            ))
-        };
-        let line: RangeLine = serde_json::from_str(text.trim()).map_err(|e| bad(e.to_string()))?;
-        crate::model::s3url::check_bucket_name(&line.bucket).map_err(bad)?;
-        // In the order the line was cut in (`/` sorts first in path order).
-        let order = line.order.unwrap_or(KeyOrder::Byte);
-        if let (Some(a), Some(e)) = (&line.start_after, &line.end)
-            && !order.lt(a, e)
-        {
-            return Err(bad(format!(
-                "the range is empty (start_after {a:?} is not before end {e:?})"
-            )));
-        }
-        Ok(line)
-    }
-
-    pub fn target(&self, store: &str) -> Target {
-        Target {
-            store: store.to_string(),
-            bucket: self.bucket.clone(),
-            prefix: self.prefix.clone(),
-            start_after: self.start_after.clone(),
-            end_key: self.end.clone(),
-        }
-    }
-}
 
 /// What one merge did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -170,35 +94,26 @@ fn check_input(input: &Path) -> Result<DbLock, Error> {
 }
 
 /// A scanned keyspace of the input: its bucket and bounds, and the order they were cut in
-/// (the scan's, else the bucket's listing order).
+/// A scanned keyspace of the input: its target, and the order its bounds were cut in (the
+/// scan's, else the bucket's listing order).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Keyspace {
-    store: String,
-    bucket: String,
-    prefix: String,
-    start_after: Option<String>,
-    end_key: Option<String>,
+    target: Target,
     order: Option<KeyOrder>,
 }
 
 impl Keyspace {
     fn keys(&self) -> KeyRange {
-        let order = self.order.unwrap_or(KeyOrder::Byte);
-        KeyRange::prefix(order, &self.prefix).intersect(&KeyRange::between(
-            order,
-            self.start_after.as_deref(),
-            self.end_key.as_deref(),
-        ))
+        self.target.keys(self.order.unwrap_or(KeyOrder::Byte))
     }
 
     /// Every key of `other` is one of ours (a parent prefix scanned without a range).
     fn covers(&self, other: &Keyspace) -> bool {
         self == other
-            || (self.store == other.store
-                && self.bucket == other.bucket
-                && self.start_after.is_none()
-                && self.end_key.is_none()
-                && other.prefix.starts_with(&self.prefix))
+            || (self.target.store == other.target.store
+                && self.target.bucket == other.target.bucket
+                && !self.target.is_bounded()
+                && other.target.prefix.starts_with(&self.target.prefix))
     }
 }
 
@@ -219,7 +134,7 @@ fn merge_one(conn: &mut Connection, input: &Path) -> rusqlite::Result<Merged> {
             let out_b = bucket_id(&tx, "main", k)?;
             tx.execute(
                 "DELETE FROM scans WHERE bucket_id = ?1 AND prefix = ?2 AND start_after IS ?3 AND end_key IS ?4",
-                params![out_b, k.prefix, k.start_after, k.end_key],
+                params![out_b, k.target.prefix, k.target.start_after, k.target.end_key],
             )?;
         }
         copy_scans(&tx)?;
@@ -257,28 +172,28 @@ fn keyspaces(conn: &Connection) -> rusqlite::Result<Vec<Keyspace>> {
     )?;
     let rows = stmt.query_map([], |r| {
         Ok(Keyspace {
-            store: r.get(0)?,
-            bucket: r.get(1)?,
-            prefix: r.get(2)?,
-            start_after: r.get(3)?,
-            end_key: r.get(4)?,
+            target: Target {
+                store: r.get(0)?,
+                bucket: r.get(1)?,
+                prefix: r.get(2)?,
+                start_after: r.get(3)?,
+                end_key: r.get(4)?,
+            },
             order: r.get(5)?,
         })
     })?;
     rows.collect()
 }
 
-/// The keyspace's bucket id in `schema` (`main` or `src`), creating it in `main` if needed.
+/// The keyspace's bucket id in OUT (created if needed), or in the input (`src`).
 fn bucket_id(tx: &Connection, schema: &str, k: &Keyspace) -> rusqlite::Result<i64> {
+    let t = &k.target;
     if schema == "main" {
-        tx.execute(
-            "INSERT INTO buckets (store, name) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-            params![k.store, k.bucket],
-        )?;
+        return db::ensure_bucket(tx, &t.store, &t.bucket);
     }
     tx.query_row(
-        &format!("SELECT bucket_id FROM {schema}.buckets WHERE store = ?1 AND name = ?2"),
-        params![k.store, k.bucket],
+        "SELECT bucket_id FROM src.buckets WHERE store = ?1 AND name = ?2",
+        params![t.store, t.bucket],
         |r| r.get(0),
     )
 }
@@ -382,28 +297,4 @@ fn copy_objects(tx: &Connection, keys: &KeyRange, out_b: i64, src_b: i64) -> rus
         args.as_slice(),
     )?;
     Ok(n)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Issue 13: a range is empty or not in the order its plan was cut in.
-    #[test]
-    fn range_lines_are_checked_in_their_own_order() {
-        let line = |order: &str| {
-            format!(
-                r#"{{"bucket":"bkt","prefix":"","start_after":"a/b","end":"a!x","order":{order}}}"#
-            )
-        };
-        assert!(RangeLine::parse(&line("\"path\"")).is_ok());
-        let err = RangeLine::parse(&line("\"byte\"")).unwrap_err().to_string();
-        assert!(err.contains("the range is empty"), "{err}");
-        assert!(RangeLine::parse(&line("null")).is_err());
-        let err =
-            RangeLine::parse(r#"{"bucket":"s3://x","prefix":"","start_after":null,"end":null}"#)
-                .unwrap_err()
-                .to_string();
-        assert!(err.contains("bucket name `s3://x` contains `:`"), "{err}");
-    }
 }

@@ -13,10 +13,7 @@ use crate::model::ObjectState;
 use std::fmt;
 
 /// The accepted forms, shown with every parse error.
-pub const FORMS: &str = "name=value, name!=value, name~glob (* and ?), name (has it), !name (lacks it), \
-@key~glob, @size>N (also <, =, !=, >=, <=; N may end in KB, MB, GB, TB, KiB, MiB, GiB, TiB), \
-@modified>2026-01-01 (also <, =, >=, <=), @etag=…, @storage_class=…, @content_type=…, \
-@state=pending|ok|error|gone, @error";
+use crate::error::FilterError;
 
 /// One parsed `--where` expression.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,17 +172,9 @@ pub enum Operand {
     },
 }
 
-/// A `--where` that does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid --where `{expr}`: {reason}; accepted forms: {FORMS}")]
-pub struct ParseError {
-    pub expr: String,
-    pub reason: String,
-}
-
 impl Filter {
-    pub fn parse(expr: &str) -> Result<Filter, ParseError> {
-        let fail = |reason: String| ParseError {
+    pub fn parse(expr: &str) -> Result<Filter, FilterError> {
+        let fail = |reason: String| FilterError {
             expr: expr.to_string(),
             reason,
         };

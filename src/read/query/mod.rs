@@ -12,15 +12,15 @@ pub mod filter;
 
 use std::io::Write;
 use std::path::Path;
+use std::path::PathBuf;
 
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, ErrorCode, ToSql};
 use serde_json::Value;
 
-use crate::cli::{Format, QueryArgs, ScopeArgs};
 use crate::error::{Error, Result};
 use crate::keys::{KeyOrder, KeyRange};
-use crate::read::output::RowWriter;
+use crate::read::output::{Format, RowWriter};
 use crate::store::db;
 use filter::{Field, Filter, MetaTest, Op, Operand};
 
@@ -82,14 +82,20 @@ pub struct Scope {
     pub include_gone: bool,
 }
 
-impl Scope {
-    pub fn new(args: &ScopeArgs, include_gone: bool) -> Scope {
-        Scope {
-            bucket: args.bucket.clone(),
-            prefix: args.prefix.clone(),
-            include_gone,
-        }
-    }
+/// What `s3meta query` is asked: filters or one SQL statement, over a scope, in a format.
+#[derive(Debug, Clone)]
+pub struct QueryOptions {
+    pub db: PathBuf,
+    pub bucket: Option<String>,
+    pub prefix: Option<String>,
+    /// `--where` expressions, ANDed.
+    pub filters: Vec<String>,
+    pub sql: Option<String>,
+    /// `None`: a table at a terminal, else JSON lines.
+    pub format: Option<Format>,
+    pub limit: Option<u64>,
+    pub count: bool,
+    pub include_gone: bool,
 }
 
 /// How SQLite finds the objects of a query. Without ANALYZE statistics its planner cannot tell
@@ -309,19 +315,23 @@ pub fn count_sql(sel: &Selection) -> String {
 }
 
 /// Runs `s3meta query`, writing to `out` (a terminal gets a table unless `--format` says).
-pub fn run(args: &QueryArgs, out: &mut dyn Write, terminal: bool) -> Result<()> {
+pub fn run(args: &QueryOptions, out: &mut dyn Write, terminal: bool) -> Result<()> {
     let format = args.format.unwrap_or(Format::default_for(terminal));
     let filters = args
         .filters
         .iter()
         .map(|f| Filter::parse(f))
         .collect::<Result<Vec<_>, _>>()?;
-    let path = args.db.db.as_path();
+    let path = args.db.as_path();
     let conn = db::open_ro(path)?;
     if let Some(sql) = &args.sql {
         return run_sql(&conn, sql, args.limit, format, out);
     }
-    let scope = Scope::new(&args.scope, args.include_gone);
+    let scope = Scope {
+        bucket: args.bucket.clone(),
+        prefix: args.prefix.clone(),
+        include_gone: args.include_gone,
+    };
     let db = |e| Error::db(path, e);
     if args.count {
         // No order to keep: the planner may start from whichever index it likes.

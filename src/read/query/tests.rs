@@ -2,7 +2,6 @@
 //! on scanned databases are in tests/query.rs).
 
 use super::*;
-use crate::cli::{DbArgs, ScopeArgs};
 
 /// (key, state, size, last_modified, metadata)
 type Obj<'a> = (&'a str, &'a str, i64, &'a str, &'a [(&'a str, &'a str)]);
@@ -263,13 +262,11 @@ fn plan(conn: &Connection, sel: &Selection, sql: &str) -> String {
     rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
 }
 
-fn args(db: &Path, filters: &[&str], sql: Option<&str>, format: Format) -> QueryArgs {
-    QueryArgs {
-        db: DbArgs { db: db.into() },
-        scope: ScopeArgs {
-            bucket: Some("bkt".into()),
-            prefix: None,
-        },
+fn args(db: &Path, filters: &[&str], sql: Option<&str>, format: Format) -> QueryOptions {
+    QueryOptions {
+        db: db.into(),
+        bucket: Some("bkt".into()),
+        prefix: None,
         filters: filters.iter().map(|f| f.to_string()).collect(),
         sql: sql.map(String::from),
         format: Some(format),
@@ -279,7 +276,7 @@ fn args(db: &Path, filters: &[&str], sql: Option<&str>, format: Format) -> Query
     }
 }
 
-fn run_to_string(a: &QueryArgs) -> Result<String> {
+fn run_to_string(a: &QueryOptions) -> Result<String> {
     let mut out = Vec::new();
     run(a, &mut out, false)?;
     Ok(String::from_utf8(out).unwrap())

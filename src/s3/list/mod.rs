@@ -396,7 +396,7 @@ impl Lister {
         start_after: Option<&str>,
         end: Option<&str>,
     ) -> KeyRange {
-        KeyRange::prefix(order, &self.prefix).intersect(&KeyRange::between(order, start_after, end))
+        KeyRange::span(order, &self.prefix, start_after, end)
     }
 
     /// A range cut where a probe saw a key, that listed nothing while the key still exists:

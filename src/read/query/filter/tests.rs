@@ -102,7 +102,7 @@ fn rejects_with_the_reason_and_the_forms() {
     ] {
         let err = Filter::parse(text).unwrap_err().to_string();
         assert!(err.contains(reason), "{text:?}: {err}");
-        assert!(err.contains(FORMS), "{err}");
+        assert!(err.contains(crate::error::FILTER_FORMS), "{err}");
         assert!(!err.contains('\n'), "one line: {err}");
     }
 }

@@ -74,7 +74,14 @@ fn build_s3meta() -> anyhow::Result<PathBuf> {
     let mut build = Command::new(cargo);
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
     build
-        .args(["build", "--bin", "s3meta", "--example", "demo", "--manifest-path"])
+        .args([
+            "build",
+            "--bin",
+            "s3meta",
+            "--example",
+            "demo",
+            "--manifest-path",
+        ])
         .arg(manifest);
     if profile_dir.file_name().is_some_and(|p| p == "release") {
         build.arg("--release");

@@ -56,3 +56,59 @@ async fn held_heads_until_list(n: u64, objects: usize) {
         (objects - objects / 3) as i64
     );
 }
+
+/// Issue 14: a resumed scan's owed HEADs and its next pages go on together. The first run
+/// lists two pages while no HEAD is answered and is stopped, so the resume owes more HEADs
+/// than the HEAD queue and pool hold. The server then holds every HEAD until two more pages
+/// are requested: a resume that queued its owed HEADs before listing on would block on the
+/// full queue and never list; the timeout turns that into a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_lists_on_while_its_owed_heads_wait() {
+    let env = Env::new().await;
+    fill(env.state(), "bkt", "", 1000);
+    let mut cfg = env.config("bkt", "");
+    cfg.concurrency = 2;
+    cfg.page_size = 50;
+    cfg.grace = Duration::from_millis(50);
+    // What the HEAD queue and the pool can hold at once.
+    let capacity = cfg.concurrency.max(cfg.page_size as usize) + cfg.concurrency;
+    // First run: no HEAD is answered; stop once the third page is requested.
+    env.state().hold(
+        Op::Head,
+        Gate::Requests {
+            op: Op::List,
+            n: u64::MAX,
+        },
+    );
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let scan = {
+        let (cfg, client, db, cancel) =
+            (cfg.clone(), env.s3().client, env.db.clone(), cancel.clone());
+        tokio::spawn(async move {
+            s3meta::scan::run(&cfg, client, &db, cancel, Default::default()).await
+        })
+    };
+    env.state().wait_for_requests(Some(Op::List), 3).await;
+    cancel.cancel();
+    let first = scan.await.unwrap().unwrap();
+    assert_eq!(first.outcome, Outcome::Interrupted);
+    let owed = count(&env.db, "SELECT count(*) FROM objects WHERE head_due = 1");
+    assert!(
+        owed as usize > capacity,
+        "{owed} HEADs owed: the test needs more than the queue and pool hold ({capacity})"
+    );
+
+    env.state().release(Op::Head);
+    env.state().reset_counters();
+    env.state()
+        .hold(Op::Head, Gate::Requests { op: Op::List, n: 2 });
+    let resumed = tokio::time::timeout(Duration::from_secs(60), env.scan(&cfg))
+        .await
+        .expect("the resume never listed on: it waited for its owed HEADs")
+        .unwrap();
+    assert_eq!(resumed.outcome, Outcome::Complete);
+    assert_eq!(
+        count(&env.db, "SELECT count(*) FROM objects WHERE state = 'ok'"),
+        1000
+    );
+}

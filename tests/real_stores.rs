@@ -195,7 +195,11 @@ async fn cuts_made_in_byte_order_are_refused_on_a_path_order_store() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    env.state().wait_for_requests(Some(Op::List), 60).await;
+    wait_for_row(
+        &env.db,
+        "SELECT 1 FROM scan_ranges WHERE start_after IS NOT NULL",
+    )
+    .await;
     child.kill().unwrap();
     child.wait().unwrap();
     let bounds = column(

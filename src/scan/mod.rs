@@ -7,9 +7,11 @@
 //! fatal error in any stage cancels the others, lets the writer commit what it has, and
 //! leaves the scan resumable.
 
+mod feed;
+pub mod lister;
 pub mod ranges;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
-use crate::keys::{KeyOrder, KeyRange};
+use crate::keys::KeyOrder;
 use crate::model::stats::{Snapshot, Stats};
 use crate::model::{HeadJob, Mode, ScanState, Target, WriterMsg};
 use crate::s3::head::HeadPool;
@@ -31,8 +33,6 @@ use crate::store::{db, lock};
 
 /// Capacity of the writer's inbox, in messages.
 pub const WRITER_QUEUE: usize = 1024;
-/// How many owed HEADs the resume feeder reads per query.
-const FEED_CHUNK: i64 = 1000;
 
 #[derive(Debug, Clone)]
 pub struct ScanConfig {
@@ -282,29 +282,17 @@ async fn produce(
     if let Some(anchor) = stored {
         lister.order.resolve(&lister, &anchor, false).await?;
     }
-    let order = lister.order.current();
-    let scope = cfg.target.keys(order);
     // Parallel listing starts from the scan's ranges as they are: `Listing` splits the large
     // ones as soon as they have listed a couple of pages, so a small target costs no probes.
     let ranges = plan.ranges.clone();
-    for range in &ranges {
-        // Only keys up to the committed checkpoint (the whole range once it is listed): later
-        // ones will be listed again.
-        let upto = if range.done {
-            range.end_key.as_ref()
-        } else {
-            range.last_key.as_ref()
-        };
-        if !range.done && upto.is_none() {
-            continue;
-        }
-        let keys = scope.intersect(&KeyRange::between(
-            order,
-            range.start_after.as_deref(),
-            upto.map(String::as_str),
-        ));
-        feed_due(conn, db_path, plan.bucket_id, keys, &jobs_tx, work).await?;
-    }
+    let owed = feed::Owed {
+        conn: conn.clone(),
+        db_path: db_path.to_path_buf(),
+        bucket_id: plan.bucket_id,
+        keys: cfg.target.keys(lister.order.current()),
+        jobs: jobs_tx.clone(),
+        cancel: work.clone(),
+    };
     let listing = Listing {
         lister,
         parallelism: cfg.list_parallelism,
@@ -312,38 +300,7 @@ async fn produce(
         heads: jobs_tx,
         cancel: work.clone(),
     };
-    listing.run(ranges).await
-}
-
-/// Queues, in key order and a chunk at a time, the objects of `keys` still owed a HEAD.
-async fn feed_due(
-    conn: &tokio_rusqlite::Connection,
-    db_path: &Path,
-    bucket_id: i64,
-    keys: KeyRange,
-    jobs_tx: &mpsc::Sender<HeadJob>,
-    work: &CancellationToken,
-) -> Result<(), Error> {
-    let mut after: Option<String> = None;
-    loop {
-        let (k, a, path) = (keys.clone(), after.clone(), PathBuf::from(db_path));
-        let chunk = conn
-            .call(move |c| {
-                scans::due_heads(c, bucket_id, &k, a.as_deref(), FEED_CHUNK)
-                    .map_err(|e| Error::db(&path, e))
-            })
-            .await
-            .map_err(|e| Error::from_async_db(db_path, e))?;
-        let Some(last) = chunk.last() else {
-            return Ok(());
-        };
-        after = Some(last.key.clone());
-        for job in chunk {
-            // Cancel safety: an unsent job stays `head_due` in the database.
-            tokio::select! {
-                _ = work.cancelled() => return Ok(()),
-                r = jobs_tx.send(job) => if r.is_err() { return Ok(()) },
-            }
-        }
-    }
+    // The HEADs a resumed scan owes and the next pages go on together (issue 14): listing
+    // never waits for HEADs, the owed ones included. Both send into the one bounded queue.
+    tokio::try_join!(owed.feed(&ranges), listing.run(ranges.clone())).map(|_| ())
 }

@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::model::{HeadJob, RangeState, SplitMsg, WriterMsg};
-use crate::s3::list::{Lister, RangeCtl, SharedRange};
+use crate::s3::list::Lister;
 use crate::s3::probe;
+use crate::scan::lister::{self, RangeCtl, SharedRange};
 
 /// A range is worth splitting once it has listed this many pages.
 const SPLIT_AFTER_PAGES: u64 = 1;
@@ -105,7 +106,8 @@ impl Listing {
             split_tried_at: None,
         }));
         active.insert(range.range_no, ctl.clone());
-        let run = self.lister.clone().run(
+        let run = lister::run(
+            self.lister.clone(),
             range.clone(),
             ctl,
             self.writer.clone(),
@@ -172,7 +174,7 @@ impl Listing {
             self.writer
                 .send(WriterMsg::Split(split))
                 .await
-                .map_err(|_| crate::s3::list::writer_gone())?;
+                .map_err(|_| lister::writer_gone())?;
             let end_key = cuts.get(i + 1).cloned().or(c.end.clone());
             let inside =
                 |k: &&String| order.lt(at, k) && end_key.as_deref().is_none_or(|e| !order.lt(e, k));

@@ -191,6 +191,23 @@ pub fn column(db: &Path, sql: &str) -> Vec<String> {
     .collect()
 }
 
+/// Waits, polling read-only, until `sql` over a database another process is writing returns
+/// a row (a condition to wait on, not a guessed delay); fails after a minute.
+pub async fn wait_for_row(db: &Path, sql: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+        let found = rusqlite::Connection::open_with_flags(db, flags)
+            .and_then(|c| c.query_row(sql, [], |_| Ok(())))
+            .is_ok();
+        if found {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no row for {sql}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 pub fn count(db: &Path, sql: &str) -> i64 {
     column(db, sql)[0].parse().unwrap()
 }

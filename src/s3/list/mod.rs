@@ -1,26 +1,25 @@
-//! The lister: pages through ListObjectsV2 for one key range of a scan.
+//! ListObjectsV2: one page from a cursor (a token, or the keys after a key), one-key probes,
+//! and what the pages say about the store's key order.
 //!
-//! Receives: a range and its checkpoint (continuation token, last committed key). Sends on:
-//! each page to the writer, which commits its rows with the new checkpoint in one transaction
-//! and answers with the objects that need a HEAD; those go to the HEAD pool. Invariants: the
-//! next page is requested before the current one's HEADs are queued, so listing never waits
-//! for HEADs; a page is queued for HEAD only after its checkpoint is committed; keys must
-//! arrive strictly increasing in the store's order (S3's byte order, or path-component order:
-//! `order`), or the per-page deletion logic would be wrong, so anything else stops the scan;
-//! a page whose deletion window or range bounds would mean different keys in the two orders
-//! is committed only once the store's order is established.
+//! Receives: cursors from the scan's range listers (`scan::lister`), the splitter
+//! (`s3::probe`) and `estimate`. Sends on: decoded pages, probe answers, and the store's order
+//! as far as it is known (`order`). Invariants: every attempt goes through the one retry loop
+//! and is counted; keys must arrive strictly increasing in the store's order (S3's byte order,
+//! or path-component order), anything else stops the scan (`settle`); a page whose meaning
+//! would differ in the two orders is held until the order is established (`settle`); a
+//! StartAfter is never sent as a key a path-order store could read as a directory
+//! (`KeyOrder::start_after`).
 
 use std::sync::Arc;
 
 use aws_sdk_s3::types::EncodingType;
-use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::keys::{KeyOrder, KeyRange};
 use crate::model::stats::Stats;
-use crate::model::{Failure, HeadJob, ListedObject, PageMsg, RangeState, WriterMsg};
+use crate::model::{Failure, ListedObject, RangeState};
 use crate::s3::limit::RateLimit;
 use crate::s3::retry::{self, Outcome, Policy, Retrier};
 
@@ -73,249 +72,44 @@ impl Witnesses {
 
 /// Where the next ListObjectsV2 request starts.
 #[derive(Debug, Clone, Default)]
-struct Cursor {
-    token: Option<String>,
+pub struct Cursor {
+    pub token: Option<String>,
     /// Sent as is (see `KeyOrder::start_after` for what to send).
-    start_after: Option<String>,
+    pub start_after: Option<String>,
     /// Keys wanted; `None`: the page size.
-    max_keys: Option<i32>,
+    pub max_keys: Option<i32>,
     /// Another prefix than the lister's (order probes only).
-    prefix: Option<String>,
+    pub prefix: Option<String>,
+}
+
+impl Cursor {
+    /// The page that follows one whose answer gave `token`.
+    pub fn token(token: String) -> Cursor {
+        Cursor {
+            token: Some(token),
+            ..Cursor::default()
+        }
+    }
 }
 
 /// One page as listed, keys decoded.
 #[derive(Debug)]
-struct Page {
-    entries: Vec<ListedObject>,
-    next_token: Option<String>,
-    truncated: bool,
+pub struct Page {
+    pub entries: Vec<ListedObject>,
+    pub next_token: Option<String>,
+    pub truncated: bool,
     /// Listed from a StartAfter, which may also return keys up to the one meant (see
-    /// `KeyOrder::start_after`): those are dropped.
-    from_start_after: bool,
-}
-
-/// A range being listed, shared by its lister and the scan's splitter. The lister holds the
-/// lock from clipping a page to handing it to the writer, and the splitter holds it from
-/// checking the position to handing the split to the writer, so the writer always sees a
-/// split before any page that relies on the shortened end.
-#[derive(Debug)]
-pub struct RangeCtl {
-    pub range_no: i64,
-    /// The keys of the range (prefix ∩ (start_after, end]) in the order known when they were
-    /// built; shortened by a split.
-    pub keys: Arc<KeyRange>,
-    pub start_after: Option<String>,
-    pub end: Option<String>,
-    /// Last key of the latest page fetched (the next fetch lists after it).
-    pub position: Option<String>,
-    pub pages: u64,
-    pub done: bool,
-    /// `pages` when a split of this range last found nothing to split.
-    pub split_tried_at: Option<u64>,
-}
-
-pub type SharedRange = Arc<tokio::sync::Mutex<RangeCtl>>;
-
-/// The pages of one range, one request ahead of the page being committed. Dropping it
-/// aborts the request in flight.
-struct Prefetch {
-    lister: Arc<Lister>,
-    fetch: JoinHandle<Result<Page, ListError>>,
-    /// Until the first page arrives: where to restart if the store rejects the saved token.
-    fallback: Option<Option<String>>,
-}
-
-impl Prefetch {
-    fn start(lister: Arc<Lister>, range: &RangeState) -> Prefetch {
-        let start_after = range.last_key.clone().or(range.start_after.clone());
-        let cursor = match &range.token {
-            Some(token) => Cursor {
-                token: Some(token.clone()),
-                ..Cursor::default()
-            },
-            None => lister.after(start_after.as_deref()),
-        };
-        Prefetch {
-            fetch: lister.clone().spawn_fetch(cursor),
-            fallback: range.token.is_some().then_some(start_after),
-            lister,
-        }
-    }
-
-    /// Requests the page after the one just received.
-    fn request(&mut self, token: String) {
-        let cursor = Cursor {
-            token: Some(token),
-            ..Cursor::default()
-        };
-        self.fetch = self.lister.clone().spawn_fetch(cursor);
-    }
-
-    /// The next page; `None` when the scan is cancelled.
-    async fn next(&mut self) -> Result<Option<Page>, Error> {
-        loop {
-            // Cancel safety: the request in flight is aborted with `self`, losing only an
-            // uncommitted page.
-            let joined = tokio::select! {
-                biased;
-                _ = self.lister.cancel.cancelled() => return Ok(None),
-                r = &mut self.fetch => r.map_err(|e| Error::Internal(format!("lister: {e}")))?,
-            };
-            match (joined, self.fallback.take()) {
-                (Ok(page), _) => return Ok(Some(page)),
-                (Err(ListError::TokenRejected(f)), Some(start_after)) => {
-                    tracing::warn!(
-                        "the store rejected the saved continuation token ({f}); resuming after the last committed key instead"
-                    );
-                    let cursor = self.lister.after(start_after.as_deref());
-                    self.fetch = self.lister.clone().spawn_fetch(cursor);
-                }
-                // Cancelled during a retry's back-off: an interruption, not a failure.
-                (Err(ListError::Cancelled), _) => return Ok(None),
-                (Err(e), _) => return Err(self.lister.fatal(e)),
-            }
-        }
-    }
-}
-
-impl Drop for Prefetch {
-    fn drop(&mut self) {
-        self.fetch.abort();
-    }
-}
-
-/// Where a range's listing stands, for the next page's commit.
-struct Position {
-    range_no: i64,
-    prev_last: Option<String>,
+    /// `KeyOrder::start_after`): those are dropped (`Lister::settle`).
+    pub from_start_after: bool,
 }
 
 impl Lister {
-    /// Lists a range from its checkpoint to its (possibly shrinking) end. Returns `Ok(false)`
-    /// if cancelled first. `listed` is notified after each committed page.
-    pub async fn run(
-        self: Arc<Self>,
-        range: RangeState,
-        ctl: SharedRange,
-        writer: mpsc::Sender<WriterMsg>,
-        heads: mpsc::Sender<HeadJob>,
-        listed: Arc<Notify>,
-    ) -> Result<bool, Error> {
-        if range.done {
-            return Ok(true);
-        }
-        let mut pages = Prefetch::start(self.clone(), &range);
-        let mut at = Position {
-            range_no: range.range_no,
-            prev_last: range.last_key.clone().or(range.start_after.clone()),
-        };
-        let mut first = true;
-        let mut listed_any = range.last_key.is_some();
-        loop {
-            let Some(mut page) = pages.next().await? else {
-                return Ok(false);
-            };
-            self.settle_order(&mut page, at.prev_last.as_deref(), first)
-                .await?;
-            first = false;
-            let (committed, last_key, done) =
-                self.hand_over(&ctl, &mut pages, &writer, &at, page).await?;
-            listed_any |= last_key.is_some();
-            if done && !listed_any {
-                self.check_empty(&range).await?;
-            }
-            let jobs = committed.await.map_err(|_| writer_gone())?;
-            listed.notify_one();
-            if last_key.is_some() {
-                at.prev_last = last_key;
-            }
-            for job in jobs {
-                // Cancel safety: an unsent job stays `head_due` in the database.
-                tokio::select! {
-                    _ = self.cancel.cancelled() => return Ok(false),
-                    r = heads.send(job) => if r.is_err() { return Ok(false) },
-                }
-            }
-            if done {
-                return Ok(true);
-            }
-        }
-    }
-
-    /// Clips the page at the range's current end, requests the next one, and hands the page to
-    /// the writer — under the range's lock, so a split is never overtaken (see `RangeCtl`).
-    /// Returns the commit receiver, the page's last key, and whether the range is listed.
-    async fn hand_over(
-        &self,
-        ctl: &SharedRange,
-        pages: &mut Prefetch,
-        writer: &mpsc::Sender<WriterMsg>,
-        at: &Position,
-        mut page: Page,
-    ) -> Result<(oneshot::Receiver<Vec<HeadJob>>, Option<String>, bool), Error> {
-        let mut range_ctl = ctl.lock().await;
-        // The order may have become known since the range's keys were built: its bounds were
-        // cut where both orders agree, so they stand (`Order`).
-        let order = self.order.current();
-        if range_ctl.keys.order != order {
-            let keys = self.range_keys(
-                order,
-                range_ctl.start_after.as_deref(),
-                range_ctl.end.as_deref(),
-            );
-            range_ctl.keys = Arc::new(keys);
-        }
-        let done = clip(&mut page, &range_ctl.keys);
-        if !done {
-            let Some(token) = page.next_token.clone() else {
-                return Err(Error::Internal(
-                    "the store said the listing is truncated but gave no continuation token".into(),
-                ));
-            };
-            pages.request(token);
-        }
-        let last_key = page.entries.last().map(|o| o.key.clone());
-        if let Some(k) = &last_key {
-            range_ctl.position = Some(k.clone());
-        }
-        range_ctl.pages += 1;
-        range_ctl.done = done;
-        let msg = PageMsg {
-            order: self.order.known(),
-            range_no: at.range_no,
-            keys: range_ctl.keys.clone(),
-            prev_last: at.prev_last.clone(),
-            last_key: last_key.clone(),
-            next_token: if done { None } else { page.next_token },
-            entries: page.entries,
-            done,
-            reply: oneshot::channel().0,
-        };
-        let committed = self.send_page(writer, msg).await?;
-        Ok((committed, last_key, done))
-    }
-
-    /// Hands the page to the writer; the receiver yields its HEAD jobs once committed.
-    async fn send_page(
-        &self,
-        writer: &mpsc::Sender<WriterMsg>,
-        mut msg: PageMsg,
-    ) -> Result<oneshot::Receiver<Vec<HeadJob>>, Error> {
-        let (reply, committed) = oneshot::channel();
-        msg.reply = reply;
-        writer
-            .send(WriterMsg::Page(msg))
-            .await
-            .map_err(|_| writer_gone())?;
-        Ok(committed)
-    }
-
     /// Drops what a StartAfter listed up to the key meant, checks the page's order (learning
     /// the store's from it), and establishes the order before a page that needs it commits:
     /// one holding a key with `/` after the prefix (or the first page, when a stored key
     /// has one) while the target held objects before or has bounds — unless the page is the
     /// whole range, whose window is everything.
-    async fn settle_order(
+    pub async fn settle(
         &self,
         page: &mut Page,
         prev: Option<&str>,
@@ -401,7 +195,7 @@ impl Lister {
 
     /// A range cut where a probe saw a key, that listed nothing while the key still exists:
     /// the store answered the range's StartAfter unlike S3 or SeaweedFS (keys would be lost).
-    async fn check_empty(&self, range: &RangeState) -> Result<(), Error> {
+    pub async fn check_empty(&self, range: &RangeState) -> Result<(), Error> {
         let Some(witness) = &range.witness else {
             return Ok(());
         };
@@ -426,7 +220,7 @@ impl Lister {
     /// The cursor listing the keys after `key` (from the start with `None`). A StartAfter
     /// lowered below the key answers the key itself first: one key more is asked for, so
     /// pages keep their size.
-    fn after(&self, key: Option<&str>) -> Cursor {
+    pub fn after(&self, key: Option<&str>) -> Cursor {
         let sent = key.map(|k| KeyOrder::start_after(self.order.known(), k));
         let lowered = sent.as_deref() != key;
         Cursor {
@@ -524,7 +318,7 @@ impl Lister {
         Ok(page.entries.into_iter().next().map(|o| o.key))
     }
 
-    fn spawn_fetch(self: Arc<Self>, cursor: Cursor) -> JoinHandle<Result<Page, ListError>> {
+    pub fn spawn_fetch(self: Arc<Self>, cursor: Cursor) -> JoinHandle<Result<Page, ListError>> {
         tokio::spawn(async move { self.fetch(cursor).await })
     }
 
@@ -595,7 +389,7 @@ impl Lister {
         }
     }
 
-    fn fatal(&self, e: ListError) -> Error {
+    pub fn fatal(&self, e: ListError) -> Error {
         let (failure, attempts) = match e {
             ListError::Failed { failure, attempts } => (failure, attempts),
             ListError::TokenRejected(failure) => (failure, 1),
@@ -642,27 +436,9 @@ impl Lister {
     }
 }
 
-pub(crate) fn writer_gone() -> Error {
-    Error::Internal("the database writer stopped".into())
-}
-
-/// Drops the keys past the range's end; returns whether the range is fully listed.
-fn clip(page: &mut Page, keys: &KeyRange) -> bool {
-    // Keys are in order, so the first key outside the range ends it.
-    let inside = page
-        .entries
-        .iter()
-        .take_while(|o| keys.contains(&o.key))
-        .count();
-    if inside < page.entries.len() {
-        page.entries.truncate(inside);
-        return true;
-    }
-    !page.truncated
-}
-
+/// Why a LIST request failed; `Lister::fatal` makes the person-readable error.
 #[derive(Debug)]
-enum ListError {
+pub enum ListError {
     Failed { failure: Failure, attempts: u32 },
     TokenRejected(Failure),
     Decode(String),

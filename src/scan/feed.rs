@@ -1,0 +1,86 @@
+//! The resume feeder: the HEADs an interrupted scan still owes.
+//!
+//! Receives: the scan's ranges with their committed checkpoints. Sends on: a `HeadJob` for
+//! every object of those ranges marked `head_due` up to the checkpoint (the whole range once
+//! it is listed: later keys are listed again), in key order, a chunk at a time, into the HEAD
+//! pool's bounded queue. Invariant: it runs beside the listers, never ahead of them, so a
+//! backlog of owed HEADs does not hold listing back; an unsent job stays `head_due`.
+
+use std::path::PathBuf;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::keys::KeyRange;
+use crate::model::{HeadJob, RangeState};
+use crate::store::scans;
+
+/// How many owed HEADs the feeder reads per query.
+const FEED_CHUNK: i64 = 1000;
+
+/// Where the owed HEADs are, and where they go.
+pub(super) struct Owed {
+    pub conn: tokio_rusqlite::Connection,
+    pub db_path: PathBuf,
+    pub bucket_id: i64,
+    /// The scan's keyspace, in the store's order.
+    pub keys: KeyRange,
+    pub jobs: mpsc::Sender<HeadJob>,
+    pub cancel: CancellationToken,
+}
+
+impl Owed {
+    /// Queues the owed HEADs of every range, up to its checkpoint.
+    pub async fn feed(self, ranges: &[RangeState]) -> Result<(), Error> {
+        let order = self.keys.order;
+        for range in ranges {
+            let upto = if range.done {
+                range.end_key.as_ref()
+            } else {
+                range.last_key.as_ref()
+            };
+            if !range.done && upto.is_none() {
+                continue;
+            }
+            let keys = self.keys.intersect(&KeyRange::between(
+                order,
+                range.start_after.as_deref(),
+                upto.map(String::as_str),
+            ));
+            if !self.feed_range(keys).await? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues, in key order and a chunk at a time, the objects of `keys` still owed a HEAD;
+    /// `false` once the scan is cancelled (or the pool gone).
+    async fn feed_range(&self, keys: KeyRange) -> Result<bool, Error> {
+        let mut after: Option<String> = None;
+        loop {
+            let (k, a, path) = (keys.clone(), after.clone(), self.db_path.clone());
+            let bucket_id = self.bucket_id;
+            let chunk = self
+                .conn
+                .call(move |c| {
+                    scans::due_heads(c, bucket_id, &k, a.as_deref(), FEED_CHUNK)
+                        .map_err(|e| Error::db(&path, e))
+                })
+                .await
+                .map_err(|e| Error::from_async_db(&self.db_path, e))?;
+            let Some(last) = chunk.last() else {
+                return Ok(true);
+            };
+            after = Some(last.key.clone());
+            for job in chunk {
+                // Cancel safety: an unsent job stays `head_due` in the database.
+                tokio::select! {
+                    _ = self.cancel.cancelled() => return Ok(false),
+                    r = self.jobs.send(job) => if r.is_err() { return Ok(false) },
+                }
+            }
+        }
+    }
+}

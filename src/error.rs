@@ -208,8 +208,14 @@ pub enum Error {
     )]
     SqlWrites,
 
-    #[error("cannot write the output")]
-    Output(#[source] std::io::Error),
+    /// Says which I/O error (a full disk prints "No space left on device").
+    #[error("cannot write the output: {0}")]
+    Output(std::io::Error),
+
+    /// A stage of the scan stopped because the database writer had (whose own error says
+    /// why; `scan::run` reports that one).
+    #[error("the database writer stopped")]
+    WriterGone,
 
     /// Ctrl-C or SIGTERM stopped a command that has nothing to commit (exit code 130).
     #[error("interrupted")]

@@ -1,11 +1,17 @@
 //! s3meta: index the custom metadata of S3 objects into SQLite, resumably.
 //!
-//! The scan pipeline, one module per stage: `lister` (ListObjectsV2 pages) → `writer` (the
-//! single SQLite writer, committing each page with its checkpoint) → `head` (the bounded HEAD
-//! pool) → `writer` again (HEAD results). `scan` wires them; `checkpoint` starts, resumes and
-//! finishes scans; `db` opens and migrates; `retry` is the one retry loop; `canonical` defines
-//! database equality for tests. Offline, `query` searches the index (`--where` filters,
-//! read-only SQL, the output writers), `query::names` lists metadata names, `status` the scans.
+//! The modules are layers; each uses only the ones below it (tests/layers.rs checks it):
+//!
+//! - `scan` (the pipeline: range scheduler, range listers and resume feeder, wired to the
+//!   HEAD pool of `s3` and the single writer of `store`) and `read` (the offline readers and
+//!   `estimate`);
+//! - `s3` (every request to the store) and `store` (the only SQLite writer, checkpoints,
+//!   merge, forget, check, canonical dump);
+//! - `model` (the messages and states every layer names), `keys` (key order and ranges) and
+//!   `error`.
+//!
+//! The binary (`main.rs`, `cli/`) turns arguments into the option structs of these modules,
+//! prints, and maps results to exit codes.
 
 #![forbid(unsafe_code)]
 

@@ -11,8 +11,6 @@ use clap::Parser;
 
 mod cli;
 use crate::cli::{Cli, Command, LogFormat, commands};
-use s3meta::read::output::to_stdout;
-use s3meta::read::query;
 use tokio_util::sync::CancellationToken;
 
 /// A scan allocates and frees small objects on every request (the SDK's per-request config
@@ -42,34 +40,28 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     let code = runtime.block_on(async {
         match cli.command {
-            Command::Scan(ref a) => Ok(commands::scan(a, cli.quiet, signals()).await?),
-            Command::Estimate(ref a) => Ok(commands::estimate(a, signals()).await?),
-            Command::Plan(ref a) => Ok(commands::plan(a, signals()).await?),
-            Command::Merge(ref a) => Ok(commands::merge(a, cli.quiet)?),
+            Command::Scan(ref a) => commands::scan(a, cli.quiet, signals()).await,
+            Command::Estimate(ref a) => commands::estimate(a, signals()).await,
+            Command::Plan(ref a) => commands::plan(a, signals()).await,
+            Command::Merge(ref a) => commands::merge(a, cli.quiet),
             Command::Completions { shell } => {
                 commands::completions(shell);
                 Ok(0)
             }
-            Command::Man => done(commands::man()),
-            Command::Changes(ref a) => done(to_stdout(|out, tty| {
-                s3meta::read::changes::run(&a.options(), out, tty)
-            })),
-            Command::Forget(ref a) => Ok(commands::forget(a, cli.quiet).await?),
-            Command::Check(ref a) => Ok(commands::check(a, cli.quiet).await?),
-            Command::Query(ref a) => done(to_stdout(|out, tty| query::run(&a.options(), out, tty))),
-            Command::Names(ref a) => done(to_stdout(|out, tty| {
-                s3meta::read::names::run(&a.options(), out, tty)
-            })),
-            Command::Status(ref a) => done(to_stdout(|out, _| {
-                s3meta::read::status::run(&a.options(), out)
-            })),
+            Command::Man => commands::man().map(|()| 0),
+            Command::Changes(ref a) => commands::changes(a),
+            Command::Forget(ref a) => commands::forget(a, cli.quiet).await,
+            Command::Check(ref a) => commands::check(a, cli.quiet).await,
+            Command::Query(ref a) => commands::query(a),
+            Command::Names(ref a) => commands::names(a),
+            Command::Status(ref a) => commands::status(a),
         }
     });
     // In-flight HEADs abandoned after the grace period must not hold the exit.
     runtime.shutdown_timeout(Duration::from_millis(100));
     match code {
         Ok(code) => ExitCode::from(code),
-        Err(e) if matches!(e.downcast_ref(), Some(s3meta::Error::Interrupted)) => {
+        Err(s3meta::Error::Interrupted) => {
             eprintln!("interrupted");
             ExitCode::from(130)
         }
@@ -79,11 +71,6 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// Exit code 0 for an offline command that succeeded.
-fn done(result: s3meta::Result<()>) -> anyhow::Result<u8> {
-    Ok(result.map(|()| 0)?)
 }
 
 fn init_logging(cli: &Cli) {

@@ -122,6 +122,51 @@ async fn a_database_locked_mid_scan_fails_cleanly_and_resumes() {
     assert_eq!(dump(&env.db), dump(&reference));
 }
 
+/// Issue 14 (bug 2): when a scan fails and recording its end fails too, the user sees why
+/// the scan failed (the root cause), not the second failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_scan_reports_its_cause_when_recording_its_end_fails_too() {
+    let env = Env::new().await;
+    fill(env.state(), "bkt", "", 50);
+    // The first listing waits for the test, then is refused for good.
+    env.state().hold(
+        Op::List,
+        Gate::Requests {
+            op: Op::Delete,
+            n: 1,
+        },
+    );
+    env.state()
+        .add_fault(Fault::new(Some(Op::List), Action::Status(403)));
+    let child = scan_cmd(&env, "s3://bkt", &env.db)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    env.state().wait_for_requests(Some(Op::List), 1).await;
+    // The scan has begun (its row is committed) and nothing else is written before the
+    // listing answers; another connection now holds the write lock, so the end of the scan
+    // cannot be recorded.
+    let other = rusqlite::Connection::open(&env.db).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    env.state().release(Op::List);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    other.execute_batch("ROLLBACK").unwrap();
+    drop(other);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("403"), "the listing's refusal: {err}");
+    assert!(!err.contains("locked"), "not the second failure: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+    // Its end unrecorded, the scan is unfinished: the next run resumes it.
+    assert_eq!(column(&env.db, "SELECT state FROM scans"), ["running"]);
+    env.state().clear_faults();
+    let out = output(scan_cmd(&env, "s3://bkt", &env.db)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(count(&env.db, "SELECT count(*) FROM objects"), 50);
+}
+
 /// A tmpfs mounted for one test, unmounted when dropped.
 struct Tmpfs(PathBuf);
 

@@ -488,6 +488,25 @@ async fn a_closed_stdout_pipe_exits_0_quietly() {
     assert_eq!(stderr(&out), "");
 }
 
+/// Issue 14 (bug 2): an output that cannot be written says which I/O error stopped it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_that_cannot_be_written_says_why() {
+    let env = Env::new().await;
+    fill(env.state(), "bkt", "", 100);
+    env.scan(&env.config("bkt", "")).await.unwrap();
+    // (`changes` after one scan has nothing to write.)
+    for command in ["query", "status", "names"] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let mut cmd = env.bin();
+        cmd.arg(command).arg("--db").arg(&env.db).stdout(full);
+        let out = output(cmd).await;
+        assert_fails(&out, "cannot write the output: No space left on device");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_filters_use_the_name_value_index() {
     use s3meta::read::query::{Plan, Scope, Selection, count_sql, filter::Filter, records_sql};

@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::progress::{self, Progress};
 use crate::cli::summary::Summary;
 use crate::cli::{
-    CheckArgs, Cli, EstimateArgs, EstimateFormat, ForgetArgs, MergeArgs, PlanArgs, ScanArgs,
+    ChangesArgs, CheckArgs, Cli, EstimateArgs, EstimateFormat, ForgetArgs, MergeArgs, NamesArgs,
+    PlanArgs, QueryArgs, ScanArgs, StatusArgs,
 };
 use s3meta::error::Error;
 use s3meta::keys::Bounds;
@@ -24,6 +25,7 @@ use s3meta::model::Target;
 use s3meta::model::s3url::S3Url;
 use s3meta::model::stats::Stats;
 use s3meta::read::estimate;
+use s3meta::read::output::to_stdout;
 use s3meta::s3::client;
 use s3meta::s3::list::Lister;
 use s3meta::s3::retry::Policy;
@@ -318,6 +320,26 @@ fn estimate_text(url: &S3Url, e: &estimate::Estimate) -> String {
 }
 
 /// `s3meta completions SHELL`.
+/// `query`: the index searched offline, written to stdout.
+pub fn query(args: &QueryArgs) -> Result<u8, Error> {
+    to_stdout(|out, tty| s3meta::read::query::run(&args.options(), out, tty)).map(|()| 0)
+}
+
+/// `names`: the metadata names in the index.
+pub fn names(args: &NamesArgs) -> Result<u8, Error> {
+    to_stdout(|out, tty| s3meta::read::names::run(&args.options(), out, tty)).map(|()| 0)
+}
+
+/// `changes`: what the rescans recorded.
+pub fn changes(args: &ChangesArgs) -> Result<u8, Error> {
+    to_stdout(|out, tty| s3meta::read::changes::run(&args.options(), out, tty)).map(|()| 0)
+}
+
+/// `status`: the scans of a database.
+pub fn status(args: &StatusArgs) -> Result<u8, Error> {
+    to_stdout(|out, _| s3meta::read::status::run(&args.options(), out)).map(|()| 0)
+}
+
 pub fn completions(shell: clap_complete::Shell) {
     clap_complete::generate(shell, &mut Cli::command(), "s3meta", &mut std::io::stdout());
 }

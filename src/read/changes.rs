@@ -8,14 +8,12 @@
 use std::io::Write;
 
 use rusqlite::ToSql;
-use rusqlite::types::ValueRef;
-use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::keys::{KeyOrder, KeyRange};
 use crate::model::{ChangeKind, timefmt};
 use crate::read::output::{Format, RowWriter};
-use crate::store::db;
+use crate::store::{db, json};
 
 const COLUMNS: [&str; 15] = [
     "change_id",
@@ -115,28 +113,11 @@ pub fn run(args: &ChangesOptions, out: &mut dyn Write, terminal: bool) -> Result
         let mut values = Vec::with_capacity(COLUMNS.len());
         for i in 0..COLUMNS.len() {
             let v = row.get_ref(i).map_err(dbe)?;
-            values.push(if i >= 13 { metadata(v) } else { plain(v) });
+            // Metadata columns hold JSON objects: emitted as objects, not as strings.
+            values.push(json::value(v, i >= 13));
         }
         writer.write_row(&values).map_err(Error::Output)?;
     }
     writer.finish().map_err(Error::Output)?;
     Ok(())
-}
-
-fn plain(v: ValueRef<'_>) -> Value {
-    match v {
-        ValueRef::Null => Value::Null,
-        ValueRef::Integer(i) => Value::from(i),
-        ValueRef::Real(f) => Value::from(f),
-        ValueRef::Text(t) => Value::from(String::from_utf8_lossy(t).into_owned()),
-        ValueRef::Blob(b) => Value::from(format!("<{} bytes>", b.len())),
-    }
-}
-
-/// Metadata columns hold JSON objects: emitted as objects, not as strings.
-fn metadata(v: ValueRef<'_>) -> Value {
-    match v {
-        ValueRef::Text(t) => serde_json::from_slice(t).unwrap_or_else(|_| plain(v)),
-        other => plain(other),
-    }
 }

@@ -6,15 +6,15 @@
 //! against the current database, priced per 1,000 requests. Invariant: the rescan count uses
 //! the writer's own rule (`Stored::unchanged`), so the estimate and the scan never disagree.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rusqlite::Connection;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::model::Target;
-use crate::s3::list::Lister;
+use crate::model::{ListedObject, Target};
+use crate::s3::list::{Lister, Pages};
 use crate::store::db;
 use crate::store::writer::stored;
 
@@ -44,39 +44,28 @@ pub async fn run(
     db_path: &Path,
     prices: (f64, f64),
 ) -> Result<Estimate, Error> {
-    let known = open_known(db_path, target)?;
-    let keys = target.keys(lister.order.current());
-    let (mut objects, mut pages, mut to_head) = (0u64, 0u64, 0u64);
-    let mut token: Option<String> = None;
-    loop {
-        let start_after = if pages == 0 {
-            target.start_after.clone()
-        } else {
-            None
-        };
-        let (entries, next) = lister.list_page(token.take(), start_after).await?;
-        pages += 1;
-        let listed = entries.len();
-        let inside: Vec<_> = entries
-            .into_iter()
-            .take_while(|e| keys.contains(&e.key))
-            .collect();
-        objects += inside.len() as u64;
-        if let Some((conn, bucket_id, _)) = &known {
-            for e in &inside {
-                let s = stored(conn, *bucket_id, &e.key).map_err(|err| Error::db(db_path, err))?;
-                to_head += u64::from(!s.is_some_and(|s| s.unchanged(e)));
-            }
+    // The database work (opening it, a point query per listed key) runs off the async
+    // threads, a page at a time.
+    let (path, t) = (db_path.to_path_buf(), target.clone());
+    let mut known = blocking(move || open_known(&path, &t)).await?;
+    let covered = known.as_ref().is_some_and(|k| k.covered);
+    let (mut objects, mut to_head) = (0u64, 0u64);
+    let mut pages = Pages::new(&lister, target);
+    while let Some(entries) = pages.next().await? {
+        objects += entries.len() as u64;
+        if let Some(k) = known.take() {
+            let (k, n) = blocking(move || {
+                let n = k.to_head(&entries);
+                n.map(|n| (k, n))
+            })
+            .await?;
+            known = Some(k);
+            to_head += n;
         }
-        // Past the end of the range, or the end of the listing.
-        if inside.len() < listed || next.is_none() {
-            break;
-        }
-        token = next;
     }
+    let pages = pages.requests;
     let (list_price, head_price) = prices;
     let cost = |heads: u64| (pages as f64 * list_price + heads as f64 * head_price) / 1000.0;
-    let covered = known.as_ref().is_some_and(|k| k.2);
     Ok(Estimate {
         objects,
         list_requests: pages,
@@ -88,8 +77,39 @@ pub async fn run(
     })
 }
 
-/// The read-only database, the bucket's id and whether a completed scan covers the target.
-fn open_known(db_path: &Path, target: &Target) -> Result<Option<(Connection, i64, bool)>, Error> {
+/// What the database knows of the target.
+struct Known {
+    path: PathBuf,
+    conn: Connection,
+    bucket_id: i64,
+    /// A completed scan covers the target.
+    covered: bool,
+}
+
+impl Known {
+    /// How many of `entries` a rescan would HEAD (the writer's own rule).
+    fn to_head(&self, entries: &[ListedObject]) -> Result<u64, Error> {
+        let mut n = 0;
+        for e in entries {
+            let s = stored(&self.conn, self.bucket_id, &e.key)
+                .map_err(|err| Error::db(&self.path, err))?;
+            n += u64::from(!s.is_some_and(|s| s.unchanged(e)));
+        }
+        Ok(n)
+    }
+}
+
+/// Runs blocking database work on tokio's blocking threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Internal(format!("the estimate's database task failed: {e}")))?
+}
+
+/// The read-only database, if it has the bucket.
+fn open_known(db_path: &Path, target: &Target) -> Result<Option<Known>, Error> {
     if !db_path.exists() {
         return Ok(None);
     }
@@ -100,5 +120,10 @@ fn open_known(db_path: &Path, target: &Target) -> Result<Option<(Connection, i64
         return Ok(None);
     };
     let covered = crate::store::scans::covered(&conn, bucket_id, target).map_err(dbe)?;
-    Ok(Some((conn, bucket_id, covered)))
+    Ok(Some(Known {
+        path: db_path.to_path_buf(),
+        conn,
+        bucket_id,
+        covered,
+    }))
 }

@@ -29,7 +29,8 @@ use crate::model::stats::Stats;
 use crate::model::{
     Failure, HeadFields, HeadJob, HeadOutcome, HeadResult, WriterMsg, strip_quotes, timefmt,
 };
-use crate::s3::limit::{Limiter, RateLimit};
+use crate::s3::limit::Limiter;
+use crate::s3::rate::RateLimit;
 use crate::s3::retry::{self, Outcome, Policy, Retrier};
 use crate::s3::rfc2047;
 

@@ -1,11 +1,11 @@
-//! The adaptive HEAD concurrency limit, and the optional request-rate cap.
+//! The adaptive HEAD concurrency limit.
 //!
 //! Receives: a request for a slot before every HEAD attempt (first tries and retries alike),
 //! and each attempt's answer when it gives its slot back. Sends on: slots, at most `limit` at
 //! a time. Invariants: 1 ≤ limit ≤ `--concurrency`; an attempt holds a slot only while it is
 //! at the store (a throttled request waits out its back-off without one, so the limit is the
 //! number of requests the store sees); the limit moves once per window, never on a single
-//! answer. The rate cap spaces requests evenly.
+//! answer.
 //!
 //! # How the limit moves
 //!
@@ -59,10 +59,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
 use crate::model::stats::Stats;
 use crate::s3::retry::{Answer, Feedback};
@@ -333,11 +331,6 @@ impl Limiter {
         }
     }
 
-    /// The current limit.
-    pub fn current(&self) -> u64 {
-        self.stats.concurrency.load(Relaxed)
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().expect("limiter lock")
     }
@@ -410,34 +403,6 @@ impl Feedback for Limiter {
 
     fn backoff_grows(&self) -> bool {
         !self.lock().adaptive.background_only()
-    }
-}
-
-/// Spaces requests at most `rps` per second (`--max-rps`).
-#[derive(Debug)]
-pub struct RateLimit {
-    interval: Duration,
-    next: Mutex<Option<Instant>>,
-}
-
-impl RateLimit {
-    pub fn new(rps: u32) -> RateLimit {
-        RateLimit {
-            interval: Duration::from_secs(1) / rps.max(1),
-            next: Mutex::new(None),
-        }
-    }
-
-    /// Waits for this request's slot. Cancel-safe: a dropped wait only wastes its slot.
-    pub async fn wait(&self) {
-        let slot = {
-            let mut next = self.next.lock().expect("rate lock");
-            let now = Instant::now();
-            let slot = next.map_or(now, |n| n.max(now));
-            *next = Some(slot + self.interval);
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
     }
 }
 

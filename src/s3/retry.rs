@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::model::Failure;
 use crate::model::stats::Stats;
-use crate::s3::limit::RateLimit;
+use crate::s3::rate::RateLimit;
 
 /// Throttled answers (503 SlowDown, 429) may use this many times `max_attempts`.
 pub const THROTTLED_BUDGET: u32 = 4;

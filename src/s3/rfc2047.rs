@@ -95,8 +95,9 @@ fn q_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Encodes `value` as one B encoded-word, as S3 does for non-ASCII values. Used by tests and
-/// by the test server; s3meta itself only decodes.
+/// Encodes `value` as one B encoded-word, as S3 does for non-ASCII values (for the tests:
+/// s3meta itself only decodes).
+#[cfg(test)]
 pub fn encode(value: &str) -> String {
     format!(
         "=?UTF-8?B?{}?=",

@@ -190,7 +190,7 @@ async fn hand_over(
         );
         range_ctl.keys = Arc::new(keys);
     }
-    let done = clip(&mut page, &range_ctl.keys);
+    let done = page.clip(&range_ctl.keys);
     if !done {
         let Some(token) = page.next_token.clone() else {
             return Err(Error::Internal(
@@ -235,20 +235,5 @@ async fn send_page(
 }
 
 pub(crate) fn writer_gone() -> Error {
-    Error::Internal("the database writer stopped".into())
-}
-
-/// Drops the keys past the range's end; returns whether the range is fully listed.
-fn clip(page: &mut Page, keys: &KeyRange) -> bool {
-    // Keys are in order, so the first key outside the range ends it.
-    let inside = page
-        .entries
-        .iter()
-        .take_while(|o| keys.contains(&o.key))
-        .count();
-    if inside < page.entries.len() {
-        page.entries.truncate(inside);
-        return true;
-    }
-    !page.truncated
+    Error::WriterGone
 }

@@ -8,8 +8,8 @@
 //! leaves the scan resumable.
 
 mod feed;
-pub mod lister;
-pub mod ranges;
+mod lister;
+mod ranges;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,8 +23,8 @@ use crate::keys::KeyOrder;
 use crate::model::stats::{Snapshot, Stats};
 use crate::model::{HeadJob, Mode, ScanState, Target, WriterMsg};
 use crate::s3::head::HeadPool;
-use crate::s3::limit::RateLimit;
 use crate::s3::list::{Lister, Order};
+use crate::s3::rate::RateLimit;
 use crate::s3::retry::Policy;
 use crate::scan::ranges::Listing;
 use crate::store::scans::{self, ScanPlan};
@@ -89,11 +89,7 @@ pub async fn run(
     stats: Arc<Stats>,
 ) -> Result<ScanReport, Error> {
     let started = Instant::now();
-    // Taken before the first connection and released after the last is closed (lock.rs).
-    let _lock = lock::acquire(db_path)?;
-    let mut conn = db::open_rw(db_path)?;
-    let plan = scans::begin(&mut conn, &cfg.target, cfg.restart, cfg.full)
-        .map_err(|e| Error::db(db_path, e))?;
+    let (_lock, conn, plan) = begin(cfg, db_path).await?;
     match plan.abandoned {
         Some(old) if cfg.restart => {
             tracing::info!("abandoned unfinished scan {old} (--restart); its committed rows stay")
@@ -105,9 +101,6 @@ pub async fn run(
     }
     if plan.resumed {
         tracing::info!("resuming scan {}", plan.scan_id);
-    }
-    if let (true, Some(order)) = (cfg.target.is_bounded(), cfg.bounds_order) {
-        scans::record_cut_order(&conn, plan.scan_id, order).map_err(|e| Error::db(db_path, e))?;
     }
     let _ = stats.scan.set((plan.scan_id, plan.mode));
     let conn = tokio_rusqlite::Connection::from(conn);
@@ -135,9 +128,24 @@ pub async fn run(
     if let Err(e) = conn.close().await {
         tracing::warn!("closing {}: {e}", db_path.display());
     }
-    let finished = finished?;
+    // The pipeline's failure is the root cause; recording the scan's end may then fail too
+    // (the same full disk or locked database): that is logged (-v), never shown in its place;
+    // the scan stays unfinished, and the next run resumes it.
+    let finished = match (fatal, finished) {
+        (Err(cause), Err(also)) => {
+            tracing::info!(
+                "recording the end of scan {} failed too: {also}",
+                plan.scan_id
+            );
+            return Err(cause);
+        }
+        (Err(cause), Ok(finished)) => {
+            let _ = stats.head_due.set(finished.due);
+            return Err(cause);
+        }
+        (Ok(()), finished) => finished?,
+    };
     let _ = stats.head_due.set(finished.due);
-    fatal?;
     let outcome = if finished.state != ScanState::Complete {
         Outcome::Interrupted
     } else if finished.errors > 0 {
@@ -155,6 +163,30 @@ pub async fn run(
         due: finished.due,
         elapsed: started.elapsed(),
     })
+}
+
+/// Takes the database's lock, opens (and migrates) it and begins or resumes the scan: on a
+/// blocking thread, as the lock waits and the migrations and the IMMEDIATE transaction may
+/// wait for SQLite's busy timeout. The lock is taken before the first connection and
+/// released after the last is closed (lock.rs).
+async fn begin(
+    cfg: &ScanConfig,
+    db_path: &Path,
+) -> Result<(lock::DbLock, rusqlite::Connection, ScanPlan), Error> {
+    let (target, path) = (cfg.target.clone(), db_path.to_path_buf());
+    let (restart, full, cut_order) = (cfg.restart, cfg.full, cfg.bounds_order);
+    tokio::task::spawn_blocking(move || {
+        let lock = lock::acquire(&path)?;
+        let mut conn = db::open_rw(&path)?;
+        let dbe = |e| Error::db(&path, e);
+        let plan = scans::begin(&mut conn, &target, restart, full).map_err(dbe)?;
+        if let (true, Some(order)) = (target.is_bounded(), cut_order) {
+            scans::record_cut_order(&conn, plan.scan_id, order).map_err(dbe)?;
+        }
+        Ok((lock, conn, plan))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("opening the database: {e}")))?
 }
 
 /// What the scan knows of the store's order at its start (see `list::Order`): the bucket's
@@ -255,8 +287,18 @@ async fn run_pipeline(
         .await
         .map_err(|e| Error::Internal(format!("writer: {e}")))
         .and_then(|r| r);
-    // The writer's own error explains a lister's "writer stopped", so it comes first.
-    written.and(produced).and(headed)
+    match produced {
+        // A lister that stopped because the writer did: the writer's error says why.
+        Ok(()) | Err(Error::WriterGone) => written.and(produced).and(headed),
+        // Any other failure is the root cause, even when the writer then failed too
+        // (committing what it had into the same full disk or locked database).
+        Err(cause) => {
+            if let Err(also) = written {
+                tracing::info!("the writer failed too: {also}");
+            }
+            Err(cause)
+        }
+    }
 }
 
 /// Feeds the HEADs a resumed scan still owes, then lists every unfinished range.

@@ -9,6 +9,8 @@
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
+use crate::store::json;
+
 /// Dumps the database canonically; compare two dumps with `==`.
 pub fn dump(conn: &Connection) -> rusqlite::Result<String> {
     let mut lines = objects(conn)?;
@@ -35,7 +37,7 @@ fn objects(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     let rows = stmt.query_map([], |r| {
         let mut fields = vec![json!("object")];
         for i in 0..25 {
-            fields.push(value(r.get_ref(i)?));
+            fields.push(json::value(r.get_ref(i)?, false));
         }
         Ok(Value::Array(fields).to_string())
     })?;
@@ -51,20 +53,9 @@ fn changes(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     let rows = stmt.query_map([], |r| {
         let mut fields = vec![json!("change")];
         for i in 0..12 {
-            fields.push(value(r.get_ref(i)?));
+            fields.push(json::value(r.get_ref(i)?, false));
         }
         Ok(Value::Array(fields).to_string())
     })?;
     rows.collect()
-}
-
-fn value(v: rusqlite::types::ValueRef<'_>) -> Value {
-    use rusqlite::types::ValueRef::*;
-    match v {
-        Null => Value::Null,
-        Integer(i) => json!(i),
-        Real(f) => json!(f),
-        Text(t) => json!(String::from_utf8_lossy(t)),
-        Blob(b) => json!(format!("blob:{}", b.len())),
-    }
 }

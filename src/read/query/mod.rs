@@ -14,14 +14,13 @@ use std::io::Write;
 use std::path::Path;
 use std::path::PathBuf;
 
-use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, ErrorCode, ToSql};
-use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::keys::{KeyOrder, KeyRange};
 use crate::read::output::{Format, RowWriter};
-use crate::store::db;
+use crate::store::{db, json};
 use filter::{Field, Filter, MetaTest, Op, Operand};
 
 /// The fields of a record, in output order, with the SQL that reads each from
@@ -388,7 +387,7 @@ fn write_records<W: Write>(
     while let Some(row) = rows.next().map_err(db)? {
         values.clear();
         for &i in shown {
-            values.push(to_json(
+            values.push(json::value(
                 row.get_ref(i).map_err(db)?,
                 RECORD[i].0 == "metadata",
             ));
@@ -421,7 +420,7 @@ fn run_sql(
             break;
         };
         let values = (0..n)
-            .map(|i| row.get_ref(i).map(|v| to_json(v, false)))
+            .map(|i| row.get_ref(i).map(|v| json::value(v, false)))
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(sql_error)?;
         w.write_row(&values).map_err(Error::Output)?;
@@ -444,24 +443,6 @@ fn sql_error(e: rusqlite::Error) -> Error {
     };
     Error::Sql {
         message: message.replace(['\n', '\r'], " "),
-    }
-}
-
-/// An SQLite value as JSON; `json` parses text that holds a JSON document (metadata).
-pub fn to_json(v: ValueRef<'_>, json: bool) -> Value {
-    use base64::Engine;
-    match v {
-        ValueRef::Null => Value::Null,
-        ValueRef::Integer(i) => Value::from(i),
-        ValueRef::Real(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
-        ValueRef::Text(t) => {
-            let text = String::from_utf8_lossy(t);
-            if json && let Ok(parsed) = serde_json::from_str(&text) {
-                return parsed;
-            }
-            Value::String(text.into_owned())
-        }
-        ValueRef::Blob(b) => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
     }
 }
 

@@ -2,6 +2,7 @@
 //! on scanned databases are in tests/query.rs).
 
 use super::*;
+use serde_json::Value;
 
 /// (key, state, size, last_modified, metadata)
 type Obj<'a> = (&'a str, &'a str, i64, &'a str, &'a [(&'a str, &'a str)]);

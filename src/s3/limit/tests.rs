@@ -2,7 +2,9 @@
 //! stores (in paused time, seeded, so every figure is the same on every run).
 
 use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
@@ -242,16 +244,6 @@ async fn never_hands_out_more_than_the_limit() {
     let _ = tokio::time::timeout(Duration::from_secs(5), l.admit())
         .await
         .expect("freed");
-}
-
-#[tokio::test(start_paused = true)]
-async fn rate_limit_spaces_requests() {
-    let r = RateLimit::new(10);
-    let start = Instant::now();
-    for _ in 0..11 {
-        r.wait().await;
-    }
-    assert_eq!(start.elapsed(), Duration::from_secs(1));
 }
 
 /// A store in paused time: answers after `latency`, and refuses at once (1 ms) what is above

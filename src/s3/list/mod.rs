@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::keys::{KeyOrder, KeyRange};
 use crate::model::stats::Stats;
-use crate::model::{Failure, ListedObject, RangeState};
-use crate::s3::limit::RateLimit;
+use crate::model::{Failure, ListedObject, RangeState, Target};
+use crate::s3::rate::RateLimit;
 use crate::s3::retry::{self, Outcome, Policy, Retrier};
 
 mod decode;
@@ -101,6 +101,81 @@ pub struct Page {
     /// Listed from a StartAfter, which may also return keys up to the one meant (see
     /// `KeyOrder::start_after`): those are dropped (`Lister::settle`).
     pub from_start_after: bool,
+}
+
+impl Page {
+    /// Drops the keys past the range's end; returns whether the range is fully listed.
+    pub fn clip(&mut self, keys: &KeyRange) -> bool {
+        // Keys are in order, so the first key outside the range ends it.
+        let inside = self
+            .entries
+            .iter()
+            .take_while(|o| keys.contains(&o.key))
+            .count();
+        if inside < self.entries.len() {
+            self.entries.truncate(inside);
+            return true;
+        }
+        !self.truncated
+    }
+}
+
+/// One pass over a target's keys, page after page, for the readers that list outside a scan
+/// (`estimate`): the steps of a scan's range lister (`scan::lister`) without its prefetch,
+/// splits and writer — StartAfter lowered where the order needs it, the page settled
+/// (`Lister::settle`) and clipped at the range's end in the store's order.
+pub struct Pages<'a> {
+    lister: &'a Lister,
+    target: Target,
+    next: Option<Cursor>,
+    prev: Option<String>,
+    first: bool,
+    /// Pages listed so far.
+    pub requests: u64,
+}
+
+impl<'a> Pages<'a> {
+    pub fn new(lister: &'a Lister, target: &Target) -> Pages<'a> {
+        Pages {
+            lister,
+            target: target.clone(),
+            next: Some(lister.after(target.start_after.as_deref())),
+            prev: target.start_after.clone(),
+            first: true,
+            requests: 0,
+        }
+    }
+
+    /// The next page's keys inside the target; `None` once it is listed.
+    pub async fn next(&mut self) -> Result<Option<Vec<ListedObject>>, Error> {
+        let Some(cursor) = self.next.take() else {
+            return Ok(None);
+        };
+        let lister = self.lister;
+        let mut page = lister.fetch(cursor).await.map_err(|e| lister.fatal(e))?;
+        self.requests += 1;
+        lister
+            .settle(&mut page, self.prev.as_deref(), self.first)
+            .await?;
+        self.first = false;
+        // Settling may have learned the order: the target's keys are taken in it.
+        let done = page.clip(&self.target.keys(lister.order.current()));
+        if !done {
+            let Some(token) = page.next_token.clone() else {
+                return Err(Error::Internal(
+                    "the store said the listing is truncated but gave no continuation token".into(),
+                ));
+            };
+            self.next = Some(Cursor {
+                token: Some(token),
+                ..Cursor::default()
+            });
+        }
+        if let Some(last) = page.entries.last() {
+            self.prev = Some(last.key.clone());
+        }
+        Ok(Some(page.entries))
+    }
 }
 
 impl Lister {
@@ -228,35 +303,6 @@ impl Lister {
             max_keys: lowered.then(|| (self.page_size + 1).min(1000)),
             ..Cursor::default()
         }
-    }
-
-    /// Lists one page outside a scan (estimates, range planning): its keys and the token of
-    /// the next page (`None` at the end).
-    pub async fn list_page(
-        &self,
-        token: Option<String>,
-        start_after: Option<String>,
-    ) -> Result<(Vec<ListedObject>, Option<String>), Error> {
-        let cursor = match token {
-            Some(token) => Cursor {
-                token: Some(token),
-                ..Cursor::default()
-            },
-            None => self.after(start_after.as_deref()),
-        };
-        let mut page = self.fetch(cursor).await.map_err(|e| self.fatal(e))?;
-        if let Some(s) = &start_after {
-            let order = self.order.current();
-            page.entries.retain(|o| order.lt(s, &o.key));
-        }
-        Ok((
-            page.entries,
-            if page.truncated {
-                page.next_token
-            } else {
-                None
-            },
-        ))
     }
 
     /// The first key after `key` in the store's order (a probe: a LIST of one key), if any.

@@ -212,6 +212,13 @@ pub enum Error {
     #[error("cannot write the output: {0}")]
     Output(std::io::Error),
 
+    /// A ListObjectsV2 page the store sent that cannot be read as one: keys out of order, a
+    /// key that does not decode, a truncated page without a continuation token.
+    #[error(
+        "the store sent a listing s3meta cannot follow ({0}): nothing of that page was stored; please report the store and its version"
+    )]
+    BadListing(String),
+
     /// A stage of the scan stopped because the database writer had (whose own error says
     /// why; `scan::run` reports that one).
     #[error("the database writer stopped")]

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::error::Error;
 use crate::keys::KeyRange;
 use crate::model::{HeadJob, PageMsg, RangeState, WriterMsg};
-use crate::s3::list::{Cursor, ListError, Lister, Page};
+use crate::s3::list::{self, Cursor, ListError, Lister, Page};
 
 /// A range being listed, shared by its lister and the scan's splitter. The lister holds the
 /// lock from clipping a page to handing it to the writer, and the splitter holds it from
@@ -193,9 +193,7 @@ async fn hand_over(
     let done = page.clip(&range_ctl.keys);
     if !done {
         let Some(token) = page.next_token.clone() else {
-            return Err(Error::Internal(
-                "the store said the listing is truncated but gave no continuation token".into(),
-            ));
+            return Err(Error::BadListing(list::NO_TOKEN.into()));
         };
         pages.request(token);
     }

@@ -103,6 +103,9 @@ pub struct Page {
     pub from_start_after: bool,
 }
 
+/// Why a truncated page without a continuation token cannot be followed.
+pub const NO_TOKEN: &str = "a truncated page without a continuation token";
+
 impl Page {
     /// Drops the keys past the range's end; returns whether the range is fully listed.
     pub fn clip(&mut self, keys: &KeyRange) -> bool {
@@ -162,9 +165,7 @@ impl<'a> Pages<'a> {
         let done = page.clip(&self.target.keys(lister.order.current()));
         if !done {
             let Some(token) = page.next_token.clone() else {
-                return Err(Error::Internal(
-                    "the store said the listing is truncated but gave no continuation token".into(),
-                ));
+                return Err(Error::BadListing(NO_TOKEN.into()));
             };
             self.next = Some(Cursor {
                 token: Some(token),
@@ -439,7 +440,7 @@ impl Lister {
         let (failure, attempts) = match e {
             ListError::Failed { failure, attempts } => (failure, attempts),
             ListError::TokenRejected(failure) => (failure, 1),
-            ListError::Decode(msg) => return Error::Internal(msg),
+            ListError::Decode(msg) => return Error::BadListing(msg),
             ListError::Cancelled => return Error::Interrupted,
         };
         let (bucket, prefix, store) =

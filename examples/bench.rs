@@ -171,7 +171,7 @@ fn main() -> Result<(), String> {
     if args.writer_objects > 0 {
         let w = writer_only(args.writer_objects, scratch.path())?;
         println!(
-            "\nwriter alone (src/writer.rs, scan batch settings, {} objects = {} rows: a listing row \
+            "\nwriter alone (src/store/writer, scan batch settings, {} objects = {} rows: a listing row \
              and a HEAD result each, 2 of 3 with 3 metadata rows): {:.2} s, {} rows/s ({} objects/s), \
              {:.1} CPU µs/object, database {:.1} MB",
             thousands(w.objects as f64),

@@ -1,6 +1,9 @@
 //! The s3meta binary: parse the command line, set up logging and signals, run the command,
-//! and map its result to the exit code (0 ok, 1 fatal or bad input, 3 finished with object
-//! errors, 130 interrupted).
+//! and map its result to the exit code.
+//!
+//! Receives: the arguments, SIGINT and SIGTERM. Sends on: the command's output, and an exit
+//! code (0 ok, 1 fatal or bad input, 3 finished with object errors, 130 interrupted).
+//! Invariant: every failure ends as one line on stderr (`error: …`) and exit code 1.
 
 #![recursion_limit = "256"]
 

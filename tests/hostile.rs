@@ -144,7 +144,7 @@ async fn hostile_keys_are_stored_byte_exact_and_rescan_to_no_change() {
     assert_eq!(dump(&env.db), before);
 }
 
-/// Issue 7's LIST fast path (`src/lister/xml.rs`) must read exactly what the SDK reads. The
+/// Issue 7's LIST fast path (`src/s3/list/xml.rs`) must read exactly what the SDK reads. The
 /// test server re-formats every listing the way other stores write XML (indentation, `&#34;`,
 /// `EncodingType` last) and puts a comment inside a key on odd pages, which the fast path
 /// leaves to the SDK: both paths, over hostile keys, must store what a plain listing stores.

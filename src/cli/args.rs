@@ -14,6 +14,7 @@ use s3meta::read::names::NamesOptions;
 use s3meta::read::output;
 use s3meta::read::query::QueryOptions;
 use s3meta::read::status::StatusOptions;
+use s3meta::s3::retry::Policy;
 use s3meta::store::forget::ForgetOptions;
 
 use s3meta::error::Error;
@@ -133,13 +134,13 @@ pub struct ScanArgs {
     pub page_size: i32,
     /// Attempts per request, 1 to 100, before an object is recorded as failed (or a LIST failure
     /// is fatal); throttled answers (503 SlowDown, 429) get 4 times as many.
-    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, value_name = "N", default_value_t = Policy::default().max_attempts, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
     /// Requests per second at most, LIST and HEAD together, 1 to 1000000 (AWS sustains about 5,500 HEAD/s per prefix).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_rps: Option<u32>,
     /// First retry back-off in milliseconds, 0 to 20000; doubles per retry (jittered, at most 20 s), except for HEADs refused by random, load-independent throttling, which wait the first step again.
-    #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=20_000))]
+    #[arg(long, value_name = "MS", default_value_t = Policy::default().base.as_millis() as u64, value_parser = clap::value_parser!(u64).range(0..=20_000))]
     pub backoff_ms: u64,
     /// Abandon the unfinished scan of this target (its committed rows stay) and start anew.
     #[arg(long)]

@@ -1,11 +1,11 @@
-//! The glue of the network subcommands: from parsed arguments to the library calls, the
-//! progress line, the summary line and document, and the exit code.
+//! The glue of every subcommand: from parsed arguments to the library calls, the progress
+//! line, the summary line and document, stdout, and the exit code.
 //!
 //! Receives: clap arguments and the process's cancellation token. Sends on: an exit code
 //! (0 ok, 3 complete with object errors, 130 interrupted) or the fatal `Error` (exit 1).
 //! Invariant: `--summary-json` is written however the scan ends, fatal errors included.
 
-use std::io::IsTerminal;
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,6 @@ use s3meta::model::Target;
 use s3meta::model::s3url::S3Url;
 use s3meta::model::stats::Stats;
 use s3meta::read::estimate;
-use s3meta::read::output::to_stdout;
 use s3meta::s3::client;
 use s3meta::s3::list::Lister;
 use s3meta::s3::retry::Policy;
@@ -270,11 +269,7 @@ fn target_of(url: &S3Url, store: &str) -> Target {
 }
 
 fn policy(max_attempts: u32, backoff_ms: u64) -> Policy {
-    Policy {
-        max_attempts,
-        base: Duration::from_millis(backoff_ms),
-        cap: Duration::from_secs(20),
-    }
+    Policy::new(max_attempts, Duration::from_millis(backoff_ms))
 }
 
 /// `s3meta estimate`: prints the estimate on stdout.
@@ -352,4 +347,17 @@ pub fn man() -> Result<(), Error> {
             path: "stdout".into(),
             source,
         })
+}
+
+/// Runs `body` on a buffered stdout (told whether it is a terminal) and flushes it. A closed
+/// pipe (`s3meta query | head`) is the reader's way of saying "enough": it ends in success.
+fn to_stdout(body: impl FnOnce(&mut dyn Write, bool) -> Result<(), Error>) -> Result<(), Error> {
+    let stdout = io::stdout();
+    let terminal = stdout.is_terminal();
+    let mut out = BufWriter::new(stdout.lock());
+    let result = body(&mut out, terminal).and_then(|()| out.flush().map_err(Error::Output));
+    match result {
+        Err(Error::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }

@@ -1,11 +1,13 @@
 //! The shared vocabulary: what passes between the stages of a scan, and the targets and
 //! states every layer names.
 //!
-//! Receives: nothing; it is types. Sends on: the messages of the pipeline — a listed object
+//! Receives: nothing; it is types (and the small pure functions on them: `strip_quotes`,
+//! `timefmt`, `stats::resources`). Sends on: the messages of the pipeline — a listed object
 //! (lister → writer), a HEAD job (writer → HEAD pool), a HEAD outcome (HEAD pool → writer), a
 //! page or a split (lister → writer) — so no stage imports the one that receives from it.
 //! Invariant: a state stored in the database is an enum here, converted to and from its
-//! text in one place (`states`), so a misspelt state cannot be written.
+//! text in one place (`states`; the key order, `keys::KeyOrder`, likewise in `keys`), so a
+//! misspelt state cannot be written.
 
 use std::sync::Arc;
 

@@ -1,5 +1,10 @@
 //! A line of `s3meta plan`: one key range of a bucket's prefix, as JSON, for
 //! `scan --range-json` on another machine.
+//!
+//! Receives: a target with its bounds and the order they were cut in (written by `plan`), or
+//! a line of text (read by `scan --range-json`). Sends on: the JSON line, or the target.
+//! Invariant: a line names the order of its cuts, and a line without one (an older release's)
+//! is refused on a store whose order it could not have been cut in.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,9 @@
-//! The states s3meta stores, as enums: each converts to and from the text the schema's CHECK
-//! constraints allow, in one place, so a state the schema does not know cannot be written
-//! (the writer may then skip evaluating those CHECKs, see `store::writer`).
+//! The states s3meta stores, as enums.
+//!
+//! Receives: a state from the code, or its text from the database. Sends on: the text the
+//! schema's CHECK constraints allow (`ToSql`), or the enum (`FromSql`, refusing unknown text).
+//! Invariant: each converts in one place, so a state the schema does not know cannot be
+//! written (the writer may then skip evaluating those CHECKs, see `store::writer`).
 
 use rusqlite::ToSql;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
@@ -21,6 +24,13 @@ macro_rules! stored_enum {
             pub fn as_str(self) -> &'static str {
                 match self {
                     $($name::$variant => $text),+
+                }
+            }
+
+            /// As an SQL string literal (`'done'`), for statements that name a state.
+            pub fn sql(self) -> &'static str {
+                match self {
+                    $($name::$variant => concat!("'", $text, "'")),+
                 }
             }
 

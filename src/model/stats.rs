@@ -20,7 +20,7 @@ pub struct Stats {
     pub with_metadata: AtomicU64,
     pub gone: AtomicU64,
     pub failed: AtomicU64,
-    /// LIST answers the fast path left to the SDK's parser (`src/lister/xml.rs`).
+    /// LIST answers the fast path left to the SDK's parser (`src/s3/list/xml.rs`).
     pub lists_parsed_by_sdk: AtomicU64,
     /// Current HEAD concurrency limit (adaptive when throttled).
     pub concurrency: AtomicU64,

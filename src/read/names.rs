@@ -1,7 +1,7 @@
 //! `s3meta names`: the metadata names in use, how many objects carry each, how many distinct
 //! values each has, and its most common values.
 //!
-//! Receives: the `names` arguments and a database path. Sends on: one row per name, in name
+//! Receives: `NamesOptions` (the database path among them) and an output. Sends on: one row per name, in name
 //! order, to an output writer. Invariant: one pass over the (name, value) index grouped by
 //! (name, value), keeping only the current name's totals and top values, so memory does not
 //! grow with the number of objects or of distinct values.

@@ -1,18 +1,15 @@
-//! The result writers shared by `query`, `names` (and later `changes`): an aligned table,
-//! JSON lines, one JSON array, or CSV.
+//! The result writers shared by `query`, `names` and `changes` (`status` has its own
+//! document, in one of the `DocFormat`s): an aligned table, JSON lines, one JSON array, or CSV.
 //!
 //! Receives: a fixed, ordered list of column names, then rows of JSON values in that order.
 //! Sends on: bytes to any `Write`. Invariants: every record has every column, in the given
 //! order; rows are written as they come (the table holds back at most `TABLE_SAMPLE` rows to
-//! size its columns), so memory does not grow with the result; a closed stdout pipe (`| head`)
-//! ends the command quietly with success.
+//! size its columns), so memory does not grow with the result.
 
-use std::io::{self, BufWriter, IsTerminal, Write};
+use std::io::{self, Write};
 
 use serde_json::Value;
 use unicode_width::UnicodeWidthStr;
-
-use crate::error::{Error, Result};
 
 /// How records are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,19 +244,6 @@ fn write_csv_record(out: &mut impl Write, fields: &[String]) -> io::Result<()> {
     }
     line.push_str("\r\n");
     out.write_all(line.as_bytes())
-}
-
-/// Runs `body` on a buffered stdout (told whether it is a terminal) and flushes it. A closed
-/// pipe (`s3meta query | head`) is the reader's way of saying "enough": it ends in success.
-pub fn to_stdout(body: impl FnOnce(&mut dyn Write, bool) -> Result<()>) -> Result<()> {
-    let stdout = io::stdout();
-    let terminal = stdout.is_terminal();
-    let mut out = BufWriter::new(stdout.lock());
-    let result = body(&mut out, terminal).and_then(|()| out.flush().map_err(Error::Output));
-    match result {
-        Err(Error::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => other,
-    }
 }
 
 #[cfg(test)]

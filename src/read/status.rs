@@ -1,6 +1,6 @@
 //! `s3meta status`: the scans recorded in a database and the objects that could not be read.
 //!
-//! Receives: the `status` arguments and a database path. Sends on: a report (scans with their
+//! Receives: `StatusOptions` (the database path among them) and an output. Sends on: a report (scans with their
 //! target, mode, state, times, counters and checkpoint age; objects in error, capped) as a
 //! table or as JSON. Invariants: the database is only read; a scan recorded as `running` is
 //! shown as `interrupted` (stale) when no process holds the scan lock, which is tested through
@@ -14,7 +14,7 @@ use rusqlite::{Connection, Row};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::model::{Mode, ScanState};
+use crate::model::{Mode, ObjectState, ScanState};
 use crate::read::output::{DocFormat, escape_controls, thousands};
 use crate::store::db;
 use crate::store::lock::{self, Liveness};
@@ -111,17 +111,18 @@ pub fn read(
     max_errors: u64,
     live: &dyn Fn() -> Liveness,
 ) -> rusqlite::Result<Report> {
-    let mut stmt = conn.prepare(
+    let error = ObjectState::Error.sql();
+    let mut stmt = conn.prepare(&format!(
         "SELECT s.scan_id, b.store, b.name, s.prefix, s.start_after, s.end_key, s.mode, s.state,
                 s.started_at, s.updated_at, s.finished_at,
                 CAST(round((julianday('now') - julianday(s.updated_at)) * 86400) AS INTEGER),
                 s.objects_listed, s.heads_ok, s.heads_skipped, s.objects_gone, s.objects_failed,
                 s.list_requests, s.head_requests, s.retries, s.throttled,
                 (SELECT count(*) FROM object_errors e CROSS JOIN objects o USING (object_id)
-                  WHERE e.scan_id = s.scan_id AND o.state = 'error'),
+                  WHERE e.scan_id = s.scan_id AND o.state = {error}),
                 s.last_error
          FROM scans s JOIN buckets b USING (bucket_id) ORDER BY s.scan_id",
-    )?;
+    ))?;
     let mut scans = stmt
         .query_map([], scan_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -144,15 +145,15 @@ pub fn read(
     // CROSS JOIN keeps object_errors (one row per object in error, usually a few) the outer
     // loop; the planner would otherwise walk every object.
     let errors_total = conn.query_row(
-        "SELECT count(*) FROM object_errors CROSS JOIN objects USING (object_id) WHERE state = 'error'",
+        &format!("SELECT count(*) FROM object_errors CROSS JOIN objects USING (object_id) WHERE state = {error}"),
         [],
         |r| r.get(0),
     )?;
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare(&format!(
         "SELECT b.store, b.name, o.key, e.status, e.code, e.message, e.attempts, e.at, e.scan_id
          FROM object_errors e CROSS JOIN objects o USING (object_id) JOIN buckets b USING (bucket_id)
-         WHERE o.state = 'error' ORDER BY b.store, b.name, o.key LIMIT ?1",
-    )?;
+         WHERE o.state = {error} ORDER BY b.store, b.name, o.key LIMIT ?1",
+    ))?;
     let errors = stmt
         .query_map([max_errors as i64], error_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -1,7 +1,7 @@
 //! The store's layer: every request s3meta sends to S3, and nothing else.
 //!
 //! Receives: targets, keys and cursors from the pipeline (`scan`) and the readers that list
-//! (`read::estimate`, `plan`). Sends on: decoded pages, HEAD outcomes, probe answers. Holds
+//! (`read::estimate`, the `plan` command). Sends on: decoded pages, HEAD outcomes, probe answers. Holds
 //! the client (`client`: endpoint resolution and the store id), the one retry loop (`retry`)
 //! with the adaptive HEAD limit (`limit`) and the rate cap (`rate`), one listing (`list`:
 //! the XML fast path, the order a store lists in), the HEAD pool (`head`) and split probes

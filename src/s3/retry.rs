@@ -36,12 +36,31 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The longest back-off between two attempts.
+    pub const CAP: Duration = Duration::from_secs(20);
+
+    /// `max_attempts` attempts, backing off from `base` up to `CAP`.
+    pub fn new(max_attempts: u32, base: Duration) -> Policy {
+        Policy {
+            max_attempts,
+            base,
+            cap: Policy::CAP,
+        }
+    }
+
     fn backoff(&self, retry: u32) -> Duration {
         let ceiling = self
             .base
             .saturating_mul(1u32 << retry.min(20))
             .min(self.cap);
         ceiling.mul_f64(fastrand::f64())
+    }
+}
+
+/// The command line's defaults: 5 attempts, backing off from 100 ms.
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy::new(5, Duration::from_millis(100))
     }
 }
 

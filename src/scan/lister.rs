@@ -115,8 +115,6 @@ struct Position {
 
 /// Lists a range from its checkpoint to its (possibly shrinking) end. Returns `Ok(false)`
 /// if cancelled first. `listed` is notified after each committed page.
-/// Lists a range from its checkpoint to its (possibly shrinking) end. Returns `Ok(false)`
-/// if cancelled first. `listed` is notified after each committed page.
 pub async fn run(
     lister: Arc<Lister>,
     range: RangeState,

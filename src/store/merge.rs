@@ -1,9 +1,8 @@
-//! Sharding a scan across machines: `plan` prints key ranges, `scan --range-json` scans one,
-//! and `merge` combines the range databases.
+//! `s3meta merge`: the last step of a scan sharded across machines (`plan` cuts the ranges,
+//! `s3meta::s3::probe::plan`; `scan --range-json` scans one), combining the range databases.
 //!
-//! Receives: a target and N (plan), a JSON range line (scan), or range databases (merge).
-//! Sends on: JSON lines, a scan target with bounds, or an updated output database.
-//! Invariants: the planned ranges cover the keyspace exactly once; a merge replaces, in one
+//! Receives: an output database and the range databases. Sends on: the updated output
+//! database, and what was merged. Invariants: a merge replaces, in one
 //! transaction per input, everything the output holds in each keyspace the input scanned
 //! (objects with their metadata, errors and changes, and the scans), so merging the shards of
 //! a plan gives the database one scan of the whole would have given (canonical dump).
@@ -14,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::Error;
 use crate::keys::{KeyOrder, KeyRange};
-use crate::model::Target;
+use crate::model::{ScanState, Target};
 use crate::store::lock::DbLock;
 use crate::store::{db, lock};
 
@@ -76,8 +75,12 @@ fn check_input(input: &Path) -> Result<DbLock, Error> {
     let conn = db::open_ro(input)?;
     let unfinished: Option<(i64, String, String)> = conn
         .query_row(
-            "SELECT s.scan_id, b.name, s.prefix FROM scans s JOIN buckets b USING (bucket_id)
-             WHERE s.state IN ('running', 'interrupted') LIMIT 1",
+            &format!(
+                "SELECT s.scan_id, b.name, s.prefix FROM scans s JOIN buckets b USING (bucket_id)
+                 WHERE s.state IN ({}, {}) LIMIT 1",
+                ScanState::Running.sql(),
+                ScanState::Interrupted.sql()
+            ),
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
@@ -93,7 +96,6 @@ fn check_input(input: &Path) -> Result<DbLock, Error> {
     }
 }
 
-/// A scanned keyspace of the input: its bucket and bounds, and the order they were cut in
 /// A scanned keyspace of the input: its target, and the order its bounds were cut in (the
 /// scan's, else the bucket's listing order).
 #[derive(Debug, Clone, PartialEq, Eq)]

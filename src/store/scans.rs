@@ -10,7 +10,9 @@
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::keys::{KeyOrder, KeyRange};
-use crate::model::{HeadJob, Mode, RangeState, RangeStatus, ScanState, Target, timefmt};
+use crate::model::{
+    HeadJob, Mode, ObjectState, RangeState, RangeStatus, ScanState, Target, timefmt,
+};
 use crate::store::db;
 
 /// The scan to run.
@@ -60,10 +62,14 @@ pub fn begin(
     let now = timefmt::now();
     let unfinished: Option<(i64, Mode, bool)> = tx
         .query_row(
-            "SELECT scan_id, mode, record_created FROM scans
-             WHERE bucket_id = ?1 AND prefix = ?2 AND start_after IS ?3 AND end_key IS ?4
-               AND state IN ('running', 'interrupted')
-             ORDER BY scan_id DESC LIMIT 1",
+            &format!(
+                "SELECT scan_id, mode, record_created FROM scans
+                 WHERE bucket_id = ?1 AND prefix = ?2 AND start_after IS ?3 AND end_key IS ?4
+                   AND state IN ({}, {})
+                 ORDER BY scan_id DESC LIMIT 1",
+                ScanState::Running.sql(),
+                ScanState::Interrupted.sql()
+            ),
             params![bucket_id, target.prefix, target.start_after, target.end_key],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
@@ -206,21 +212,25 @@ fn start(
 /// unbounded or exactly its key range. A new scan of a covered target is a rescan.
 pub fn covered(conn: &Connection, bucket_id: i64, target: &Target) -> rusqlite::Result<bool> {
     conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM scans
-             WHERE bucket_id = ?1 AND state = 'complete'
-               AND substr(?2, 1, length(prefix)) = prefix
-               AND ((start_after IS NULL AND end_key IS NULL)
-                    OR (prefix = ?2 AND start_after IS ?3 AND end_key IS ?4)))",
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM scans
+                 WHERE bucket_id = ?1 AND state = {}
+                   AND substr(?2, 1, length(prefix)) = prefix
+                   AND ((start_after IS NULL AND end_key IS NULL)
+                        OR (prefix = ?2 AND start_after IS ?3 AND end_key IS ?4)))",
+            ScanState::Complete.sql()
+        ),
         params![bucket_id, target.prefix, target.start_after, target.end_key],
         |r| r.get(0),
     )
 }
 
 fn load_ranges(conn: &Connection, scan_id: i64) -> rusqlite::Result<Vec<RangeState>> {
-    let mut stmt = conn.prepare(
-        "SELECT range_no, start_after, end_key, token, last_key, state = 'done'
+    let mut stmt = conn.prepare(&format!(
+        "SELECT range_no, start_after, end_key, token, last_key, state = {}
          FROM scan_ranges WHERE scan_id = ?1 ORDER BY range_no",
-    )?;
+        RangeStatus::Done.sql()
+    ))?;
     let rows = stmt.query_map([scan_id], |r| {
         Ok(RangeState {
             range_no: r.get(0)?,
@@ -295,7 +305,10 @@ pub fn finish(
 ) -> rusqlite::Result<Finished> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let listed: bool = tx.query_row(
-        "SELECT NOT EXISTS (SELECT 1 FROM scan_ranges WHERE scan_id = ?1 AND state != 'done')",
+        &format!(
+            "SELECT NOT EXISTS (SELECT 1 FROM scan_ranges WHERE scan_id = ?1 AND state != {})",
+            RangeStatus::Done.sql()
+        ),
         [plan.scan_id],
         |r| r.get(0),
     )?;
@@ -311,7 +324,8 @@ pub fn finish(
     let errors: i64 = tx.query_row(
         &format!(
             "SELECT count(*) FROM object_errors e CROSS JOIN objects o USING (object_id)
-             WHERE o.bucket_id = :b AND o.state = 'error'{frag}"
+             WHERE o.bucket_id = :b AND o.state = {}{frag}",
+            ObjectState::Error.sql()
         ),
         args.as_slice(),
         |r| r.get(0),

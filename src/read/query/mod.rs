@@ -1,7 +1,7 @@
 //! `s3meta query`: offline search over the index, with `--where` filters or one read-only SQL
 //! statement.
 //!
-//! Receives: the parsed `query` arguments and a database path. Sends on: one record per
+//! Receives: `QueryOptions` (the database path among them) and an output. Sends on: one record per
 //! matching object (or the SQL statement's rows, or a count) to an output writer, as rows are
 //! read. Invariants: the database is opened read-only and `query_only`, so nothing here can
 //! change it; user text reaches SQL only as bound parameters; prefixes are key comparisons
@@ -19,6 +19,7 @@ use rusqlite::{Connection, ErrorCode, ToSql};
 
 use crate::error::{Error, Result};
 use crate::keys::{KeyOrder, KeyRange};
+use crate::model::ObjectState;
 use crate::read::output::{Format, RowWriter};
 use crate::store::{db, json};
 use filter::{Field, Filter, MetaTest, Op, Operand};
@@ -176,7 +177,8 @@ impl Selection {
         });
         // Asking for a state (`@state=gone`) is asking for it, whatever the default.
         if !scope.include_gone && !state_filter {
-            sel.clauses.push_str(" AND o.state != 'gone'");
+            sel.clauses.push_str(" AND o.state != ");
+            sel.clauses.push_str(ObjectState::Gone.sql());
         }
         for f in filters {
             sel.push(f);
@@ -195,7 +197,7 @@ impl Selection {
         let clause = match f {
             Filter::Meta { name, test } => self.meta_clause(name, test),
             Filter::Field { field, op, value } => self.field_clause(*field, *op, value),
-            Filter::Error => "o.state = 'error'".to_string(),
+            Filter::Error => format!("o.state = {}", ObjectState::Error.sql()),
         };
         self.clauses.push_str(" AND ");
         self.clauses.push_str(&clause);

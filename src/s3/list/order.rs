@@ -8,7 +8,7 @@
 //! pair that neither order allows, or one that contradicts the order already established,
 //! stops the scan (never a partial scan); while the order is not known, comparisons use byte
 //! order, which agrees with path order on every key seen so far — and the scan asks for the
-//! order (`resolve`) before committing anything whose meaning would differ (see `Lister::run`).
+//! order (`resolve`) before committing anything whose meaning would differ (see `Lister::settle`, called by `scan::lister::run`).
 
 use std::sync::Mutex;
 

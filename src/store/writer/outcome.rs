@@ -1,7 +1,8 @@
 //! Applying one HEAD outcome: the object's HEAD fields, its metadata rows, its error, and the
 //! change it amounts to — in one transaction.
 //!
-//! Receives: a `HeadOutcome`. Invariant: the object's previous state is read from the
+//! Receives: a `HeadOutcome`. Sends on: the rows of the object, its metadata, its error and
+//! its change, in the writer's open transaction. Invariant: the object's previous state is read from the
 //! database, not carried in the job, so a resumed scan decides exactly as an uninterrupted one.
 
 use rusqlite::{OptionalExtension, Transaction, params};

@@ -315,15 +315,7 @@ async fn produce(
 ) -> Result<(), Error> {
     // The order first: the owed HEADs are found by key ranges, and the cuts are checked.
     lister.order.check_cuts(&lister)?;
-    let stored = lister
-        .order
-        .anchor
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
-    if let Some(anchor) = stored {
-        lister.order.resolve(&lister, &anchor, false).await?;
-    }
+    lister.order.resolve_anchor(&lister).await?;
     // Parallel listing starts from the scan's ranges as they are: `Listing` splits the large
     // ones as soon as they have listed a couple of pages, so a small target costs no probes.
     let ranges = plan.ranges.clone();

@@ -215,15 +215,7 @@ impl Lister {
         if let Some(o) = listed {
             return self.order.resolve(self, &o.key, true).await;
         }
-        let stored = self
-            .order
-            .anchor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(anchor) = stored {
-            self.order.resolve(self, &anchor, false).await?;
-        }
+        self.order.resolve_anchor(self).await?;
         Ok(())
     }
 

@@ -153,6 +153,16 @@ impl Order {
         Ok(())
     }
 
+    /// Establishes the order with a probe around the stored key the scan was given, if any
+    /// (once: the anchor is taken).
+    pub async fn resolve_anchor(&self, lister: &Lister) -> Result<(), Error> {
+        let stored = self.anchor.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match stored {
+            Some(anchor) => self.resolve(lister, &anchor, false).await,
+            None => Ok(()),
+        }
+    }
+
     /// Establishes the order with a probe around `anchor` (a key with `/` after the prefix),
     /// unless it is known already. `fresh`: the anchor was just listed, so its directory
     /// surely has keys. At most two one-key LIST requests, sent at once.

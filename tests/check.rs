@@ -191,3 +191,40 @@ async fn damage_to_pages_constraints_and_invariants_fails_check() {
     drop(f);
     assert_damaged(&env, &copy, "integrity_check: Tree ").await;
 }
+
+/// Issue 13: in a bucket that lists in path order, an object whose `path_key` is not its
+/// key's would fall outside every range compared in that order: `check` finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_key_that_is_not_its_keys_fails_check() {
+    let env = Env::new().await;
+    env.state().set_path_order(true);
+    for i in 0..300 {
+        let key = format!("logs/{:02}/obj-{i:04}", i % 7);
+        env.state().put_object("bkt", &key, b"x", &[]);
+        env.state()
+            .put_object("bkt", &format!("logs-old/{i:04}"), b"x", &[]);
+    }
+    let out = output(env.scan_cmd("s3://bkt", &env.db)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(column(&env.db, "SELECT key_order FROM buckets"), ["path"]);
+    assert_sound(&env, &env.db).await;
+    for (name, sql) in [
+        (
+            "null.db",
+            "UPDATE objects SET path_key = NULL WHERE key = 'logs/03/obj-0010'",
+        ),
+        (
+            "other.db",
+            "UPDATE objects SET path_key = (SELECT path_key FROM objects WHERE key = 'logs-old/0001')
+             WHERE key = 'logs/03/obj-0010'",
+        ),
+    ] {
+        let copy = damaged_copy(&env, &env.db, name, sql);
+        assert_damaged(
+            &env,
+            &copy,
+            "its path_key is not its key's (its bucket lists in path order)",
+        )
+        .await;
+    }
+}

@@ -10,6 +10,8 @@
 //!   `integrity_check` cannot test them here: the same conditions are queried);
 //! - foreign keys hold (`PRAGMA foreign_key_check`);
 //! - keys, metadata names and values are UTF-8 text, as S3 sent them;
+//! - in a bucket that lists in path order, every object's `path_key` is its key's (the
+//!   comparisons of that order read it);
 //! - an object in state `error` has its error row;
 //! - an object owed a HEAD lies in the keyspace of an unfinished scan of its bucket (a
 //!   complete scan owes nothing, and only an unfinished one can owe);
@@ -27,7 +29,7 @@ use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 
 use crate::error::{Error, Result};
-use crate::keys::{KeyOrder, KeyRange};
+use crate::keys::{self, KeyOrder, KeyRange};
 use crate::model::ScanState;
 use crate::store::db;
 
@@ -251,8 +253,9 @@ fn objects(
     let mut objects = conn.prepare(
         "SELECT o.object_id, o.key, o.state = 'error' AND e.object_id IS NULL,
                 o.state NOT IN ('pending', 'ok', 'error', 'gone') OR o.head_due NOT IN (0, 1),
-                o.state, o.head_due
+                o.state, o.head_due, b.key_order IS 'path', o.path_key
          FROM objects o LEFT JOIN object_errors e USING (object_id)
+              LEFT JOIN buckets b USING (bucket_id)
          WHERE o.object_id > ?1 ORDER BY o.object_id LIMIT ?2",
     )?;
     let mut metadata = conn.prepare(
@@ -266,8 +269,18 @@ fn objects(
         while let Some(r) = rows.next()? {
             let id: i64 = r.get(0)?;
             (after, n) = (id, n + 1);
-            if !is_text(r.get_ref(1)?) {
+            let key = r.get_ref(1)?;
+            if !is_text(key) {
                 report.problem(format!("object {id}: its key is not UTF-8 text"));
+            } else if r.get::<_, bool>(6)? {
+                // Path-order comparisons (ranges, deletion windows) read `path_key`: an object
+                // whose `path_key` is not its key's would fall outside them.
+                let want = keys::path_key(key.as_str()?);
+                if r.get_ref(7)?.as_blob_or_null()? != Some(want.as_slice()) {
+                    report.problem(format!(
+                        "object {id}: its path_key is not its key's (its bucket lists in path order)"
+                    ));
+                }
             }
             if r.get::<_, bool>(2)? {
                 report.problem(format!(

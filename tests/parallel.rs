@@ -62,6 +62,9 @@ async fn parallel_equals_single_stream(shape: &str) {
 
     let mut cfg = env.config("bkt", "");
     cfg.list_parallelism = 8;
+    // Ranges are the point here: cut them in a full scan too (whose HEADs would otherwise
+    // keep it at one stream, see `Splits`).
+    cfg.splits = s3meta::scan::Splits::Always;
     let report = env.scan(&cfg).await.unwrap();
     assert_eq!(report.outcome, Outcome::Complete);
     let ranges = count(&env.db, "SELECT count(*) FROM scan_ranges");
@@ -105,6 +108,40 @@ async fn parallel_listing_equals_a_single_stream_on_a_flat_keyspace() {
     parallel_equals_single_stream("flat").await;
 }
 
+/// Issue 15: by default (`Splits::WhenListingBound`) a full scan whose HEADs are slower than
+/// its listing lists with one stream and sends no probe: every LIST is a page. A rescan of the
+/// same unchanged bucket, which waits on nothing but listing, is cut into ranges as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_scan_bound_by_its_heads_sends_no_split_probes() {
+    let env = Env::new().await;
+    fill(env.state(), "bkt", "", 1000);
+    let mut cfg = env.config("bkt", "");
+    cfg.list_parallelism = 16;
+    // 100 HEADs a page, four at a time at 20 ms: a page's HEADs take half a second, its LIST
+    // a millisecond.
+    cfg.concurrency = 4;
+    env.state()
+        .set_latency(Some(Op::Head), std::time::Duration::from_millis(20));
+    let full = env.scan(&cfg).await.unwrap();
+    assert_eq!(full.outcome, Outcome::Complete);
+    assert_eq!(env.state().requests(Op::List), 10, "10 pages, no probe");
+    assert_eq!(count(&env.db, "SELECT count(*) FROM scan_ranges"), 1);
+
+    env.state()
+        .set_latency(Some(Op::Head), std::time::Duration::ZERO);
+    env.state()
+        .set_latency(Some(Op::List), std::time::Duration::from_millis(20));
+    cfg.page_size = 20; // 50 pages, a second of listing for one stream
+    let rescan = env.scan(&cfg).await.unwrap();
+    assert_eq!(rescan.mode, s3meta::model::Mode::Rescan);
+    assert_eq!(rescan.outcome, Outcome::Complete);
+    let ranges = count(
+        &env.db,
+        "SELECT count(*) FROM scan_ranges WHERE scan_id = 2",
+    );
+    assert!(ranges > 1, "the rescan was cut ({ranges} ranges)");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_with_several_ranges_in_flight_then_resume() {
     let env = Env::new().await;
@@ -125,6 +162,8 @@ async fn sigkill_with_several_ranges_in_flight_then_resume() {
             "s3://bkt",
             "--list-parallelism",
             "8",
+            "--split-ranges",
+            "always",
             "--page-size",
             "100",
             "--backoff-ms",
@@ -174,6 +213,8 @@ async fn list_faults_with_ranges_in_flight_are_retried_or_resumed() {
         cmd.args([
             "scan",
             "s3://bkt",
+            "--split-ranges",
+            "always",
             "--page-size",
             "100",
             "--backoff-ms",

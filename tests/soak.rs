@@ -55,6 +55,9 @@ fn kill_budgets(rng: &mut fastrand::Rng, span: u64) -> Vec<u64> {
 fn scan_cmd(env: &Env) -> std::process::Command {
     let mut cmd = env.bin();
     cmd.args(["scan", "s3://bkt", "--db"]).arg(&env.db).args([
+        // Kills with 16 ranges in flight: cut them in the full scans too.
+        "--split-ranges",
+        "always",
         "--backoff-ms",
         "1",
         "-j",

@@ -41,6 +41,13 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `--split-ranges`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SplitRanges {
+    Auto,
+    Always,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -129,6 +136,11 @@ pub struct ScanArgs {
     /// split while the scan runs so the streams stay busy (1: one stream, no probes; at most 256).
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub list_parallelism: u32,
+    /// When to cut a range for the free listing streams: auto, only while the HEADs wait for
+    /// listed keys (rescans; a full scan bound by its HEADs lists with one stream and sends no
+    /// probes), or always, whenever a stream is free.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = SplitRanges::Auto)]
+    pub split_ranges: SplitRanges,
     /// Keys per LIST request, 1 to 1000 (S3 returns at most 1000).
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(i32).range(1..=1000))]
     pub page_size: i32,

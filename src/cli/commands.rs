@@ -16,7 +16,7 @@ use crate::cli::progress::{self, Progress};
 use crate::cli::summary::Summary;
 use crate::cli::{
     ChangesArgs, CheckArgs, Cli, EstimateArgs, EstimateFormat, ForgetArgs, MergeArgs, NamesArgs,
-    PlanArgs, QueryArgs, ScanArgs, StatusArgs,
+    PlanArgs, QueryArgs, ScanArgs, SplitRanges, StatusArgs,
 };
 use s3meta::error::Error;
 use s3meta::keys::Bounds;
@@ -106,6 +106,10 @@ async fn scan_once(
         grace: Duration::from_secs(10),
         max_rps: args.max_rps,
         list_parallelism: args.list_parallelism as usize,
+        splits: match args.split_ranges {
+            SplitRanges::Auto => scan::Splits::WhenListingBound,
+            SplitRanges::Always => scan::Splits::Always,
+        },
         bounds_order: range.as_ref().and_then(|r| r.order),
     };
     *target = Some(cfg.target.clone());

@@ -16,6 +16,7 @@ use crate::error::Error;
 use crate::keys::KeyRange;
 use crate::model::{HeadJob, PageMsg, RangeState, WriterMsg};
 use crate::s3::list::{self, Cursor, ListError, Lister, Page};
+use crate::scan::Splits;
 
 /// A range being listed, shared by its lister and the scan's splitter. The lister holds the
 /// lock from clipping a page to handing it to the writer, and the splitter holds it from
@@ -114,14 +115,16 @@ struct Position {
 }
 
 /// Lists a range from its checkpoint to its (possibly shrinking) end. Returns `Ok(false)`
-/// if cancelled first. `listed` is notified after each committed page.
+/// if cancelled first. `listed` is notified after each committed page: at once when ranges
+/// are cut whenever a stream is free, else once the page's HEAD jobs are queued, so the
+/// scheduler sees how full the HEAD queue is (`Splits`).
 pub async fn run(
     lister: Arc<Lister>,
     range: RangeState,
     ctl: SharedRange,
     writer: mpsc::Sender<WriterMsg>,
     heads: mpsc::Sender<HeadJob>,
-    listed: Arc<Notify>,
+    (listed, splits): (Arc<Notify>, Splits),
 ) -> Result<bool, Error> {
     if range.done {
         return Ok(true);
@@ -148,7 +151,9 @@ pub async fn run(
             lister.check_empty(&range).await?;
         }
         let jobs = committed.await.map_err(|_| writer_gone())?;
-        listed.notify_one();
+        if splits == Splits::Always {
+            listed.notify_one();
+        }
         if last_key.is_some() {
             at.prev_last = last_key;
         }
@@ -158,6 +163,9 @@ pub async fn run(
                 _ = lister.cancel.cancelled() => return Ok(false),
                 r = heads.send(job) => if r.is_err() { return Ok(false) },
             }
+        }
+        if splits == Splits::WhenListingBound {
+            listed.notify_one();
         }
         if done {
             return Ok(true);

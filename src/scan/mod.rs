@@ -31,6 +31,19 @@ use crate::store::scans::{self, ScanPlan};
 use crate::store::writer::{self, WriterCtx};
 use crate::store::{db, lock};
 
+/// When the range scheduler cuts a range for the free listing streams (each cut costs some
+/// one-key LIST probes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Splits {
+    /// Only while listing is what the scan waits for: the HEAD queue is at most half full
+    /// (a rescan, or HEADs faster than one stream lists). A full scan bound by its HEADs
+    /// lists with one stream and sends no probes.
+    #[default]
+    WhenListingBound,
+    /// Whenever a stream is free.
+    Always,
+}
+
 /// Capacity of the writer's inbox, in messages.
 pub const WRITER_QUEUE: usize = 1024;
 
@@ -50,6 +63,8 @@ pub struct ScanConfig {
     pub max_rps: Option<u32>,
     /// Key ranges listed at once (`--list-parallelism`); 1 is a single listing stream.
     pub list_parallelism: usize,
+    /// When a range is cut for the free listing streams (`--split-ranges`).
+    pub splits: Splits,
     /// The order the target's own bounds were cut in (a `--range-json` line's `order`; lines
     /// of older releases were cut in byte order).
     pub bounds_order: Option<KeyOrder>,
@@ -330,6 +345,7 @@ async fn produce(
     let listing = Listing {
         lister,
         parallelism: cfg.list_parallelism,
+        splits: cfg.splits,
         writer: writer_tx,
         heads: jobs_tx,
         cancel: work.clone(),

@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::model::{HeadJob, RangeState, SplitMsg, WriterMsg};
 use crate::s3::list::Lister;
 use crate::s3::probe;
+use crate::scan::Splits;
 use crate::scan::lister::{self, RangeCtl, SharedRange};
 
 /// A range is worth splitting once it has listed this many pages.
@@ -27,6 +28,7 @@ const SPLIT_AFTER_PAGES: u64 = 1;
 pub struct Listing {
     pub lister: Arc<Lister>,
     pub parallelism: usize,
+    pub splits: Splits,
     pub writer: mpsc::Sender<WriterMsg>,
     pub heads: mpsc::Sender<HeadJob>,
     pub cancel: CancellationToken,
@@ -64,7 +66,8 @@ impl Listing {
             }
             let idle = self.parallelism > 1
                 && !self.cancel.is_cancelled()
-                && tasks.len() < self.parallelism;
+                && tasks.len() < self.parallelism
+                && self.listing_bound();
             let tails = if idle {
                 // The free streams and the range being split share the tail.
                 let pieces = self.parallelism - tasks.len() + 1;
@@ -81,6 +84,13 @@ impl Listing {
             }
         }
         result
+    }
+
+    /// Whether a cut would pay: always when told so; otherwise only while the HEAD queue is
+    /// at most half full, i.e. the HEADs wait for listed keys (a rescan) rather than listing
+    /// waiting for the HEADs (a full scan, whose extra streams would only add probes).
+    fn listing_bound(&self) -> bool {
+        self.splits == Splits::Always || self.heads.capacity() * 2 >= self.heads.max_capacity()
     }
 
     fn spawn(
@@ -112,7 +122,7 @@ impl Listing {
             ctl,
             self.writer.clone(),
             self.heads.clone(),
-            listed.clone(),
+            (listed.clone(), self.splits),
         );
         tasks.spawn(async move { (range.range_no, run.await) });
     }

@@ -65,6 +65,7 @@ impl Env {
             grace: Duration::from_secs(5),
             max_rps: None,
             list_parallelism: 1,
+            splits: Default::default(),
             bounds_order: None,
         }
     }

@@ -171,21 +171,7 @@ async fn damage_to_pages_constraints_and_invariants_fails_check() {
 
     // Pages overwritten in the middle of the objects table.
     let copy = damaged_copy(&env, &env.db, "pages.db", "SELECT 1");
-    let (pages, page_size) = {
-        let conn = rusqlite::Connection::open(&copy).unwrap();
-        let mut stmt = conn
-            .prepare("SELECT pageno FROM dbstat WHERE name = 'objects' AND pagetype = 'leaf' ORDER BY pageno")
-            .unwrap();
-        let pages: Vec<i64> = stmt
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        let size: i64 = conn
-            .pragma_query_value(None, "page_size", |r| r.get(0))
-            .unwrap();
-        (pages, size)
-    };
+    let (pages, page_size) = objects_leaf_pages(&copy);
     let mut f = std::fs::OpenOptions::new().write(true).open(&copy).unwrap();
     f.seek(SeekFrom::Start(
         ((pages[pages.len() / 2] - 1) * page_size) as u64,

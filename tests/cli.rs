@@ -51,13 +51,7 @@ async fn a_second_scan_on_the_same_database_is_refused() {
     let env = Env::new().await;
     fill(env.state(), "bkt", "", 50);
     // Hold every HEAD until the test lets them go.
-    env.state().hold(
-        Op::Head,
-        Gate::Requests {
-            op: Op::Delete,
-            n: 1,
-        },
-    );
+    env.state().hold(Op::Head, Gate::Released);
     let mut first = scan_cmd(&env, "s3://bkt")
         .stderr(Stdio::piped())
         .spawn()
@@ -211,13 +205,7 @@ async fn foreign_corrupt_and_newer_databases_are_refused_untouched() {
 async fn one_lock_per_database_file_whatever_the_path() {
     let env = Env::new().await;
     fill(env.state(), "bkt", "", 50);
-    env.state().hold(
-        Op::Head,
-        Gate::Requests {
-            op: Op::Delete,
-            n: 1,
-        },
-    );
+    env.state().hold(Op::Head, Gate::Released);
     let mut first = scan_cmd(&env, "s3://bkt")
         .stderr(Stdio::piped())
         .spawn()

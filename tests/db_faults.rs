@@ -79,13 +79,7 @@ async fn a_database_locked_mid_scan_fails_cleanly_and_resumes() {
         .await
         .unwrap();
     // HEADs wait until the test lets them go; each HEAD starts only after its page committed.
-    env.state().hold(
-        Op::Head,
-        Gate::Requests {
-            op: Op::Delete,
-            n: 1,
-        },
-    );
+    env.state().hold(Op::Head, Gate::Released);
     let before_heads = env.state().requests(Op::Head);
     let child = scan_cmd(&env, "s3://bkt", &env.db)
         .stderr(Stdio::piped())
@@ -129,13 +123,7 @@ async fn a_failed_scan_reports_its_cause_when_recording_its_end_fails_too() {
     let env = Env::new().await;
     fill(env.state(), "bkt", "", 50);
     // The first listing waits for the test, then is refused for good.
-    env.state().hold(
-        Op::List,
-        Gate::Requests {
-            op: Op::Delete,
-            n: 1,
-        },
-    );
+    env.state().hold(Op::List, Gate::Released);
     env.state()
         .add_fault(Fault::new(Some(Op::List), Action::Status(403)));
     let child = scan_cmd(&env, "s3://bkt", &env.db)
@@ -297,25 +285,7 @@ async fn a_corrupted_database_is_refused_with_one_line_and_not_made_worse() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let before = dump(&env.db);
     // Fold the WAL into the file, then find the leaf pages of the objects table.
-    let (pages, page_size) = {
-        let conn = rusqlite::Connection::open(&env.db).unwrap();
-        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
-            .unwrap();
-        let mut stmt = conn
-            .prepare(
-                "SELECT pageno FROM dbstat WHERE name = 'objects' AND pagetype = 'leaf' ORDER BY pageno",
-            )
-            .unwrap();
-        let pages: Vec<i64> = stmt
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        let size: i64 = conn
-            .pragma_query_value(None, "page_size", |r| r.get(0))
-            .unwrap();
-        (pages, size)
-    };
+    let (pages, page_size) = objects_leaf_pages(&env.db);
     assert!(pages.len() > 10, "{pages:?}");
     // Two leaves in the middle of the table: their headers and cell pointers become garbage.
     let victims = [pages[pages.len() / 2], pages[pages.len() / 2 + 1]];

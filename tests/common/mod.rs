@@ -222,6 +222,28 @@ pub async fn wait_for_row(db: &Path, sql: &str) {
     }
 }
 
+/// The leaf pages of the objects table, in file order, and the page size, once the WAL is
+/// folded into the file (for tests that damage pages on disk).
+pub fn objects_leaf_pages(db: &Path) -> (Vec<i64>, i64) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT pageno FROM dbstat WHERE name = 'objects' AND pagetype = 'leaf' ORDER BY pageno",
+        )
+        .unwrap();
+    let pages: Vec<i64> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let size: i64 = conn
+        .pragma_query_value(None, "page_size", |r| r.get(0))
+        .unwrap();
+    (pages, size)
+}
+
 pub fn count(db: &Path, sql: &str) -> i64 {
     column(db, sql)[0].parse().unwrap()
 }

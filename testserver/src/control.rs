@@ -177,6 +177,8 @@ pub enum Gate {
         /// How many arrivals open the gate.
         n: u64,
     },
+    /// Closed until the test calls `release`.
+    Released,
 }
 
 /// What the front end knows about a request when it consults the rules.
@@ -416,6 +418,7 @@ impl Control {
         self.wait_until(|| match lock(&self.holds).get(&op) {
             None => true,
             Some(Gate::Requests { op: counted, n }) => self.requests(*counted) >= *n,
+            Some(Gate::Released) => false,
         })
         .await;
     }

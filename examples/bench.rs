@@ -12,10 +12,8 @@
 //! `cargo run --release --example bench -- [--objects N,...] [--latency-ms L,...]
 //!  [--concurrency C,...] [--writer-objects N] [--no-rescan] [--writer-only] [--quick]`
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,6 +26,9 @@ use s3meta::model::{
 use s3meta::store::scans;
 use s3meta::store::writer::{self, WriterCtx};
 use tokio::sync::{mpsc, oneshot};
+
+mod support;
+use support::{Server, admin};
 
 const BUCKET: &str = "bench";
 const ACCESS_KEY: &str = "s3meta-test";
@@ -146,7 +147,7 @@ fn main() -> Result<(), String> {
     };
     for &objects in scans {
         for &latency_ms in &args.latency_ms {
-            let server = Server::start(&bins, objects, latency_ms)?;
+            let server = Server::start(&bins.server, objects, latency_ms, BUCKET)?;
             for (i, concurrency) in concurrencies(&args, latency_ms).into_iter().enumerate() {
                 let sc = Scenario {
                     objects,
@@ -231,35 +232,7 @@ impl Bins {
     }
 }
 
-/// The standalone test server, killed when dropped.
-struct Server {
-    child: Child,
-    endpoint: String,
-}
-
 impl Server {
-    fn start(bins: &Bins, objects: usize, latency_ms: u64) -> Result<Server, String> {
-        let mut child = Command::new(&bins.server)
-            .args(["--objects", &objects.to_string()])
-            .args(["--latency-ms", &latency_ms.to_string()])
-            .args(["--bucket", BUCKET])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bins.server.display()))?;
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("piped stdout");
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .map_err(|e| format!("test server: {e}"))?;
-        let endpoint = line
-            .trim()
-            .strip_prefix("endpoint=")
-            .ok_or_else(|| format!("test server said {line:?}, not endpoint=URL"))?
-            .to_string();
-        Ok(Server { child, endpoint })
-    }
-
     /// `(requests by op, CPU seconds)` from `GET /__admin/stats`.
     fn stats(&self) -> Result<ServerStats, String> {
         let body = admin(&self.endpoint, "GET", "/__admin/stats")?;
@@ -274,37 +247,11 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 struct ServerStats {
     list: u64,
     head: u64,
     cpu: f64,
-}
-
-/// One unsigned HTTP/1.1 request to the server's admin endpoint; returns the body.
-fn admin(endpoint: &str, method: &str, path: &str) -> Result<String, String> {
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let fail = |e: std::io::Error| format!("{method} {endpoint}{path}: {e}");
-    let mut sock = TcpStream::connect(host).map_err(fail)?;
-    write!(
-        sock,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(fail)?;
-    let mut resp = String::new();
-    sock.read_to_string(&mut resp).map_err(fail)?;
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    if !head.starts_with("HTTP/1.1 2") {
-        return Err(format!("{method} {path}: {head}"));
-    }
-    Ok(body.to_string())
 }
 
 /// Runs `s3meta scan` once into `db` and measures it.

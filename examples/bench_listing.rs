@@ -12,10 +12,13 @@
 //!  [--objects N] [--latency-ms L] [--parallelism P,...]` (defaults 1000000, 20, 1,16).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use serde_json::Value;
+
+mod support;
+use support::{Server, admin};
 
 const BUCKET: &str = "bench";
 
@@ -23,12 +26,17 @@ fn main() -> Result<(), String> {
     let (objects, latency_ms, parallelism) = args()?;
     let bins = bin_dir()?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let (mut server, endpoint) = start_server(&bins, objects)?;
+    let server = Server::start(&bins.join("s3meta-test-server"), objects, 0, BUCKET)?;
+    let endpoint = server.endpoint.clone();
     let base = dir.path().join("base.db");
     eprintln!("indexing {objects} objects (full scan, no latency)...");
     let full = scan(&bins, &endpoint, &base, 1, 64)?;
     eprintln!("full scan: {:.1} s", full.0);
-    admin(&endpoint, &format!("latency?ms={latency_ms}"))?;
+    admin(
+        &endpoint,
+        "POST",
+        &format!("/__admin/latency?ms={latency_ms}"),
+    )?;
     println!("unchanged rescan of {objects} objects, {latency_ms} ms per request, one machine:");
     println!(
         "{:>12} {:>10} {:>14} {:>10} {:>8} {:>18} {:>14} {:>14}",
@@ -70,7 +78,7 @@ fn main() -> Result<(), String> {
             first_rate = Some(rate);
         }
     }
-    let _ = server.kill();
+    drop(server);
     Ok(())
 }
 
@@ -109,31 +117,6 @@ fn bin_dir() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-fn start_server(bins: &Path, objects: usize) -> Result<(std::process::Child, String), String> {
-    let mut child = Command::new(bins.join("s3meta-test-server"))
-        .args([
-            "--objects",
-            &objects.to_string(),
-            "--latency-ms",
-            "0",
-            "--bucket",
-            BUCKET,
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let mut line = String::new();
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
-        .map_err(|e| e.to_string())?;
-    let endpoint = line
-        .trim()
-        .strip_prefix("endpoint=")
-        .ok_or(format!("unexpected server output {line:?}"))?
-        .to_string();
-    Ok((child, endpoint))
-}
-
 /// Copies a database with everything committed (its WAL checkpointed first).
 fn copy_db(from: &Path, to: &Path) -> Result<(), String> {
     let conn = rusqlite::Connection::open(from).map_err(|e| e.to_string())?;
@@ -145,23 +128,9 @@ fn copy_db(from: &Path, to: &Path) -> Result<(), String> {
 
 /// The server process's CPU seconds so far, from `GET /__admin/stats`.
 fn server_cpu_seconds(endpoint: &str) -> Result<f64, String> {
-    let out = Command::new("curl")
-        .args(["-sf", &format!("{endpoint}/__admin/stats")])
-        .output()
-        .map_err(|e| format!("curl: {e}"))?;
-    let stats: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let body = admin(endpoint, "GET", "/__admin/stats")?;
+    let stats: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
     Ok(stats["cpu_seconds"].as_f64().unwrap_or(0.0))
-}
-
-fn admin(endpoint: &str, what: &str) -> Result<(), String> {
-    let status = Command::new("curl")
-        .args(["-sf", "-X", "POST", &format!("{endpoint}/__admin/{what}")])
-        .status()
-        .map_err(|e| format!("curl: {e}"))?;
-    status
-        .success()
-        .then_some(())
-        .ok_or(format!("POST /__admin/{what} failed"))
 }
 
 /// Runs one scan; returns its wall time and its summary document.

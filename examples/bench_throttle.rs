@@ -21,14 +21,15 @@
 //!  [--bin-dir DIR] [--s3meta PATH]` (defaults 20000, 20, 16, 64, 5,15,30, 2; `--s3meta` runs
 //! another build, e.g. one of `main`, against the same server).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use clap::Parser;
 use serde_json::Value;
+
+mod support;
+use support::{Server, admin};
 
 const BUCKET: &str = "bench";
 
@@ -131,7 +132,7 @@ fn main() -> Result<(), String> {
         }
     }
     let scratch = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let server = Server::start(&server_bin, args.objects, args.latency_ms)?;
+    let server = Server::start(&server_bin, args.objects, args.latency_ms, BUCKET)?;
     let mut order = vec![Scenario::HeldAtK, Scenario::AboveK, Scenario::None];
     order.extend(args.rates.iter().map(|p| Scenario::Random(*p)));
     println!(
@@ -283,60 +284,4 @@ fn print_table(args: &Args, rows: &[Row]) {
             r.cpu
         );
     }
-}
-
-/// The standalone test server, killed when dropped.
-struct Server {
-    child: Child,
-    endpoint: String,
-}
-
-impl Server {
-    fn start(bin: &Path, objects: usize, latency_ms: u64) -> Result<Server, String> {
-        let mut child = Command::new(bin)
-            .args(["--objects", &objects.to_string()])
-            .args(["--latency-ms", &latency_ms.to_string()])
-            .args(["--bucket", BUCKET])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let mut line = String::new();
-        let stdout = child.stdout.take().expect("piped stdout");
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .map_err(|e| format!("test server: {e}"))?;
-        let endpoint = line
-            .trim()
-            .strip_prefix("endpoint=")
-            .ok_or_else(|| format!("test server said {line:?}, not endpoint=URL"))?
-            .to_string();
-        Ok(Server { child, endpoint })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One unsigned HTTP/1.1 request to the server's admin endpoint; returns the body.
-fn admin(endpoint: &str, method: &str, path: &str) -> Result<String, String> {
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let fail = |e: std::io::Error| format!("{method} {endpoint}{path}: {e}");
-    let mut sock = TcpStream::connect(host).map_err(fail)?;
-    write!(
-        sock,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(fail)?;
-    let mut resp = String::new();
-    sock.read_to_string(&mut resp).map_err(fail)?;
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    if !head.starts_with("HTTP/1.1 2") {
-        return Err(format!("{method} {path}: {head}"));
-    }
-    Ok(body.to_string())
 }

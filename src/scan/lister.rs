@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::error::Error;
 use crate::keys::KeyRange;
 use crate::model::{HeadJob, PageMsg, RangeState, WriterMsg};
-use crate::s3::list::{self, Cursor, ListError, Lister, Page};
+use crate::s3::list::{Cursor, ListError, Lister, Page};
 use crate::scan::Splits;
 
 /// A range being listed, shared by its lister and the scan's splitter. The lister holds the
@@ -196,11 +196,9 @@ async fn hand_over(
         );
         range_ctl.keys = Arc::new(keys);
     }
-    let done = page.clip(&range_ctl.keys);
-    if !done {
-        let Some(token) = page.next_token.clone() else {
-            return Err(Error::BadListing(list::NO_TOKEN.into()));
-        };
+    let next = page.clip(&range_ctl.keys)?;
+    let done = next.is_none();
+    if let Some(token) = next {
         pages.request(token);
     }
     let last_key = page.entries.last().map(|o| o.key.clone());

@@ -103,12 +103,10 @@ pub struct Page {
     pub from_start_after: bool,
 }
 
-/// Why a truncated page without a continuation token cannot be followed.
-pub const NO_TOKEN: &str = "a truncated page without a continuation token";
-
 impl Page {
-    /// Drops the keys past the range's end; returns whether the range is fully listed.
-    pub fn clip(&mut self, keys: &KeyRange) -> bool {
+    /// Drops the keys past the range's end; returns the token of the next page, or `None`
+    /// once the range is fully listed. A truncated page without a token cannot be followed.
+    pub fn clip(&mut self, keys: &KeyRange) -> Result<Option<String>, Error> {
         // Keys are in order, so the first key outside the range ends it.
         let inside = self
             .entries
@@ -117,9 +115,17 @@ impl Page {
             .count();
         if inside < self.entries.len() {
             self.entries.truncate(inside);
-            return true;
+            return Ok(None);
         }
-        !self.truncated
+        if !self.truncated {
+            return Ok(None);
+        }
+        match &self.next_token {
+            Some(token) => Ok(Some(token.clone())),
+            None => Err(Error::BadListing(
+                "a truncated page without a continuation token".into(),
+            )),
+        }
     }
 }
 
@@ -162,16 +168,11 @@ impl<'a> Pages<'a> {
             .await?;
         self.first = false;
         // Settling may have learned the order: the target's keys are taken in it.
-        let done = page.clip(&self.target.keys(lister.order.current()));
-        if !done {
-            let Some(token) = page.next_token.clone() else {
-                return Err(Error::BadListing(NO_TOKEN.into()));
-            };
-            self.next = Some(Cursor {
-                token: Some(token),
-                ..Cursor::default()
-            });
-        }
+        let next = page.clip(&self.target.keys(lister.order.current()))?;
+        self.next = next.map(|token| Cursor {
+            token: Some(token),
+            ..Cursor::default()
+        });
         if let Some(last) = page.entries.last() {
             self.prev = Some(last.key.clone());
         }

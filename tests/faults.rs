@@ -97,7 +97,7 @@ async fn a_server_restarted_mid_scan_on_the_same_port_is_retried_through() {
         base: Duration::from_millis(50),
         cap: Duration::from_secs(1),
     };
-    let client = env.s3().client;
+    let client = env.s3();
     let Env {
         server,
         dir: _dir,
@@ -209,15 +209,9 @@ async fn a_rejected_continuation_token_resumes_after_the_last_committed_key() {
         trigger.cancel();
     });
     let stats = Arc::new(Stats::default());
-    let first = scan::run(
-        &env.config("bkt", ""),
-        env.s3().client,
-        &env.db,
-        cancel,
-        stats,
-    )
-    .await
-    .unwrap();
+    let first = scan::run(&env.config("bkt", ""), env.s3(), &env.db, cancel, stats)
+        .await
+        .unwrap();
     assert_eq!(first.outcome, Outcome::Interrupted);
     let pages = count(
         &env.db,
@@ -274,7 +268,7 @@ async fn a_head_failing_forever_is_recorded_and_the_scan_exits_3() {
             "SELECT key || ' ' || o.state || ' ' || e.status || ' ' || coalesce(e.code, '-') || ' ' || e.message || ' ' || e.attempts
              FROM object_errors e JOIN objects o USING (object_id)"
         ),
-        ["obj-00077 error 500 - HTTP 500 5"]
+        ["obj-00077 error 500 - Internal Server Error 5"]
     );
     assert_eq!(
         column(&env.db, "SELECT state || ' ' || objects_failed FROM scans"),

@@ -76,8 +76,7 @@ async fn a_resume_lists_on_while_its_owed_heads_wait() {
     env.state().hold(Op::Head, Gate::Released);
     let cancel = tokio_util::sync::CancellationToken::new();
     let scan = {
-        let (cfg, client, db, cancel) =
-            (cfg.clone(), env.s3().client, env.db.clone(), cancel.clone());
+        let (cfg, client, db, cancel) = (cfg.clone(), env.s3(), env.db.clone(), cancel.clone());
         tokio::spawn(async move {
             s3meta::scan::run(&cfg, client, &db, cancel, Default::default()).await
         })

@@ -190,7 +190,7 @@ async fn an_interrupted_rescan_resumes_to_the_same_database() {
             trigger.cancel();
         });
         let stats = std::sync::Arc::new(s3meta::model::stats::Stats::default());
-        let r = s3meta::scan::run(&cfg, env.s3().client, &env.db, cancel, stats)
+        let r = s3meta::scan::run(&cfg, env.s3(), &env.db, cancel, stats)
             .await
             .unwrap();
         assert_eq!(r.outcome, Outcome::Interrupted);

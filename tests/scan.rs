@@ -263,7 +263,7 @@ async fn a_cancelled_scan_resumes_to_the_same_database() {
         trigger.cancel();
     });
     let stats = std::sync::Arc::new(s3meta::model::stats::Stats::default());
-    let first = s3meta::scan::run(&cfg, env.s3().client, &env.db, cancel, stats)
+    let first = s3meta::scan::run(&cfg, env.s3(), &env.db, cancel, stats)
         .await
         .unwrap();
     assert_eq!(first.outcome, Outcome::Interrupted);

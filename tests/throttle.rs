@@ -33,7 +33,7 @@ async fn scan_measured(env: &Env, concurrency: usize, from: u64, to: u64) -> (Sc
     cfg.page_size = 1000;
     let stats = Arc::new(Stats::default());
     let scan = tokio::spawn({
-        let (client, db, stats) = (env.s3().client, env.db.clone(), stats.clone());
+        let (client, db, stats) = (env.s3(), env.db.clone(), stats.clone());
         async move { s3meta::scan::run(&cfg, client, &db, CancellationToken::new(), stats).await }
     });
     let state = env.state().clone();
@@ -133,7 +133,7 @@ async fn slowdown_above_k_in_flight_lowers_concurrency_to_at_most_2k() {
 
     let stats = Arc::new(Stats::default());
     let scan = tokio::spawn({
-        let (client, db, stats) = (env.s3().client, env.db.clone(), stats.clone());
+        let (client, db, stats) = (env.s3(), env.db.clone(), stats.clone());
         async move { s3meta::scan::run(&cfg, client, &db, CancellationToken::new(), stats).await }
     });
     // Let the first bursts of SlowDowns happen and the limiter react (a cut per window of

@@ -115,7 +115,7 @@ async fn scan_once(
     *target = Some(cfg.target.clone());
     let show = !quiet && !args.no_progress && std::io::stderr().is_terminal();
     let bar = Progress::start(stats.clone(), show);
-    let result = scan::run(&cfg, s3.client, &args.db.db, cancel, stats.clone()).await;
+    let result = scan::run(&cfg, s3, &args.db.db, cancel, stats.clone()).await;
     bar.finish();
     let report = result?;
     if !quiet {

@@ -181,6 +181,27 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// A request that failed before any response: retried, as connections drop and time out.
+    pub fn transport(message: String) -> Failure {
+        Failure {
+            status: None,
+            code: None,
+            message,
+            retryable: true,
+            throttled: false,
+            credentials: false,
+        }
+    }
+
+    /// A request that could not be signed: no (or broken) credentials; never retried.
+    pub fn no_credentials(why: String) -> Failure {
+        Failure {
+            retryable: false,
+            credentials: true,
+            ..Failure::transport(format!("no usable AWS credentials: {why}"))
+        }
+    }
+
     pub fn from_status(status: u16, code: Option<String>, message: String) -> Failure {
         let throttled = status == 429
             || status == 503

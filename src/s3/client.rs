@@ -22,6 +22,7 @@ use aws_sdk_s3::config::{
 use aws_types::service_config::ServiceConfigKey;
 
 use crate::error::Error;
+use crate::s3::wire::{HeadTarget, WireOptions};
 
 /// The store id of AWS S3 itself (no custom endpoint).
 pub const AWS_STORE: &str = "aws";
@@ -39,11 +40,20 @@ pub struct ClientOptions {
     pub timeout: Duration,
 }
 
-/// The client and the store id it talks to.
+/// The client, the store id it talks to, and how HEADs reach the same store (`wire`).
 #[derive(Debug, Clone)]
 pub struct S3 {
     pub client: aws_sdk_s3::Client,
     pub store: String,
+    pub wire: WireOptions,
+}
+
+impl S3 {
+    /// The lean HEAD path to one bucket of this store, with the SDK's credentials, region
+    /// and endpoint.
+    pub async fn head_target(&self, bucket: &str) -> Result<HeadTarget, Error> {
+        HeadTarget::new(&self.wire, bucket).await
+    }
 }
 
 /// Where a command's requests go, resolved once from every source of an endpoint.
@@ -148,9 +158,22 @@ pub fn from_shared(shared: &SdkConfig, opts: &ClientOptions) -> Result<S3, Error
         // Most S3-compatible stores accept any region; AWS redirects and we say so.
         config = config.region(Region::new("us-east-1"));
     }
+    let config = config.build();
+    let wire = WireOptions {
+        credentials: shared.credentials_provider(),
+        region: config
+            .region()
+            .map_or_else(|| "us-east-1".to_string(), |r| r.to_string()),
+        endpoint: endpoint.url.clone(),
+        path_style: endpoint.path_style(opts.path_style),
+        use_fips: shared.use_fips().unwrap_or(false),
+        use_dual_stack: shared.use_dual_stack().unwrap_or(false),
+        timeout: opts.timeout,
+    };
     Ok(S3 {
-        client: aws_sdk_s3::Client::from_conf(config.build()),
+        client: aws_sdk_s3::Client::from_conf(config),
         store: endpoint.store,
+        wire,
     })
 }
 

@@ -1,4 +1,5 @@
-//! The HEAD pool: a bounded number of HeadObject requests in flight over one shared client.
+//! The HEAD pool: a bounded number of HeadObject requests in flight over one connection pool
+//! (`wire`), and what their answers' headers say.
 //!
 //! Receives: `HeadJob`s (objects the writer marked `head_due`) from the lister and the resume
 //! feeder. Sends on: one `HeadOutcome` per job to the writer — the object's system and custom
@@ -12,15 +13,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_s3::error::SdkError;
-use aws_sdk_s3::operation::head_object::{HeadObjectError, HeadObjectOutput};
-use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextRef;
-use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::date_time::{DateTime, Format};
+use http::{HeaderMap, StatusCode};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -33,9 +27,7 @@ use crate::s3::limit::Limiter;
 use crate::s3::rate::RateLimit;
 use crate::s3::retry::{self, Outcome, Policy, Retrier};
 use crate::s3::rfc2047;
-
-/// Stands in for a whitespace-only key while the SDK builds the request (see `send_head`).
-const BLANK_KEY_PLACEHOLDER: &str = "s3meta-blank-key-placeholder";
+use crate::s3::wire::HeadTarget;
 
 /// Jobs in progress per HEAD slot: in flight, waiting for a slot, or backing off after a
 /// throttle. Against random throttling a job spends a share of its time backing off, so
@@ -46,8 +38,7 @@ pub(crate) const IN_PROGRESS_PER_SLOT: usize = 4;
 /// What the pool needs besides its jobs.
 #[derive(Debug)]
 pub struct HeadPool {
-    pub client: aws_sdk_s3::Client,
-    pub bucket: String,
+    pub target: HeadTarget,
     pub concurrency: usize,
     pub policy: Policy,
     pub stats: Arc<Stats>,
@@ -113,49 +104,6 @@ impl HeadPool {
         }
     }
 
-    /// One HeadObject request, and the answer's `Date` header. aws-sdk-s3 refuses to build one
-    /// for a key made only of whitespace (a valid S3 key: it takes a blank required field for
-    /// a missing one), so such a key is sent as a placeholder whose path is rewritten before
-    /// signing.
-    async fn send_head(
-        &self,
-        key: &str,
-    ) -> Result<(HeadObjectOutput, Option<String>), SdkError<HeadObjectError, HttpResponse>> {
-        let date = ServerDate::default();
-        let seen = date.0.clone();
-        let req = self.client.head_object().bucket(&self.bucket);
-        let out = if !key.trim().is_empty() {
-            req.key(key).customize().interceptor(date).send().await
-        } else {
-            self.send_blank(req, key, date).await
-        }?;
-        let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).take();
-        Ok((out, seen))
-    }
-
-    async fn send_blank(
-        &self,
-        req: aws_sdk_s3::operation::head_object::builders::HeadObjectFluentBuilder,
-        key: &str,
-        date: ServerDate,
-    ) -> Result<HeadObjectOutput, SdkError<HeadObjectError, HttpResponse>> {
-        let escaped: String = key.bytes().map(|b| format!("%{b:02X}")).collect();
-        req.key(BLANK_KEY_PLACEHOLDER)
-            .customize()
-            .interceptor(date)
-            .mutate_request(move |http| {
-                let uri = http.uri().to_string();
-                let needle = format!("/{BLANK_KEY_PLACEHOLDER}");
-                if let Some(at) = uri.rfind(&needle) {
-                    let rewritten =
-                        format!("{}/{escaped}{}", &uri[..at], &uri[at + needle.len()..]);
-                    let _ = http.set_uri(rewritten);
-                }
-            })
-            .send()
-            .await
-    }
-
     /// HEADs one object with retries; `None` when cancelled before an answer.
     async fn head(&self, job: &HeadJob, limiter: &Limiter) -> Option<HeadResult> {
         let subject = format!("HEAD {:?}", job.key);
@@ -169,25 +117,11 @@ impl HeadPool {
             &self.stats.head_requests,
             &subject,
             limiter,
-            || async {
-                match self.send_head(&job.key).await {
-                    Ok(answer) => Ok(Some(answer)),
-                    Err(e) => {
-                        let failure = Failure::from_sdk(&e);
-                        if failure.status == Some(404) {
-                            Ok(None)
-                        } else {
-                            Err(failure)
-                        }
-                    }
-                }
-            },
+            || head_once(&self.target, &job.key),
         )
         .await;
         match outcome {
-            Outcome::Ok(Some((out, date))) => {
-                Some(HeadResult::Ok(Box::new(fields(out, date.as_deref()))))
-            }
+            Outcome::Ok(Some(fields)) => Some(HeadResult::Ok(Box::new(fields))),
             Outcome::Ok(None) => Some(HeadResult::Gone),
             Outcome::Failed { failure, attempts } => {
                 tracing::info!(
@@ -198,27 +132,6 @@ impl HeadPool {
             }
             Outcome::Cancelled => None,
         }
-    }
-}
-
-/// Copies the `Date` header of a HEAD answer out of the response (the SDK's output has none).
-#[derive(Debug, Default)]
-struct ServerDate(Arc<std::sync::Mutex<Option<String>>>);
-
-impl Intercept for ServerDate {
-    fn name(&self) -> &'static str {
-        "s3meta-server-date"
-    }
-
-    fn read_before_deserialization(
-        &self,
-        context: &BeforeDeserializationInterceptorContextRef<'_>,
-        _components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let date = context.response().headers().get("date").map(str::to_string);
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = date;
-        Ok(())
     }
 }
 
@@ -236,34 +149,78 @@ pub fn within_a_second(last_modified: Option<&DateTime>, date: Option<&str>) -> 
     }
 }
 
-fn fields(out: HeadObjectOutput, date: Option<&str>) -> HeadFields {
-    let mut metadata: Vec<(String, String)> = out
-        .metadata()
-        .into_iter()
-        .flatten()
-        .map(|(name, value)| {
-            (
-                name.to_ascii_lowercase(),
-                rfc2047::decode(value).into_owned(),
-            )
+/// One HEAD attempt: the object's fields, `None` when it is gone (404), or the failure.
+pub async fn head_once(target: &HeadTarget, key: &str) -> Result<Option<HeadFields>, Failure> {
+    let answer = target.head(key).await?;
+    match answer.status {
+        StatusCode::OK => Ok(Some(fields(&answer.headers))),
+        StatusCode::NOT_FOUND => Ok(None),
+        status => Err(status_failure(status, &answer.headers)),
+    }
+}
+
+/// A HEAD error answer has no body, so no S3 error code: the status decides, and a
+/// redirect names the region the bucket is in (`x-amz-bucket-region`).
+fn status_failure(status: StatusCode, headers: &HeaderMap) -> Failure {
+    let region = headers
+        .get("x-amz-bucket-region")
+        .and_then(|v| v.to_str().ok());
+    let message = match region {
+        Some(r) if status.is_redirection() || status == StatusCode::BAD_REQUEST => {
+            format!("the bucket is in region {r}: pass --region {r}")
+        }
+        _ => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    Failure::from_status(status.as_u16(), None, message)
+}
+
+/// A header's value as text: UTF-8 as sent (stores send non-ASCII metadata raw, or RFC
+/// 2047-encoded), a byte that is not UTF-8 replaced rather than the object lost.
+fn text(value: &http::HeaderValue) -> String {
+    match std::str::from_utf8(value.as_bytes()) {
+        Ok(s) => s.to_string(),
+        Err(_) => String::from_utf8_lossy(value.as_bytes()).into_owned(),
+    }
+}
+
+/// The fields s3meta records from a HEAD answer's headers. A header sent twice is one
+/// value, joined with `,` as HTTP combines them (S3 joins repeated metadata the same way).
+fn fields(headers: &HeaderMap) -> HeadFields {
+    let one = |name: &str| {
+        let mut values = headers.get_all(name).iter();
+        let first = text(values.next()?);
+        Some(values.fold(first, |mut all, v| {
+            all.push(',');
+            all.push_str(&text(v));
+            all
+        }))
+    };
+    let mut metadata: Vec<(String, String)> = headers
+        .keys()
+        .filter_map(|name| {
+            let meta = name.as_str().strip_prefix("x-amz-meta-")?;
+            let value = one(name.as_str())?;
+            Some((meta.to_string(), rfc2047::decode(&value).into_owned()))
         })
         .collect();
     metadata.sort_unstable();
-    let s = |v: Option<&str>| v.map(str::to_string);
+    let last_modified =
+        one("last-modified").and_then(|v| DateTime::from_str(v.trim(), Format::HttpDate).ok());
+    let date = one("date");
     HeadFields {
-        etag: out.e_tag().map(strip_quotes),
-        size: out.content_length(),
-        last_modified: out.last_modified().map(timefmt::from_smithy),
-        content_type: s(out.content_type()),
-        cache_control: s(out.cache_control()),
-        content_encoding: s(out.content_encoding()),
-        content_language: s(out.content_language()),
-        content_disposition: s(out.content_disposition()),
-        expires: s(out.expires_string()),
-        storage_class: out.storage_class().map(|c| c.as_str().to_string()),
-        version_id: s(out.version_id()),
-        missing_meta: out.missing_meta(),
-        recheck: within_a_second(out.last_modified(), date),
+        etag: one("etag").as_deref().map(strip_quotes),
+        size: one("content-length").and_then(|v| v.trim().parse().ok()),
+        last_modified: last_modified.as_ref().map(timefmt::from_smithy),
+        content_type: one("content-type"),
+        cache_control: one("cache-control"),
+        content_encoding: one("content-encoding"),
+        content_language: one("content-language"),
+        content_disposition: one("content-disposition"),
+        expires: one("expires"),
+        storage_class: one("x-amz-storage-class"),
+        version_id: one("x-amz-version-id"),
+        missing_meta: one("x-amz-missing-meta").and_then(|v| v.trim().parse().ok()),
+        recheck: within_a_second(last_modified.as_ref(), date.as_deref()),
         metadata,
     }
 }

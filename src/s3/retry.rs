@@ -70,20 +70,9 @@ impl Failure {
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        let transport = |message: String| Failure {
-            status: None,
-            code: None,
-            message,
-            retryable: true,
-            throttled: false,
-            credentials: false,
-        };
+        let transport = Failure::transport;
         if let Some(e) = credentials_error(err) {
-            return Failure {
-                retryable: false,
-                credentials: true,
-                ..transport(format!("no usable AWS credentials: {e}"))
-            };
+            return Failure::no_credentials(e);
         }
         match err {
             SdkError::TimeoutError(_) => transport("timed out".into()),
@@ -119,21 +108,26 @@ fn credentials_error(err: &(dyn std::error::Error + 'static)) -> Option<String> 
     let mut cause = err.source();
     while let Some(e) = cause {
         if let Some(c) = e.downcast_ref::<CredentialsError>() {
-            return Some(match c {
-                CredentialsError::CredentialsNotLoaded(_) => {
-                    "none found in the environment, profiles, SSO, web identity, container or instance metadata".to_string()
-                }
-                other => root_cause(other),
-            });
+            return Some(credentials_message(c));
         }
         cause = e.source();
     }
     None
 }
 
+/// Why no credentials could be had, in a person's words.
+pub(crate) fn credentials_message(c: &CredentialsError) -> String {
+    match c {
+        CredentialsError::CredentialsNotLoaded(_) => {
+            "none found in the environment, profiles, SSO, web identity, container or instance metadata".to_string()
+        }
+        other => root_cause(other),
+    }
+}
+
 /// The innermost cause's message, on one line (`Connection refused (os error 111)`), instead
 /// of the SDK's nested debug dump.
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     let mut last: &(dyn std::error::Error + 'static) = err;
     while let Some(next) = last.source() {
         last = next;

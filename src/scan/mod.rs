@@ -22,10 +22,12 @@ use crate::error::Error;
 use crate::keys::KeyOrder;
 use crate::model::stats::{Snapshot, Stats};
 use crate::model::{HeadJob, Mode, ScanState, Target, WriterMsg};
+use crate::s3::client::S3;
 use crate::s3::head::HeadPool;
 use crate::s3::list::{Lister, Order};
 use crate::s3::rate::RateLimit;
 use crate::s3::retry::Policy;
+use crate::s3::wire::HeadTarget;
 use crate::scan::ranges::Listing;
 use crate::store::scans::{self, ScanPlan};
 use crate::store::writer::{self, WriterCtx};
@@ -98,12 +100,14 @@ pub struct ScanReport {
 /// Runs (or resumes) one scan to its end, to cancellation, or to a fatal error.
 pub async fn run(
     cfg: &ScanConfig,
-    client: aws_sdk_s3::Client,
+    s3: S3,
     db_path: &Path,
     cancel: CancellationToken,
     stats: Arc<Stats>,
 ) -> Result<ScanReport, Error> {
     let started = Instant::now();
+    // Before anything is written: a bucket s3meta cannot address is bad input, not a scan.
+    let heads = s3.head_target(&cfg.target.bucket).await?;
     let (_lock, conn, plan) = begin(cfg, db_path).await?;
     match plan.abandoned {
         Some(old) if cfg.restart => {
@@ -121,7 +125,10 @@ pub async fn run(
     let conn = tokio_rusqlite::Connection::from(conn);
     let work = cancel.child_token();
     let order = Arc::new(order_of(cfg, &plan));
-    let fatal = run_pipeline(cfg, client, db_path, &plan, &conn, &work, &stats, &order).await;
+    let fatal = run_pipeline(
+        cfg, s3.client, heads, db_path, &plan, &conn, &work, &stats, &order,
+    )
+    .await;
     let keys = cfg.target.keys(order.current());
     let message = fatal.as_ref().err().map(|e| e.to_string());
     let (plan2, path) = (plan.clone(), db_path.to_path_buf());
@@ -237,6 +244,7 @@ fn order_of(cfg: &ScanConfig, plan: &ScanPlan) -> Order {
 async fn run_pipeline(
     cfg: &ScanConfig,
     client: aws_sdk_s3::Client,
+    heads: HeadTarget,
     db_path: &Path,
     plan: &ScanPlan,
     conn: &tokio_rusqlite::Connection,
@@ -267,8 +275,7 @@ async fn run_pipeline(
     let (jobs_tx, jobs_rx) = mpsc::channel(cfg.concurrency.max(cfg.page_size as usize));
     let rate = cfg.max_rps.map(|rps| Arc::new(RateLimit::new(rps)));
     let pool = Arc::new(HeadPool {
-        client: client.clone(),
-        bucket: cfg.target.bucket.clone(),
+        target: heads,
         concurrency: cfg.concurrency,
         policy: cfg.policy.clone(),
         stats: stats.clone(),

@@ -76,7 +76,7 @@ impl Env {
     pub async fn scan_into(&self, cfg: &ScanConfig, db: &Path) -> s3meta::Result<ScanReport> {
         let report = scan::run(
             cfg,
-            self.s3().client,
+            self.s3(),
             db,
             CancellationToken::new(),
             Arc::new(Stats::default()),

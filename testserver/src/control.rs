@@ -77,8 +77,9 @@ impl Op {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Answer with this HTTP status and an S3 error body (503 `SlowDown`, 500 `InternalError`,
-    /// 403 `AccessDenied`, 404 `NoSuchKey`/`NoSuchBucket`, 400 `InvalidRequest`); HEAD
-    /// responses carry no body.
+    /// 403 `AccessDenied`, 404 `NoSuchKey`/`NoSuchBucket`, 400 `InvalidRequest`, 301
+    /// `PermanentRedirect` with `x-amz-bucket-region:` [`OTHER_REGION`](crate::OTHER_REGION));
+    /// HEAD responses carry no body.
     Status(u16),
     /// Wait this long, then answer normally.
     Delay(Duration),

@@ -26,7 +26,7 @@ use crate::backend::Backend;
 use crate::control::{Action, Op, RequestInfo, STALL_CAP};
 use crate::listing::Token;
 use crate::state::State;
-use crate::{ACCESS_KEY, SECRET_KEY, admin};
+use crate::{ACCESS_KEY, OTHER_REGION, SECRET_KEY, admin};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type RespBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -72,6 +72,7 @@ impl Frontend {
             return Ok(resp);
         }
         let info = classify(&req);
+        self.state.note_signature(req.headers());
         let _in_flight = self.state.control.arrive(info.op);
         let mut resp = self.respond(&info, req).await?;
         if let Some(now) = self.state.frozen_clock() {
@@ -242,6 +243,10 @@ fn error_response(
         }
         404 => ("NoSuchKey", "The specified key does not exist."),
         400 => ("InvalidRequest", "Injected bad request."),
+        301 => (
+            "PermanentRedirect",
+            "The bucket you are attempting to access must be addressed using the specified endpoint.",
+        ),
         _ => ("InjectedFault", "Injected fault."),
     };
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -258,6 +263,13 @@ fn error_response(
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
     headers.insert("x-amz-request-id", HeaderValue::from_static(request_id));
+    if status == StatusCode::MOVED_PERMANENTLY {
+        // As AWS answers for a bucket in another region than the request was signed for.
+        headers.insert(
+            "x-amz-bucket-region",
+            HeaderValue::from_static(OTHER_REGION),
+        );
+    }
     if !head {
         headers.insert(
             header::CONTENT_TYPE,

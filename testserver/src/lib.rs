@@ -30,7 +30,7 @@ mod store;
 pub use admin::cpu_seconds;
 pub use control::{Action, Fault, Gate, Op, STALL_CAP};
 pub use server::TestServer;
-pub use state::State;
+pub use state::{Signature, State};
 pub use store::{DEFAULT_CONTENT_TYPE, ObjectSpec};
 
 /// Access key the server accepts.
@@ -39,3 +39,5 @@ pub const ACCESS_KEY: &str = "s3meta-test";
 pub const SECRET_KEY: &str = "s3meta-test-secret";
 /// Region clients should sign for (the server accepts any).
 pub const REGION: &str = "us-east-1";
+/// The region a 301 answer ([`Action::Status`]) says the bucket is in (`x-amz-bucket-region`).
+pub const OTHER_REGION: &str = "eu-west-1";

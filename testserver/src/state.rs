@@ -7,8 +7,9 @@
 //! Invariant: tokens carry the epoch they were issued in; `rotate_tokens` bumps it, so
 //! every earlier token is refused.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::control::{Control, Fault, Gate, Op};
@@ -21,6 +22,16 @@ pub struct State {
     listing_etags: AtomicBool,
     path_order: AtomicBool,
     token_epoch: AtomicU64,
+    signatures: Mutex<BTreeMap<Signature, u64>>,
+}
+
+/// How a request was signed, as [`State::signatures`] counts them.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Signature {
+    /// No `Authorization` header.
+    Unsigned,
+    /// Signed; the `x-amz-security-token` it carried, if any.
+    Signed { session_token: Option<String> },
 }
 
 impl State {
@@ -32,6 +43,7 @@ impl State {
             listing_etags: AtomicBool::new(true),
             path_order: AtomicBool::new(false),
             token_epoch: AtomicU64::new(0),
+            signatures: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -172,6 +184,37 @@ impl State {
     /// Zeroes request counts and busy times; peaks restart from what is in flight now.
     pub fn reset_counters(&self) {
         self.control.reset_counters();
+        self.signatures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// S3 requests since start or `reset_counters`, by how they were signed (s3s checks the
+    /// signature; this says what it covered).
+    pub fn signatures(&self) -> BTreeMap<Signature, u64> {
+        self.signatures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn note_signature(&self, headers: &http::HeaderMap) {
+        let signature = if headers.contains_key(http::header::AUTHORIZATION) {
+            Signature::Signed {
+                session_token: headers
+                    .get("x-amz-security-token")
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            }
+        } else {
+            Signature::Unsigned
+        };
+        *self
+            .signatures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(signature)
+            .or_default() += 1;
     }
 
     /// Resolves once `n` requests of `op` (of any op when `None`) have arrived.

@@ -110,11 +110,14 @@ async fn parallel_listing_equals_a_single_stream_on_a_flat_keyspace() {
 
 /// Issue 15: by default (`Splits::WhenListingBound`) a full scan whose HEADs are slower than
 /// its listing lists with one stream and sends no probe: every LIST is a page. A rescan of the
-/// same unchanged bucket, which waits on nothing but listing, is cut into ranges as before.
+/// same unchanged bucket, which waits on nothing but listing, starts cut at quantiles of the
+/// stored keys — one range per ten pages — and sends no split probe: its LIST requests are
+/// the pages, one partial page per extra range, and the probe that establishes the store's
+/// order (which any rescan of these keys needs once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_scan_bound_by_its_heads_sends_no_split_probes() {
     let env = Env::new().await;
-    fill(env.state(), "bkt", "", 1000);
+    fill(env.state(), "bkt", "d/", 1000);
     let mut cfg = env.config("bkt", "");
     cfg.list_parallelism = 16;
     // 100 HEADs a page, four at a time at 20 ms: a page's HEADs take half a second, its LIST
@@ -132,6 +135,7 @@ async fn a_full_scan_bound_by_its_heads_sends_no_split_probes() {
     env.state()
         .set_latency(Some(Op::List), std::time::Duration::from_millis(20));
     cfg.page_size = 20; // 50 pages, a second of listing for one stream
+    env.state().reset_counters();
     let rescan = env.scan(&cfg).await.unwrap();
     assert_eq!(rescan.mode, s3meta::model::Mode::Rescan);
     assert_eq!(rescan.outcome, Outcome::Complete);
@@ -139,7 +143,23 @@ async fn a_full_scan_bound_by_its_heads_sends_no_split_probes() {
         &env.db,
         "SELECT count(*) FROM scan_ranges WHERE scan_id = 2",
     );
-    assert!(ranges > 1, "the rescan was cut ({ranges} ranges)");
+    assert_eq!(
+        ranges, 6,
+        "1,000 stored keys, pages of 20: one range per 200 keys"
+    );
+    let lists = env.state().requests(Op::List);
+    assert!(lists <= 50 + 5 + 2, "{lists} LIST requests for 50 pages");
+    assert_eq!(
+        count(&env.db, "SELECT count(*) FROM objects WHERE state = 'ok'"),
+        1000
+    );
+    assert_eq!(count(&env.db, "SELECT count(*) FROM changes"), 0);
+
+    // The order is known now: the next rescan sends no probe at all.
+    env.state().reset_counters();
+    env.scan(&cfg).await.unwrap();
+    let lists = env.state().requests(Op::List);
+    assert!(lists <= 50 + 5, "{lists} LIST requests for 50 pages");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,4 +359,60 @@ async fn a_range_splits_into_sixteen_fair_pieces_over_ten_digits() {
         .unwrap();
     assert_eq!(cuts.len(), 1, "{cuts:?}");
     assert!(cuts[0].starts_with("data/50/obj-"), "{cuts:?}");
+}
+
+/// Issue 15: a new rescan starts cut at quantiles of the keys the database holds (one range
+/// per ten pages, here 30 pages → 4 ranges) with no split probe, and ends equal to a single
+/// stream's rescan — also when the cut keys themselves, the keys just after them (the new
+/// ranges' witnesses), the first and the last key are deleted, and keys appear right after
+/// each cut, before the first key and after the last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rescan_starts_cut_at_stored_keys_and_equals_a_single_stream() {
+    let env = Env::new().await;
+    const N: usize = 3000;
+    populate(env.state(), "uniform", N);
+    let single = env.dir.path().join("single.db");
+    let one = env.config("bkt", "");
+    env.scan_into(&one, &single).await.unwrap();
+    let mut cfg = env.config("bkt", "");
+    cfg.list_parallelism = 8;
+    env.scan(&cfg).await.unwrap();
+    assert_eq!(dump(&env.db), dump(&single));
+
+    let mut keys: Vec<String> = (0..N).map(|i| key_for("uniform", i)).collect();
+    keys.sort();
+    let cuts: Vec<usize> = (1..4).map(|i| i * N / 4 - 1).collect();
+    for &c in &cuts {
+        env.state().delete_object("bkt", &keys[c]);
+        env.state().delete_object("bkt", &keys[c + 1]);
+        env.state()
+            .put_object("bkt", &format!("{}0", keys[c]), b"new", &[("new", "1")]);
+    }
+    for k in [&keys[0], &keys[N - 1]] {
+        env.state().delete_object("bkt", k);
+    }
+    for k in ["a-before-everything", "zz-after-everything"] {
+        env.state().put_object("bkt", k, b"new", &[]);
+    }
+
+    env.scan_into(&one, &single).await.unwrap();
+    env.state().reset_counters();
+    let rescan = env.scan(&cfg).await.unwrap();
+    assert_eq!(rescan.mode, s3meta::model::Mode::Rescan);
+    assert_eq!(dump(&env.db), dump(&single), "rescan cut at stored keys");
+    let ranges = column(
+        &env.db,
+        "SELECT coalesce(start_after, '-') FROM scan_ranges WHERE scan_id = 2 ORDER BY range_no",
+    );
+    let want: Vec<String> = std::iter::once("-".to_string())
+        .chain(cuts.iter().map(|&c| keys[c].clone()))
+        .collect();
+    assert_eq!(ranges, want);
+    // 30 pages, at most one partial page per extra range, the order probe (two requests).
+    let lists = env.state().requests(Op::List);
+    assert!(lists <= 30 + 3 + 2, "{lists} LIST requests");
+    assert_eq!(
+        count(&env.db, "SELECT count(*) FROM changes WHERE scan_id = 2"),
+        3 * 3 + 4
+    );
 }

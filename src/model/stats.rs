@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub struct Stats {
     pub listed: AtomicU64,
     pub list_requests: AtomicU64,
+    /// LIST requests of a few keys (split and order probes), counted in `list_requests` too.
+    pub list_probes: AtomicU64,
     pub head_requests: AtomicU64,
     pub retries: AtomicU64,
     pub throttled: AtomicU64,

@@ -49,6 +49,11 @@ pub enum Splits {
 /// Capacity of the writer's inbox, in messages.
 pub const WRITER_QUEUE: usize = 1024;
 
+/// A rescan starts with one key range per this many pages of stored keys (at most
+/// `--list-parallelism`): each range past the first costs at most one partial page, so the
+/// rescan's LIST requests stay within 1.1× the bucket's pages.
+pub const PAGES_PER_EXTRA_RANGE: u64 = 10;
+
 #[derive(Debug, Clone)]
 pub struct ScanConfig {
     pub target: Target,
@@ -323,6 +328,41 @@ async fn run_pipeline(
     }
 }
 
+/// Where a new rescan of a target starts cut: at quantiles of the keys it held at the last
+/// scan, one range per `PAGES_PER_EXTRA_RANGE` pages of them, at most `--list-parallelism`
+/// (issue 15: no probe, at most one partial page per extra range). Only with the store's
+/// order known (the rescan has just established it if its keys can show it), so the cuts
+/// are compared as the store lists.
+async fn planned_cuts(
+    cfg: &ScanConfig,
+    plan: &ScanPlan,
+    conn: &tokio_rusqlite::Connection,
+    db_path: &Path,
+    lister: &Lister,
+) -> Result<Option<(KeyOrder, Vec<scans::StoredCut>)>, Error> {
+    let fresh = plan.mode == Mode::Rescan && !plan.resumed && plan.ranges.len() == 1;
+    let (Some(order), true) = (lister.order.known(), fresh && !cfg.target.is_bounded()) else {
+        return Ok(None);
+    };
+    let range_plan = scans::RangePlan {
+        max_ranges: cfg.list_parallelism,
+        keys_per_range: cfg.page_size.max(1) as u64 * PAGES_PER_EXTRA_RANGE,
+    };
+    let (bucket_id, prefix, path) = (
+        plan.bucket_id,
+        cfg.target.prefix.clone(),
+        db_path.to_path_buf(),
+    );
+    let cuts = conn
+        .call(move |c| {
+            scans::stored_quantiles(c, bucket_id, &prefix, order, range_plan)
+                .map_err(|e| Error::db(&path, e))
+        })
+        .await
+        .map_err(|e| Error::from_async_db(db_path, e))?;
+    Ok((!cuts.is_empty()).then_some((order, cuts)))
+}
+
 /// Feeds the HEADs a resumed scan still owes, then lists every unfinished range.
 #[allow(clippy::too_many_arguments)]
 async fn produce(
@@ -338,9 +378,12 @@ async fn produce(
     // The order first: the owed HEADs are found by key ranges, and the cuts are checked.
     lister.order.check_cuts(&lister)?;
     lister.order.resolve_anchor(&lister).await?;
-    // Parallel listing starts from the scan's ranges as they are: `Listing` splits the large
-    // ones as soon as they have listed a couple of pages, so a small target costs no probes.
-    let ranges = plan.ranges.clone();
+    // A new rescan starts cut where the stored keys say; otherwise parallel listing starts
+    // from the scan's ranges as they are, and `Listing` splits large ones within its budget.
+    let ranges = match planned_cuts(cfg, plan, conn, db_path, &lister).await? {
+        Some(cuts) => ranges::start_cut(plan, cuts, &writer_tx).await?,
+        None => plan.ranges.clone(),
+    };
     let owed = feed::Owed {
         conn: conn.clone(),
         db_path: db_path.to_path_buf(),

@@ -10,20 +10,78 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::sync::{Mutex, Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
+use crate::keys::KeyOrder;
 use crate::model::{HeadJob, RangeState, SplitMsg, WriterMsg};
 use crate::s3::list::Lister;
 use crate::s3::probe;
-use crate::scan::Splits;
 use crate::scan::lister::{self, RangeCtl, SharedRange};
+use crate::scan::{PAGES_PER_EXTRA_RANGE, Splits};
+use crate::store::scans::{ScanPlan, StoredCut};
 
 /// A range is worth splitting once it has listed this many pages.
 const SPLIT_AFTER_PAGES: u64 = 1;
+
+/// What a split is assumed to cost in probes before it is tried (measured on Garage: 40 to
+/// 100 one-key LISTs to find the first position where keys differ and cut the characters
+/// there), so that `--split-ranges auto` tries one only when the budget can pay for it.
+const SPLIT_PROBES: u64 = 48;
+
+/// Cuts a new scan's one range at `cuts` (stored keys, compared in `order`) through the
+/// writer, as a split would, before anything is listed; returns the ranges to list.
+pub async fn start_cut(
+    plan: &ScanPlan,
+    (order, cuts): (KeyOrder, Vec<StoredCut>),
+    writer: &mpsc::Sender<WriterMsg>,
+) -> Result<Vec<RangeState>, Error> {
+    let first = plan.ranges[0].clone();
+    let mut ranges = Vec::with_capacity(cuts.len() + 1);
+    let mut cut_from = first.range_no;
+    for (i, cut) in cuts.iter().enumerate() {
+        let new_no = first.range_no + 1 + i as i64;
+        let end = cuts
+            .get(i + 1)
+            .map(|c| c.at.clone())
+            .or(first.end_key.clone());
+        let split = SplitMsg {
+            order,
+            range_no: cut_from,
+            at: cut.at.clone(),
+            new_range_no: new_no,
+            end: first.end_key.clone(),
+        };
+        writer
+            .send(WriterMsg::Split(split))
+            .await
+            .map_err(|_| lister::writer_gone())?;
+        ranges.push(RangeState {
+            range_no: new_no,
+            start_after: Some(cut.at.clone()),
+            witness: Some(cut.next.clone()),
+            end_key: end,
+            token: None,
+            last_key: None,
+            done: false,
+        });
+        cut_from = new_no;
+    }
+    let head = RangeState {
+        end_key: cuts.first().map(|c| c.at.clone()),
+        ..first
+    };
+    tracing::debug!(
+        "rescan starts cut into {} ranges at stored keys",
+        cuts.len() + 1
+    );
+    ranges.insert(0, head);
+    Ok(ranges)
+}
 
 pub struct Listing {
     pub lister: Arc<Lister>,
@@ -41,6 +99,7 @@ impl Listing {
         let mut next_no = ranges.iter().map(|r| r.range_no + 1).max().unwrap_or(0);
         let mut active: HashMap<i64, SharedRange> = HashMap::new();
         let mut tasks = JoinSet::new();
+        let mut made = ranges.len();
         for range in ranges.into_iter().filter(|r| !r.done) {
             self.spawn(&mut tasks, &mut active, range, &listed);
         }
@@ -64,13 +123,14 @@ impl Listing {
                 },
                 _ = listed.notified() => {}
             }
+            // The free streams and the range being split share the tail.
+            let pieces = (self.parallelism + 1).saturating_sub(tasks.len());
             let idle = self.parallelism > 1
                 && !self.cancel.is_cancelled()
                 && tasks.len() < self.parallelism
-                && self.listing_bound();
+                && self.listing_bound()
+                && self.affordable(made, pieces);
             let tails = if idle {
-                // The free streams and the range being split share the tail.
-                let pieces = self.parallelism - tasks.len() + 1;
                 match self.split(&active, next_no, pieces).await {
                     Err(Error::Interrupted) => Vec::new(), // a probe cut short by Ctrl-C
                     other => other?,
@@ -80,6 +140,7 @@ impl Listing {
             };
             for range in tails {
                 next_no += 1;
+                made += 1;
                 self.spawn(&mut tasks, &mut active, range, &listed);
             }
         }
@@ -91,6 +152,26 @@ impl Listing {
     /// waiting for the HEADs (a full scan, whose extra streams would only add probes).
     fn listing_bound(&self) -> bool {
         self.splits == Splits::Always || self.heads.capacity() * 2 >= self.heads.max_capacity()
+    }
+
+    /// Whether a split into `pieces` fits the LIST budget of `--split-ranges auto`: the
+    /// probes sent so far, a split's assumed cost, and a partial page for each range past
+    /// the first (`made` so far, and the new ones) within a tenth of the pages listed so
+    /// far — the pages still to come only add to it, so a scan's LIST requests stay within
+    /// about 1.1× its pages (issue 15), and a bucket of fewer than ~500 pages is never
+    /// probed. `always` splits whenever a stream is free, whatever it costs.
+    fn affordable(&self, made: usize, pieces: usize) -> bool {
+        if self.splits == Splits::Always {
+            return true;
+        }
+        let stats = &self.lister.stats;
+        let probes = stats.list_probes.load(Ordering::Relaxed);
+        let pages = stats
+            .list_requests
+            .load(Ordering::Relaxed)
+            .saturating_sub(probes);
+        let extra = (made + pieces).saturating_sub(2) as u64;
+        probes + SPLIT_PROBES + extra <= pages / PAGES_PER_EXTRA_RANGE
     }
 
     fn spawn(

@@ -5,7 +5,8 @@
 //! ranges with their checkpoints — and, at the end, the final state. Invariants: at most one
 //! unfinished scan per target (an unfinished one is always resumed unless `--restart`
 //! abandons it, or `--full` an unfinished rescan); a scan is `complete` only when every range is listed and no object of its
-//! keyspace is still owed a HEAD.
+//! keyspace is still owed a HEAD. A new rescan can start cut at quantiles of the keys the
+//! database already holds (`stored_quantiles`): such cuts cost no request.
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -14,6 +15,24 @@ use crate::model::{
     HeadJob, Mode, ObjectState, RangeState, RangeStatus, ScanState, Target, timefmt,
 };
 use crate::store::db;
+
+/// How many ranges a new rescan starts with: one per `keys_per_range` keys the database holds
+/// for the target, at most `max_ranges`. Each range past the first can cost one partial page
+/// more, so one per ten pages' worth of keys keeps a rescan's LIST requests within 1.1× the
+/// bucket's pages (issue 15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangePlan {
+    pub max_ranges: usize,
+    pub keys_per_range: u64,
+}
+
+impl RangePlan {
+    /// One range: a single listing stream.
+    pub const ONE: RangePlan = RangePlan {
+        max_ranges: 1,
+        keys_per_range: u64::MAX,
+    };
+}
 
 /// The scan to run.
 #[derive(Debug, Clone)]
@@ -206,6 +225,68 @@ fn start(
         ranges: load_ranges(tx, scan_id)?,
         order: OrderFacts::default(),
     })
+}
+
+/// A cut of a target at a stored key, and the stored key after it (the new range's witness:
+/// a key the range should list, see `Lister::check_empty`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCut {
+    pub at: String,
+    pub next: String,
+}
+
+/// Increasing stored keys of the target's prefix that cut it into `plan`'s number of ranges
+/// of about as many stored keys each, compared in `order`: one pass over the target's index
+/// entries. Deleted objects (`gone`) are not counted: the store no longer lists them.
+pub fn stored_quantiles(
+    conn: &Connection,
+    bucket_id: i64,
+    prefix: &str,
+    order: KeyOrder,
+    plan: RangePlan,
+) -> rusqlite::Result<Vec<StoredCut>> {
+    if plan.max_ranges <= 1 {
+        return Ok(Vec::new());
+    }
+    let keys = KeyRange::prefix(order, prefix);
+    let (frag, mut args) = keys.sql("key");
+    args.push((":b", &bucket_id));
+    let live = format!(
+        "FROM objects WHERE bucket_id = :b AND state != {}{frag}",
+        ObjectState::Gone.sql()
+    );
+    let stored: i64 = conn.query_row(&format!("SELECT count(*) {live}"), args.as_slice(), |r| {
+        r.get(0)
+    })?;
+    let ranges = (stored as u64 / plan.keys_per_range.max(1)).saturating_add(1);
+    let ranges = ranges.min(plan.max_ranges as u64) as i64;
+    if ranges <= 1 {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare(&format!(
+        "SELECT key {live} ORDER BY {}",
+        order.column("key")
+    ))?;
+    let mut rows = stmt.query(args.as_slice())?;
+    let (mut cuts, mut at, mut seen) = (Vec::new(), None::<String>, 0i64);
+    while let Some(row) = rows.next()? {
+        seen += 1;
+        let key: String = row.get(0)?;
+        if let Some(at) = at.take() {
+            cuts.push(StoredCut {
+                at,
+                next: key.clone(),
+            });
+            if cuts.len() as i64 == ranges - 1 {
+                break;
+            }
+        }
+        // The last key of the i-th of `ranges` equal shares.
+        if seen == (cuts.len() as i64 + 1) * stored / ranges {
+            at = Some(key);
+        }
+    }
+    Ok(cuts)
 }
 
 /// Whether a completed scan covers the target: same bucket, a prefix of its prefix, and either

@@ -314,6 +314,7 @@ impl Lister {
                 max_keys: Some(if lowered { 2 } else { 1 }),
                 ..cursor
             };
+            Stats::add(&self.stats.list_probes, 1);
             let page = self.fetch(cursor).await.map_err(|e| self.fatal(e))?;
             let order = self.order.current();
             let mut listed: Vec<String> = page.entries.into_iter().map(|o| o.key).collect();
@@ -354,6 +355,7 @@ impl Lister {
             prefix: prefix.map(str::to_string),
             ..Cursor::default()
         };
+        Stats::add(&self.stats.list_probes, 1);
         let page = self.fetch(cursor).await.map_err(|e| self.fatal(e))?;
         Ok(page.entries.into_iter().next().map(|o| o.key))
     }

@@ -26,14 +26,6 @@ pub struct RangePlan {
     pub keys_per_range: u64,
 }
 
-impl RangePlan {
-    /// One range: a single listing stream.
-    pub const ONE: RangePlan = RangePlan {
-        max_ranges: 1,
-        keys_per_range: u64::MAX,
-    };
-}
-
 /// The scan to run.
 #[derive(Debug, Clone)]
 pub struct ScanPlan {

@@ -177,10 +177,7 @@ fn status_failure(status: StatusCode, headers: &HeaderMap) -> Failure {
 /// A header's value as text: UTF-8 as sent (stores send non-ASCII metadata raw, or RFC
 /// 2047-encoded), a byte that is not UTF-8 replaced rather than the object lost.
 fn text(value: &http::HeaderValue) -> String {
-    match std::str::from_utf8(value.as_bytes()) {
-        Ok(s) => s.to_string(),
-        Err(_) => String::from_utf8_lossy(value.as_bytes()).into_owned(),
-    }
+    String::from_utf8_lossy(value.as_bytes()).into_owned()
 }
 
 /// The fields s3meta records from a HEAD answer's headers. A header sent twice is one

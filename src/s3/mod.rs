@@ -4,8 +4,9 @@
 //! (`read::estimate`, the `plan` command). Sends on: decoded pages, HEAD outcomes, probe answers. Holds
 //! the client (`client`: endpoint resolution and the store id), the one retry loop (`retry`)
 //! with the adaptive HEAD limit (`limit`) and the rate cap (`rate`), one listing (`list`:
-//! the XML fast path, the order a store lists in), the HEAD pool (`head`) over the lean HEAD path (`wire`, signed with
-//! cached `credentials`) and split probes (`probe`). Invariant: it never touches the database; what it learns goes out as values.
+//! the XML fast path, the order a store lists in), the HEAD pool (`head`) over the lean HEAD
+//! path (`wire`, signed with cached `credentials`) and split probes (`probe`). Invariant: it
+//! never touches the database; what it learns goes out as values.
 
 pub mod client;
 pub(crate) mod credentials;

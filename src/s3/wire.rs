@@ -146,7 +146,7 @@ impl HeadTarget {
     pub async fn head(&self, key: &str) -> Result<Answer, Failure> {
         let inner = &*self.inner;
         let uri = format!("{}/{}", inner.base, utf8_percent_encode(key, KEY_ENCODE));
-        let mut req = Request::head(uri)
+        let mut req = Request::head(uri.as_str())
             .header(HOST, inner.host.clone())
             .header(USER_AGENT, AGENT)
             .body(Empty::new())
@@ -156,7 +156,7 @@ impl HeadTarget {
             })?;
         if let Some(credentials) = &inner.credentials {
             let credentials = credentials.get().await?;
-            inner.sign(&mut req, credentials.into())?;
+            inner.sign(&mut req, &uri, credentials.into())?;
         }
         match tokio::time::timeout(inner.timeout, inner.http.request(req)).await {
             Err(_) => Err(Failure::transport("timed out".into())),
@@ -173,9 +173,12 @@ impl HeadTarget {
 }
 
 impl Inner {
+    /// Signs `req`, whose URI is `uri` (the text it was built from, so it is not written
+    /// out again for every request).
     fn sign(
         &self,
         req: &mut Request<Empty<Bytes>>,
+        uri: &str,
         identity: aws_smithy_runtime_api::client::identity::Identity,
     ) -> Result<(), Failure> {
         let unsignable = |e: &dyn std::fmt::Display| Failure {
@@ -197,14 +200,13 @@ impl Inner {
             .build()
             .map_err(|e| unsignable(&e))?
             .into();
-        let uri = req.uri().to_string();
         let headers = req
             .headers()
             .iter()
             .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)));
         let signable = SignableRequest::new(
             "HEAD",
-            uri.as_str(),
+            uri,
             headers,
             SignableBody::Precomputed(EMPTY_SHA256.into()),
         )

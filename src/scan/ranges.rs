@@ -41,46 +41,61 @@ pub async fn start_cut(
     writer: &mpsc::Sender<WriterMsg>,
 ) -> Result<Vec<RangeState>, Error> {
     let first = plan.ranges[0].clone();
-    let mut ranges = Vec::with_capacity(cuts.len() + 1);
-    let mut cut_from = first.range_no;
-    for (i, cut) in cuts.iter().enumerate() {
-        let new_no = first.range_no + 1 + i as i64;
-        let end = cuts
-            .get(i + 1)
-            .map(|c| c.at.clone())
-            .or(first.end_key.clone());
+    let at: Vec<String> = cuts.iter().map(|c| c.at.clone()).collect();
+    let range = (first.range_no, first.end_key.clone());
+    let mut tails = send_cuts(writer, order, range, first.range_no + 1, &at).await?;
+    for (tail, cut) in tails.iter_mut().zip(cuts) {
+        tail.witness = Some(cut.next);
+    }
+    tracing::debug!(
+        "rescan starts cut into {} ranges at stored keys",
+        at.len() + 1
+    );
+    let head = RangeState {
+        end_key: at.first().cloned(),
+        ..first
+    };
+    tails.insert(0, head);
+    Ok(tails)
+}
+
+/// Sends the writer the splits that cut range `(range_no, end)` at `cuts` (increasing,
+/// inside it), numbering the new ranges from `next_no`; returns them, (cut, next cut] each,
+/// the last ending at `end`, without witnesses (the caller knows what each should list).
+async fn send_cuts(
+    writer: &mpsc::Sender<WriterMsg>,
+    order: KeyOrder,
+    (range_no, end): (i64, Option<String>),
+    next_no: i64,
+    cuts: &[String],
+) -> Result<Vec<RangeState>, Error> {
+    let mut tails = Vec::with_capacity(cuts.len());
+    let mut cut_from = range_no;
+    for (i, at) in cuts.iter().enumerate() {
+        let new_no = next_no + i as i64;
         let split = SplitMsg {
             order,
             range_no: cut_from,
-            at: cut.at.clone(),
+            at: at.clone(),
             new_range_no: new_no,
-            end: first.end_key.clone(),
+            end: end.clone(),
         };
         writer
             .send(WriterMsg::Split(split))
             .await
             .map_err(|_| lister::writer_gone())?;
-        ranges.push(RangeState {
+        tails.push(RangeState {
             range_no: new_no,
-            start_after: Some(cut.at.clone()),
-            witness: Some(cut.next.clone()),
-            end_key: end,
+            start_after: Some(at.clone()),
+            witness: None,
+            end_key: cuts.get(i + 1).cloned().or(end.clone()),
             token: None,
             last_key: None,
             done: false,
         });
         cut_from = new_no;
     }
-    let head = RangeState {
-        end_key: cuts.first().map(|c| c.at.clone()),
-        ..first
-    };
-    tracing::debug!(
-        "rescan starts cut into {} ranges at stored keys",
-        cuts.len() + 1
-    );
-    ranges.insert(0, head);
-    Ok(ranges)
+    Ok(tails)
 }
 
 pub struct Listing {
@@ -251,34 +266,14 @@ impl Listing {
             c.split_tried_at = Some(c.pages);
             return Ok(Vec::new());
         }
-        let mut tails = Vec::with_capacity(cuts.len());
-        let mut cut_from = c.range_no;
-        for (i, at) in cuts.iter().enumerate() {
-            let new_no = next_no + i as i64;
-            let split = SplitMsg {
-                order,
-                range_no: cut_from,
-                at: at.clone(),
-                new_range_no: new_no,
-                end: c.end.clone(),
+        let range = (c.range_no, c.end.clone());
+        let mut tails = send_cuts(&self.writer, order, range, next_no, &cuts).await?;
+        for tail in &mut tails {
+            let (at, end_key) = (tail.start_after.as_deref(), tail.end_key.as_deref());
+            let inside = |k: &&String| {
+                at.is_some_and(|a| order.lt(a, k)) && end_key.is_none_or(|e| !order.lt(e, k))
             };
-            self.writer
-                .send(WriterMsg::Split(split))
-                .await
-                .map_err(|_| lister::writer_gone())?;
-            let end_key = cuts.get(i + 1).cloned().or(c.end.clone());
-            let inside =
-                |k: &&String| order.lt(at, k) && end_key.as_deref().is_none_or(|e| !order.lt(e, k));
-            tails.push(RangeState {
-                range_no: new_no,
-                start_after: Some(at.clone()),
-                witness: seen.iter().find(inside).cloned(),
-                end_key,
-                token: None,
-                last_key: None,
-                done: false,
-            });
-            cut_from = new_no;
+            tail.witness = seen.iter().find(inside).cloned();
         }
         tracing::debug!(
             "split range {} at {cuts:?} into {} new ranges",

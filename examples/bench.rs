@@ -445,6 +445,7 @@ fn writer_only(objects: usize, dir: &Path) -> Result<WriterFigures, String> {
         bucket_id: plan.bucket_id,
         mode: plan.mode,
         record_created: plan.record_created,
+        tags: None,
         path: path.clone(),
         recorded_order: Default::default(),
     });
@@ -488,6 +489,7 @@ fn writer_only(objects: usize, dir: &Path) -> Result<WriterFigures, String> {
                     let msg = WriterMsg::Head(HeadOutcome {
                         object_id: job.object_id,
                         result,
+                        tags: None,
                     });
                     if tx.send(msg).await.is_err() {
                         return;

@@ -267,7 +267,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub const FILTER_FORMS: &str = "name=value, name!=value, name~glob (* and ?), name (has it), !name (lacks it), \
 @key~glob, @size>N (also <, =, !=, >=, <=; N may end in KB, MB, GB, TB, KiB, MiB, GiB, TiB), \
 @modified>2026-01-01 (also <, =, >=, <=), @etag=…, @storage_class=…, @content_type=…, \
-@state=pending|ok|error|gone, @error";
+@state=pending|ok|error|gone, @error, HEAD's headers (@sse=…, @checksum_algorithm=…, @lock_mode=…, \
+@lock_retain_until>2027-01-01, @legal_hold=ON, @replication_status=…, @parts_count>1, @tagging_count>0, …), \
+tag:NAME=value, tag:NAME!=value, tag:NAME~glob, tag:NAME, !tag:NAME";
 
 /// A `--where` that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -150,7 +150,7 @@ async fn hostile_keys_are_stored_byte_exact_and_rescan_to_no_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lean_head_path_reads_what_the_sdk_reads() {
     use aws_sdk_s3::operation::head_object::HeadObjectOutput;
-    use s3meta::model::{HeadFields, strip_quotes, timefmt};
+    use s3meta::model::{ExtraHeaders, HeadFields, parts_count, strip_quotes, timefmt};
 
     // The test server sends a non-ASCII value as one RFC 2047 word; s3meta decodes it.
     fn decoded(v: &str) -> String {
@@ -183,8 +183,47 @@ async fn the_lean_head_path_reads_what_the_sdk_reads() {
             storage_class: out.storage_class().map(|c| c.as_str().to_string()),
             version_id: s(out.version_id()),
             missing_meta: out.missing_meta(),
+            extra: by_sdk_extra(&out),
+            tagging_count: out.tag_count().map(i64::from),
             recheck,
             metadata,
+        }
+    }
+    fn by_sdk_extra(out: &HeadObjectOutput) -> ExtraHeaders {
+        let s = |v: Option<&str>| v.map(str::to_string);
+        let checksums = [
+            ("CRC32", out.checksum_crc32()),
+            ("CRC32C", out.checksum_crc32_c()),
+            ("CRC64NVME", out.checksum_crc64_nvme()),
+            ("SHA1", out.checksum_sha1()),
+            ("SHA256", out.checksum_sha256()),
+            ("SHA512", out.checksum_sha512()),
+            ("MD5", out.checksum_md5()),
+            ("XXHASH64", out.checksum_xxhash64()),
+            ("XXHASH3", out.checksum_xxhash3()),
+            ("XXHASH128", out.checksum_xxhash128()),
+        ];
+        let checksum = checksums.iter().find_map(|(a, v)| Some((*a, (*v)?)));
+        ExtraHeaders {
+            sse: out.server_side_encryption().map(|v| v.as_str().to_string()),
+            sse_kms_key_id: s(out.ssekms_key_id()),
+            sse_bucket_key: out.bucket_key_enabled(),
+            sse_customer_algorithm: s(out.sse_customer_algorithm()),
+            checksum_algorithm: checksum.map(|(a, _)| a.to_string()),
+            checksum: checksum.map(|(_, v)| v.to_string()),
+            checksum_type: out.checksum_type().map(|v| v.as_str().to_string()),
+            lock_mode: out.object_lock_mode().map(|v| v.as_str().to_string()),
+            lock_retain_until: out
+                .object_lock_retain_until_date()
+                .map(timefmt::from_smithy),
+            legal_hold: out
+                .object_lock_legal_hold_status()
+                .map(|v| v.as_str().to_string()),
+            replication_status: out.replication_status().map(|v| v.as_str().to_string()),
+            restore: s(out.restore()),
+            archive_status: out.archive_status().map(|v| v.as_str().to_string()),
+            website_redirect: s(out.website_redirect_location()),
+            parts_count: out.e_tag().and_then(parts_count),
         }
     }
 
@@ -212,6 +251,13 @@ async fn the_lean_head_path_reads_what_the_sdk_reads() {
             expires: (i % 6 == 0).then(|| "Thu, 01 Dec 2094 16:00:00 GMT".into()),
             storage_class: (i % 7 == 0).then(|| "GLACIER".into()),
             missing_meta: (i % 8 == 0).then_some(2),
+            etag: (i % 9 == 0).then(|| format!("{:032x}-{}", i, i % 17 + 2)),
+            tags: if i % 2 == 0 {
+                vec![("t".into(), format!("{i}")), ("k 2".into(), String::new())]
+            } else {
+                Vec::new()
+            },
+            headers: extra_headers(i),
             ..ObjectSpec::default()
         };
         env.state().put_object_with("bkt", k, spec);

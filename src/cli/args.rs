@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use s3meta::model::ChangeKind;
+use s3meta::model::{ChangeKind, TagsMode};
 use s3meta::read::changes::ChangesOptions;
 use s3meta::read::names::NamesOptions;
 use s3meta::read::output;
@@ -42,6 +42,24 @@ pub struct Cli {
 }
 
 /// `--split-ranges`.
+/// `--tags[=WHICH]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TagsArg {
+    /// Tags of every object, unchanged ones included.
+    All,
+    /// Tags only of objects whose listing changed (and new ones).
+    SkipUnchanged,
+}
+
+impl TagsArg {
+    pub fn mode(self) -> TagsMode {
+        match self {
+            TagsArg::All => TagsMode::All,
+            TagsArg::SkipUnchanged => TagsMode::SkipUnchanged,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SplitRanges {
     Auto,
@@ -141,6 +159,13 @@ pub struct ScanArgs {
     /// probes), or always, whenever a stream is free.
     #[arg(long, value_enum, value_name = "WHEN", default_value_t = SplitRanges::Auto)]
     pub split_ranges: SplitRanges,
+    /// Record object tags too (GetObjectTagging, one request per tagged object a HEAD finds;
+    /// HEAD's count of 0 saves it). `--tags` alone is `all`: a rescan also reads the tags of
+    /// every unchanged object (one request each), as tags change without touching the
+    /// listing; `skip-unchanged` reads them only where the listing changed, and misses tag-only
+    /// changes on the rest.
+    #[arg(long, value_enum, value_name = "WHICH", num_args = 0..=1, require_equals = true, default_missing_value = "all")]
+    pub tags: Option<TagsArg>,
     /// Keys per LIST request, 1 to 1000 (S3 returns at most 1000).
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(i32).range(1..=1000))]
     pub page_size: i32,

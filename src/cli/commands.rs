@@ -16,7 +16,7 @@ use crate::cli::progress::{self, Progress};
 use crate::cli::summary::Summary;
 use crate::cli::{
     ChangesArgs, CheckArgs, Cli, EstimateArgs, EstimateFormat, ForgetArgs, MergeArgs, NamesArgs,
-    PlanArgs, QueryArgs, ScanArgs, SplitRanges, StatusArgs,
+    PlanArgs, QueryArgs, ScanArgs, SplitRanges, StatusArgs, TagsArg,
 };
 use s3meta::error::Error;
 use s3meta::keys::Bounds;
@@ -111,6 +111,7 @@ async fn scan_once(
             SplitRanges::Always => scan::Splits::Always,
         },
         bounds_order: range.as_ref().and_then(|r| r.order),
+        tags: args.tags.map(TagsArg::mode),
     };
     *target = Some(cfg.target.clone());
     let show = !quiet && !args.no_progress && std::io::stderr().is_terminal();

@@ -162,8 +162,16 @@ pub fn summary(target: &str, r: &ScanReport) -> String {
         Outcome::CompleteWithErrors => "scanned (with errors)",
         Outcome::Interrupted => "interrupted",
     };
+    let tags = match s.tag_requests + s.tags_read {
+        0 => String::new(),
+        _ => format!(
+            ", tags of {} read ({} GetObjectTagging)",
+            thousands(s.tags_read),
+            thousands(s.tag_requests)
+        ),
+    };
     format!(
-        "{verb} {target} ({} scan {}{}): {} objects listed, {} HEADs ({} with custom metadata), {} skipped unchanged, {} gone, {} errors, {:.1}s, {} objects/s",
+        "{verb} {target} ({} scan {}{}): {} objects listed, {} HEADs ({} with custom metadata){tags}, {} skipped unchanged, {} gone, {} errors, {:.1}s, {} objects/s",
         r.mode.as_str(),
         r.scan_id,
         if r.resumed { ", resumed" } else { "" },

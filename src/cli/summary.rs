@@ -45,6 +45,8 @@ pub struct Objects {
     pub headed: u64,
     pub skipped: u64,
     pub with_metadata: u64,
+    /// Objects whose tags were read (`--tags`).
+    pub tags_read: u64,
     pub deleted: u64,
     pub errored: u64,
     /// Still owed a HEAD when the run ended (non-zero after an interrupt or a failure); null
@@ -56,6 +58,8 @@ pub struct Objects {
 pub struct Requests {
     pub list: u64,
     pub head: u64,
+    /// GetObjectTagging (`--tags`).
+    pub tags: u64,
     pub total: u64,
 }
 
@@ -97,6 +101,7 @@ impl Summary {
                 headed: stats.headed,
                 skipped: stats.skipped,
                 with_metadata: stats.with_metadata,
+                tags_read: stats.tags_read,
                 deleted: stats.gone,
                 errored: stats.failed,
                 head_due: report.map(|r| r.due).or(head_due),
@@ -104,7 +109,8 @@ impl Summary {
             requests: Requests {
                 list: stats.list_requests,
                 head: stats.head_requests,
-                total: stats.list_requests + stats.head_requests,
+                tags: stats.tag_requests,
+                total: stats.list_requests + stats.head_requests + stats.tag_requests,
             },
             retries: stats.retries,
             throttled: stats.throttled,

@@ -22,7 +22,7 @@ pub mod stats;
 pub mod timefmt;
 
 pub use plan::RangeLine;
-pub use states::{ChangeKind, Mode, ObjectState, RangeStatus, ScanState};
+pub use states::{ChangeKind, Mode, ObjectState, RangeStatus, ScanState, TagsMode};
 
 /// What a scan covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,29 +113,54 @@ pub enum WriterMsg {
     Split(SplitMsg),
 }
 
-/// An object the writer decided to HEAD.
+/// An object the writer decided to HEAD, or to read the tags of.
 #[derive(Debug, Clone)]
 pub struct HeadJob {
     pub object_id: i64,
     pub key: String,
+    pub work: Work,
 }
 
-/// What HEAD said of one object.
+/// What a job asks of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// HEAD (`head_due`), then the tags when the scan reads them and HEAD does not count 0.
+    Head,
+    /// The tags alone (`tags_due`): the listing shows the object unchanged.
+    Tags,
+}
+
+/// What HEAD (and GetObjectTagging) said of one object.
 #[derive(Debug)]
 pub struct HeadOutcome {
     pub object_id: i64,
     pub result: HeadResult,
+    /// The tags read, when the job read them.
+    pub tags: Option<TagsRead>,
 }
 
 #[derive(Debug)]
 pub enum HeadResult {
     Ok(Box<HeadFields>),
-    /// 404: deleted between LIST and HEAD.
+    /// A `Work::Tags` job: no HEAD was sent.
+    NotHeaded,
+    /// 404: deleted between LIST and HEAD (or GetObjectTagging).
     Gone,
     Failed {
         failure: Failure,
         attempts: u32,
     },
+}
+
+/// What GetObjectTagging said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagsRead {
+    /// The tags, sorted by key.
+    Tags(Vec<(String, String)>),
+    /// HEAD counted none (`x-amz-tagging-count: 0`): nothing was sent.
+    CountedNone,
+    /// Refused or failing after retries; the object itself stays as HEAD found it.
+    Failed(Failure),
 }
 
 /// The fields of a successful HEAD, as stored.
@@ -153,11 +178,46 @@ pub struct HeadFields {
     pub storage_class: Option<String>,
     pub version_id: Option<String>,
     pub missing_meta: Option<i32>,
+    /// Encryption, checksum, object lock, replication, archive and redirect headers.
+    pub extra: ExtraHeaders,
+    /// `x-amz-tagging-count`; `None` when HEAD sent none (not known, never 0).
+    pub tagging_count: Option<i64>,
     /// HEADed within a second of its Last-Modified: the next rescan HEADs it again
     /// (`within_a_second`).
     pub recheck: bool,
     /// Custom metadata, names lower-case, values RFC 2047-decoded, sorted by name.
     pub metadata: Vec<(String, String)>,
+}
+
+/// What HEAD says beyond the content headers (issue 16 §4), each as the store sent it (the
+/// retain-until date in RFC 3339, `timefmt`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtraHeaders {
+    pub sse: Option<String>,
+    pub sse_kms_key_id: Option<String>,
+    pub sse_bucket_key: Option<bool>,
+    pub sse_customer_algorithm: Option<String>,
+    /// `CRC32`, `CRC32C`, `CRC64NVME`, `SHA1`, `SHA256`, …: which `x-amz-checksum-*` came
+    /// (`s3::head::CHECKSUMS`).
+    pub checksum_algorithm: Option<String>,
+    pub checksum: Option<String>,
+    pub checksum_type: Option<String>,
+    pub lock_mode: Option<String>,
+    pub lock_retain_until: Option<String>,
+    pub legal_hold: Option<String>,
+    pub replication_status: Option<String>,
+    pub restore: Option<String>,
+    pub archive_status: Option<String>,
+    pub website_redirect: Option<String>,
+    /// The N of a multipart ETag `…-N`.
+    pub parts_count: Option<i64>,
+}
+
+/// The part count of a multipart upload's ETag (`"9b2cf535f27731c974343645a3985328-12"` → 12);
+/// `None` for a single-part ETag.
+pub fn parts_count(etag: &str) -> Option<i64> {
+    let (_, n) = etag.trim_matches('"').rsplit_once('-')?;
+    n.parse().ok().filter(|n| *n > 0)
 }
 
 /// ETags are stored without their quotes (`"abc"` → `abc`).

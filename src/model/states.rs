@@ -116,10 +116,24 @@ stored_enum! {
         Created = "created",
         /// The listing's ETag, size or Last-Modified changed; metadata unchanged.
         Modified = "modified",
-        /// The custom metadata changed.
+        /// The custom metadata changed (and maybe the tags too: both pairs are on the row).
         Metadata = "metadata",
+        /// Only the tags changed (`--tags`).
+        Tags = "tags",
         /// The key disappeared from the listing, or HEAD answered 404.
         Deleted = "deleted",
+    }
+}
+
+stored_enum! {
+    /// Which objects a scan reads the tags of (`--tags`, `scans.tags`).
+    TagsMode {
+        /// Every object: those a rescan HEADs (when HEAD counts tags or sends no count) and
+        /// every unchanged one (GetObjectTagging alone), so tag-only changes are found.
+        All = "all",
+        /// Only the objects HEADed (new or changed listings): tag-only changes on unchanged
+        /// objects are missed until a `--tags=all` scan.
+        SkipUnchanged = "skip-unchanged",
     }
 }
 
@@ -130,7 +144,11 @@ mod tests {
     /// Every state is one the schema's CHECK constraints allow.
     #[test]
     fn states_are_the_schemas() {
-        let schema = include_str!("../../schema/0001_init.sql");
+        let schema = [
+            include_str!("../../schema/0001_init.sql"),
+            include_str!("../../schema/0003_whole_object.sql"),
+        ]
+        .concat();
         let allows = |column: &str, text: &str| {
             schema.lines().any(|l| {
                 l.contains(&format!("{column} "))
@@ -152,6 +170,9 @@ mod tests {
         }
         for s in ChangeKind::ALL {
             assert!(allows("kind", s.as_str()), "{s}");
+        }
+        for s in TagsMode::ALL {
+            assert!(allows("tags", s.as_str()), "{s}");
         }
         assert_eq!(Mode::parse("rescan"), Some(Mode::Rescan));
         assert_eq!(ObjectState::parse("Gone"), None);

@@ -14,12 +14,16 @@ pub struct Stats {
     /// LIST requests of a few keys (split and order probes), counted in `list_requests` too.
     pub list_probes: AtomicU64,
     pub head_requests: AtomicU64,
+    /// GetObjectTagging attempts (`--tags`).
+    pub tag_requests: AtomicU64,
     pub retries: AtomicU64,
     pub throttled: AtomicU64,
     /// Objects whose HEAD result (ok, gone or failed) has been committed.
     pub headed: AtomicU64,
     pub skipped: AtomicU64,
     pub with_metadata: AtomicU64,
+    /// Objects whose tags were read (or counted 0 by HEAD), committed.
+    pub tags_read: AtomicU64,
     pub gone: AtomicU64,
     pub failed: AtomicU64,
     /// LIST answers the fast path left to the SDK's parser (`src/s3/list/xml.rs`).
@@ -39,11 +43,13 @@ pub struct Snapshot {
     pub listed: u64,
     pub list_requests: u64,
     pub head_requests: u64,
+    pub tag_requests: u64,
     pub retries: u64,
     pub throttled: u64,
     pub headed: u64,
     pub skipped: u64,
     pub with_metadata: u64,
+    pub tags_read: u64,
     pub gone: u64,
     pub failed: u64,
 }
@@ -58,11 +64,13 @@ impl Stats {
             listed: self.listed.load(Relaxed),
             list_requests: self.list_requests.load(Relaxed),
             head_requests: self.head_requests.load(Relaxed),
+            tag_requests: self.tag_requests.load(Relaxed),
             retries: self.retries.load(Relaxed),
             throttled: self.throttled.load(Relaxed),
             headed: self.headed.load(Relaxed),
             skipped: self.skipped.load(Relaxed),
             with_metadata: self.with_metadata.load(Relaxed),
+            tags_read: self.tags_read.load(Relaxed),
             gone: self.gone.load(Relaxed),
             failed: self.failed.load(Relaxed),
         }

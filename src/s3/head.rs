@@ -11,6 +11,7 @@
 //! by cancellation sends nothing, so its row stays `head_due` and a resume HEADs it again.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 use aws_smithy_types::date_time::{DateTime, Format};
@@ -21,12 +22,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::model::stats::Stats;
 use crate::model::{
-    Failure, HeadFields, HeadJob, HeadOutcome, HeadResult, WriterMsg, strip_quotes, timefmt,
+    ExtraHeaders, Failure, HeadFields, HeadJob, HeadOutcome, HeadResult, TagsRead, Work, WriterMsg,
+    parts_count, strip_quotes, timefmt,
 };
 use crate::s3::limit::Limiter;
 use crate::s3::rate::RateLimit;
 use crate::s3::retry::{self, Outcome, Policy, Retrier};
 use crate::s3::rfc2047;
+use crate::s3::tags::tags_once;
 use crate::s3::wire::HeadTarget;
 
 /// Jobs in progress per HEAD slot: in flight, waiting for a slot, or backing off after a
@@ -47,6 +50,11 @@ pub struct HeadPool {
     pub rate: Option<Arc<RateLimit>>,
     /// How long in-flight HEADs may run on after cancellation before they are abandoned.
     pub grace: Duration,
+    /// Read tags (`--tags`): after a HEAD that does not count 0 (a missing count is not
+    /// known), and for `Work::Tags` jobs.
+    pub read_tags: bool,
+    /// A 403 on GetObjectTagging has been reported (once per scan).
+    pub tags_refused: AtomicBool,
 }
 
 impl HeadPool {
@@ -74,12 +82,13 @@ impl HeadPool {
             };
             let (pool, results, limiter) = (self.clone(), results.clone(), limiter.clone());
             tasks.spawn(async move {
-                let outcome = pool.head(&job, &limiter).await;
+                let outcome = pool.work(&job, &limiter).await;
                 drop(permit);
-                if let Some(result) = outcome {
+                if let Some((result, tags)) = outcome {
                     let msg = WriterMsg::Head(HeadOutcome {
                         object_id: job.object_id,
                         result,
+                        tags,
                     });
                     let _ = results.send(msg).await;
                 }
@@ -102,6 +111,88 @@ impl HeadPool {
         } else {
             all.await;
         }
+    }
+
+    /// Does one job: HEAD and (with `--tags`) the tags, or the tags alone; `None` when
+    /// cancelled before the answers.
+    async fn work(
+        &self,
+        job: &HeadJob,
+        limiter: &Limiter,
+    ) -> Option<(HeadResult, Option<TagsRead>)> {
+        match job.work {
+            Work::Head => {
+                let result = self.head(job, limiter).await?;
+                let count = match &result {
+                    HeadResult::Ok(f) if self.read_tags => f.tagging_count,
+                    _ => return Some((result, None)),
+                };
+                let tags = match count {
+                    Some(0) => TagsRead::CountedNone,
+                    _ => match self.tags(job, limiter).await? {
+                        Outcome::Ok(Some(tags)) => TagsRead::Tags(tags),
+                        // Deleted between the two requests: the next listing says so.
+                        Outcome::Ok(None) => TagsRead::Failed(Failure::from_status(
+                            404,
+                            Some("NoSuchKey".into()),
+                            "deleted after its HEAD".into(),
+                        )),
+                        Outcome::Failed { failure, .. } => TagsRead::Failed(failure),
+                        Outcome::Cancelled => return None,
+                    },
+                };
+                Some((result, Some(tags)))
+            }
+            Work::Tags => match self.tags(job, limiter).await? {
+                Outcome::Ok(Some(tags)) => {
+                    Some((HeadResult::NotHeaded, Some(TagsRead::Tags(tags))))
+                }
+                Outcome::Ok(None) => Some((HeadResult::Gone, None)),
+                Outcome::Failed { failure, .. } => {
+                    Some((HeadResult::NotHeaded, Some(TagsRead::Failed(failure))))
+                }
+                Outcome::Cancelled => None,
+            },
+        }
+    }
+
+    /// GetObjectTagging with retries; `None` when cancelled. A 403 is reported once per scan:
+    /// the credentials may lack `s3:GetObjectTagging`, and each object records it.
+    async fn tags(
+        &self,
+        job: &HeadJob,
+        limiter: &Limiter,
+    ) -> Option<Outcome<Option<Vec<(String, String)>>>> {
+        let subject = format!("GetObjectTagging {:?}", job.key);
+        let outcome = retry::run(
+            Retrier {
+                policy: &self.policy,
+                stats: &self.stats,
+                cancel: &self.cancel,
+                pace: self.rate.as_deref(),
+            },
+            &self.stats.tag_requests,
+            &subject,
+            limiter,
+            || tags_once(&self.target, &job.key),
+        )
+        .await;
+        match &outcome {
+            Outcome::Cancelled => return None,
+            Outcome::Failed { failure, attempts } => {
+                if failure.status == Some(403) && !self.tags_refused.swap(true, Relaxed) {
+                    tracing::warn!(
+                        "GetObjectTagging refused ({failure}): the credentials may lack s3:GetObjectTagging; such objects keep their other fields and record the refusal (tags_error)"
+                    );
+                }
+                tracing::info!(
+                    "GetObjectTagging {:?} failed after {attempts} attempt(s): {failure}",
+                    job.key
+                );
+            }
+            Outcome::Ok(_) => {}
+        }
+        Some(outcome)
     }
 
     /// HEADs one object with retries; `None` when cancelled before an answer.
@@ -180,6 +271,21 @@ fn text(value: &http::HeaderValue) -> String {
     String::from_utf8_lossy(value.as_bytes()).into_owned()
 }
 
+/// The checksum headers HEAD answers with under `x-amz-checksum-mode: ENABLED` (at most one:
+/// an object has one checksum algorithm), and the algorithm each names.
+pub const CHECKSUMS: [(&str, &str); 10] = [
+    ("x-amz-checksum-crc32", "CRC32"),
+    ("x-amz-checksum-crc32c", "CRC32C"),
+    ("x-amz-checksum-crc64nvme", "CRC64NVME"),
+    ("x-amz-checksum-sha1", "SHA1"),
+    ("x-amz-checksum-sha256", "SHA256"),
+    ("x-amz-checksum-sha512", "SHA512"),
+    ("x-amz-checksum-md5", "MD5"),
+    ("x-amz-checksum-xxhash64", "XXHASH64"),
+    ("x-amz-checksum-xxhash3", "XXHASH3"),
+    ("x-amz-checksum-xxhash128", "XXHASH128"),
+];
+
 /// The fields s3meta records from a HEAD answer's headers. A header sent twice is one
 /// value, joined with `,` as HTTP combines them (S3 joins repeated metadata the same way).
 fn fields(headers: &HeaderMap) -> HeadFields {
@@ -204,8 +310,35 @@ fn fields(headers: &HeaderMap) -> HeadFields {
     let last_modified =
         one("last-modified").and_then(|v| DateTime::from_str(v.trim(), Format::HttpDate).ok());
     let date = one("date");
+    let etag = one("etag");
+    let (checksum_algorithm, checksum) = CHECKSUMS
+        .iter()
+        .find_map(|(header, algorithm)| Some((Some(algorithm.to_string()), Some(one(header)?))))
+        .unwrap_or_default();
+    let extra = ExtraHeaders {
+        sse: one("x-amz-server-side-encryption"),
+        sse_kms_key_id: one("x-amz-server-side-encryption-aws-kms-key-id"),
+        sse_bucket_key: one("x-amz-server-side-encryption-bucket-key-enabled")
+            .and_then(|v| v.trim().to_ascii_lowercase().parse().ok()),
+        sse_customer_algorithm: one("x-amz-server-side-encryption-customer-algorithm"),
+        checksum_algorithm,
+        checksum,
+        checksum_type: one("x-amz-checksum-type"),
+        lock_mode: one("x-amz-object-lock-mode"),
+        lock_retain_until: one("x-amz-object-lock-retain-until-date").map(|v| {
+            DateTime::from_str(v.trim(), Format::DateTime)
+                .map(|t| timefmt::from_smithy(&t))
+                .unwrap_or(v)
+        }),
+        legal_hold: one("x-amz-object-lock-legal-hold"),
+        replication_status: one("x-amz-replication-status"),
+        restore: one("x-amz-restore"),
+        archive_status: one("x-amz-archive-status"),
+        website_redirect: one("x-amz-website-redirect-location"),
+        parts_count: etag.as_deref().and_then(parts_count),
+    };
     HeadFields {
-        etag: one("etag").as_deref().map(strip_quotes),
+        etag: etag.as_deref().map(strip_quotes),
         size: one("content-length").and_then(|v| v.trim().parse().ok()),
         last_modified: last_modified.as_ref().map(timefmt::from_smithy),
         content_type: one("content-type"),
@@ -217,6 +350,8 @@ fn fields(headers: &HeaderMap) -> HeadFields {
         storage_class: one("x-amz-storage-class"),
         version_id: one("x-amz-version-id"),
         missing_meta: one("x-amz-missing-meta").and_then(|v| v.trim().parse().ok()),
+        extra,
+        tagging_count: one("x-amz-tagging-count").and_then(|v| v.trim().parse().ok()),
         recheck: within_a_second(last_modified.as_ref(), date.as_deref()),
         metadata,
     }

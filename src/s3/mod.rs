@@ -17,4 +17,5 @@ pub mod probe;
 pub(crate) mod rate;
 pub mod retry;
 pub(crate) mod rfc2047;
+pub mod tags;
 pub mod wire;

@@ -1,4 +1,5 @@
-//! The lean HEAD path: HeadObject signed with aws-sigv4 and sent over s3meta's own hyper pool.
+//! The lean HEAD path: HeadObject (and GetObjectTagging) signed with aws-sigv4 and sent over
+//! s3meta's own hyper pool.
 //!
 //! A scan sends millions of identical small requests; the SDK's per-operation orchestrator
 //! (config layering, interceptors, endpoint rules, deserialization) cost about 40% of the
@@ -28,8 +29,8 @@ use aws_sigv4::sign::v4;
 use aws_smithy_types::Document;
 use bytes::Bytes;
 use http::header::{HOST, HeaderValue, USER_AGENT};
-use http::{HeaderMap, Request, StatusCode};
-use http_body_util::Empty;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt as _, Empty, LengthLimitError, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -47,6 +48,9 @@ use crate::s3::retry::root_cause;
 pub const MAX_HEADERS: usize = 4096;
 /// Bytes a HEAD answer's header section may take (hyper's read buffer bound).
 pub const MAX_HEADER_BYTES: usize = 1 << 20;
+/// Bytes of a GetObjectTagging answer's body: S3 allows 10 tags of at most 128 + 256
+/// characters, other stores more; an answer over this is an object error naming it.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// Bytes of a key sent as they are; every other byte is percent-encoded (SigV4's URI
 /// encoding, with `/` kept as the path separator S3 keys use).
@@ -95,11 +99,12 @@ struct Inner {
     timeout: Duration,
 }
 
-/// The answer to one HEAD: its status and headers (a HEAD answer has no body).
+/// The answer to one request: its status, headers and body (empty for HEAD).
 #[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
+    pub body: Bytes,
 }
 
 impl HeadTarget {
@@ -144,30 +149,80 @@ impl HeadTarget {
 
     /// One HEAD request for `key`: signed, sent, answered or failed within the timeout.
     pub async fn head(&self, key: &str) -> Result<Answer, Failure> {
+        self.send(Method::HEAD, key, None).await
+    }
+
+    /// One GetObjectTagging request (`GET /KEY?tagging`); the body is read, up to
+    /// `MAX_BODY_BYTES`.
+    pub async fn get_tagging(&self, key: &str) -> Result<Answer, Failure> {
+        self.send(Method::GET, key, Some("tagging")).await
+    }
+
+    /// One request for `key` (with `query`, a canonical query string: names and values
+    /// already encoded, in order): signed, sent, answered (body included) or failed within
+    /// the timeout.
+    async fn send(
+        &self,
+        method: Method,
+        key: &str,
+        query: Option<&str>,
+    ) -> Result<Answer, Failure> {
         let inner = &*self.inner;
-        let uri = format!("{}/{}", inner.base, utf8_percent_encode(key, KEY_ENCODE));
-        let mut req = Request::head(uri.as_str())
+        let mut uri = format!("{}/{}", inner.base, utf8_percent_encode(key, KEY_ENCODE));
+        if let Some(q) = query {
+            uri.push('?');
+            uri.push_str(q);
+        }
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(uri.as_str())
             .header(HOST, inner.host.clone())
-            .header(USER_AGENT, AGENT)
-            .body(Empty::new())
-            .map_err(|e| Failure {
-                retryable: false,
-                ..Failure::transport(format!("cannot build the request: {e}"))
-            })?;
+            .header(USER_AGENT, AGENT);
+        if method == Method::HEAD {
+            // The object's checksum (x-amz-checksum-*), when it has one: HEAD omits it unless asked.
+            req = req.header("x-amz-checksum-mode", "ENABLED");
+        }
+        let mut req = req.body(Empty::new()).map_err(|e| Failure {
+            retryable: false,
+            ..Failure::transport(format!("cannot build the request: {e}"))
+        })?;
         if let Some(credentials) = &inner.credentials {
             let credentials = credentials.get().await?;
             inner.sign(&mut req, &uri, credentials.into())?;
         }
-        match tokio::time::timeout(inner.timeout, inner.http.request(req)).await {
+        let exchange = async {
+            let resp = inner
+                .http
+                .request(req)
+                .await
+                .map_err(|e| transport_failure(&e))?;
+            let (parts, body) = resp.into_parts();
+            let body = if method == Method::HEAD {
+                Bytes::new()
+            } else {
+                Limited::new(body, MAX_BODY_BYTES)
+                    .collect()
+                    .await
+                    .map_err(|e| match e.downcast_ref::<LengthLimitError>() {
+                        Some(_) => Failure {
+                            retryable: false,
+                            ..Failure::transport(format!(
+                                "the answer's body is over s3meta's bound of {MAX_BODY_BYTES} bytes"
+                            ))
+                        },
+                        None => Failure::transport(format!("the answer's body was cut off: {e}")),
+                    })?
+                    .to_bytes()
+            };
+            Ok(Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        match tokio::time::timeout(inner.timeout, exchange).await {
             Err(_) => Err(Failure::transport("timed out".into())),
-            Ok(Err(e)) => Err(transport_failure(&e)),
-            Ok(Ok(resp)) => {
-                let (parts, _no_body) = resp.into_parts();
-                Ok(Answer {
-                    status: parts.status,
-                    headers: parts.headers,
-                })
-            }
+            Ok(answer) => answer,
         }
     }
 }
@@ -205,7 +260,7 @@ impl Inner {
             .iter()
             .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)));
         let signable = SignableRequest::new(
-            "HEAD",
+            req.method().as_str(),
             uri,
             headers,
             SignableBody::Precomputed(EMPTY_SHA256.into()),

@@ -1,10 +1,11 @@
 //! The resume feeder: the HEADs an interrupted scan still owes.
 //!
 //! Receives: the scan's ranges with their committed checkpoints. Sends on: a `HeadJob` for
-//! every object of those ranges marked `head_due` up to the checkpoint (the whole range once
-//! it is listed: later keys are listed again), in key order, a chunk at a time, into the HEAD
-//! pool's bounded queue. Invariant: it runs beside the listers, never ahead of them, so a
-//! backlog of owed HEADs does not hold listing back; an unsent job stays `head_due`.
+//! every object of those ranges marked `head_due` (then `tags_due`: a `--tags=all` rescan's
+//! tag reads) up to the checkpoint (the whole range once it is listed: later keys are listed
+//! again), in key order, a chunk at a time, into the HEAD pool's bounded queue. Invariant: it
+//! runs beside the listers, never ahead of them, so a backlog of owed HEADs does not hold
+//! listing back; an unsent job stays owed in the database.
 
 use std::path::PathBuf;
 
@@ -13,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::keys::KeyRange;
-use crate::model::{HeadJob, RangeState};
+use crate::model::{HeadJob, RangeState, Work};
 use crate::store::scans;
 
 /// How many owed HEADs the feeder reads per query.
@@ -48,16 +49,18 @@ impl Owed {
                 range.start_after.as_deref(),
                 upto.map(String::as_str),
             ));
-            if !self.feed_range(keys).await? {
-                return Ok(());
+            for work in [Work::Head, Work::Tags] {
+                if !self.feed_range(&keys, work).await? {
+                    return Ok(());
+                }
             }
         }
         Ok(())
     }
 
-    /// Queues, in key order and a chunk at a time, the objects of `keys` still owed a HEAD;
+    /// Queues, in key order and a chunk at a time, the objects of `keys` still owed `work`;
     /// `false` once the scan is cancelled (or the pool gone).
-    async fn feed_range(&self, keys: KeyRange) -> Result<bool, Error> {
+    async fn feed_range(&self, keys: &KeyRange, work: Work) -> Result<bool, Error> {
         let mut after: Option<String> = None;
         loop {
             let (k, a, path) = (keys.clone(), after.clone(), self.db_path.clone());
@@ -65,7 +68,7 @@ impl Owed {
             let chunk = self
                 .conn
                 .call(move |c| {
-                    scans::due_heads(c, bucket_id, &k, a.as_deref(), FEED_CHUNK)
+                    scans::due_work(c, bucket_id, &k, work, a.as_deref(), FEED_CHUNK)
                         .map_err(|e| Error::db(&path, e))
                 })
                 .await

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::keys::KeyOrder;
 use crate::model::stats::{Snapshot, Stats};
-use crate::model::{HeadJob, Mode, ScanState, Target, WriterMsg};
+use crate::model::{HeadJob, Mode, ScanState, TagsMode, Target, WriterMsg};
 use crate::s3::client::S3;
 use crate::s3::head::HeadPool;
 use crate::s3::list::{Lister, Order};
@@ -75,6 +75,8 @@ pub struct ScanConfig {
     /// The order the target's own bounds were cut in (a `--range-json` line's `order`; lines
     /// of older releases were cut in byte order).
     pub bounds_order: Option<KeyOrder>,
+    /// Which objects to read the tags of (`--tags`); `None`: none.
+    pub tags: Option<TagsMode>,
 }
 
 /// How a scan run ended.
@@ -113,7 +115,18 @@ pub async fn run(
     let started = Instant::now();
     // Before anything is written: a bucket s3meta cannot address is bad input, not a scan.
     let heads = s3.head_target(&cfg.target.bucket).await?;
-    let (_lock, conn, plan) = begin(cfg, db_path).await?;
+    let (_lock, conn, plan, tags) = begin(cfg, db_path).await?;
+    if tags.1 {
+        tracing::warn!(
+            "resuming scan {}, which was started {}: it goes on so (--restart starts anew with the flags given)",
+            plan.scan_id,
+            match tags.0 {
+                Some(mode) => format!("with --tags={mode}"),
+                None => "without --tags".to_string(),
+            }
+        );
+    }
+    let tags = tags.0;
     match plan.abandoned {
         Some(old) if cfg.restart => {
             tracing::info!("abandoned unfinished scan {old} (--restart); its committed rows stay")
@@ -131,7 +144,7 @@ pub async fn run(
     let work = cancel.child_token();
     let order = Arc::new(order_of(cfg, &plan));
     let fatal = run_pipeline(
-        cfg, s3.client, heads, db_path, &plan, &conn, &work, &stats, &order,
+        cfg, s3.client, heads, db_path, &plan, tags, &conn, &work, &stats, &order,
     )
     .await;
     let keys = cfg.target.keys(order.current());
@@ -196,12 +209,21 @@ pub async fn run(
 /// blocking thread, as the lock waits and the migrations and the IMMEDIATE transaction may
 /// wait for SQLite's busy timeout. The lock is taken before the first connection and
 /// released after the last is closed (lock.rs).
+#[allow(clippy::type_complexity)]
 async fn begin(
     cfg: &ScanConfig,
     db_path: &Path,
-) -> Result<(lock::DbLock, rusqlite::Connection, ScanPlan), Error> {
+) -> Result<
+    (
+        lock::DbLock,
+        rusqlite::Connection,
+        ScanPlan,
+        (Option<TagsMode>, bool),
+    ),
+    Error,
+> {
     let (target, path) = (cfg.target.clone(), db_path.to_path_buf());
-    let (restart, full, cut_order) = (cfg.restart, cfg.full, cfg.bounds_order);
+    let (restart, full, cut_order, tags) = (cfg.restart, cfg.full, cfg.bounds_order, cfg.tags);
     tokio::task::spawn_blocking(move || {
         let lock = lock::acquire(&path)?;
         let mut conn = db::open_rw(&path)?;
@@ -210,7 +232,8 @@ async fn begin(
         if let (true, Some(order)) = (target.is_bounded(), cut_order) {
             scans::record_cut_order(&conn, plan.scan_id, order).map_err(dbe)?;
         }
-        Ok((lock, conn, plan))
+        let tags = scans::tags_mode(&conn, &plan, &target, tags).map_err(dbe)?;
+        Ok((lock, conn, plan, tags))
     })
     .await
     .map_err(|e| Error::Internal(format!("opening the database: {e}")))?
@@ -252,6 +275,7 @@ async fn run_pipeline(
     heads: HeadTarget,
     db_path: &Path,
     plan: &ScanPlan,
+    tags: Option<TagsMode>,
     conn: &tokio_rusqlite::Connection,
     work: &CancellationToken,
     stats: &Arc<Stats>,
@@ -262,6 +286,7 @@ async fn run_pipeline(
         bucket_id: plan.bucket_id,
         mode: plan.mode,
         record_created: plan.record_created,
+        tags,
         path: db_path.to_path_buf(),
         recorded_order: std::sync::Mutex::new(plan.order.known),
     });
@@ -287,6 +312,8 @@ async fn run_pipeline(
         cancel: work.clone(),
         rate: rate.clone(),
         grace: cfg.grace,
+        read_tags: tags.is_some(),
+        tags_refused: Default::default(),
     });
     let heads = tokio::spawn(pool.run(jobs_rx, writer_tx.clone()));
 

@@ -1,15 +1,15 @@
 //! The canonical dump: the one definition of "two databases are equal".
 //!
 //! Receives: a database connection. Sends on: text, one JSON array per line, of every object
-//! (by store, bucket, key) with its listing and HEAD fields, state, owed HEAD, metadata and
-//! error, and of every change. Invariant: it ignores what legitimately differs between an
+//! (by store, bucket, key) with its listing and HEAD fields (schema 0003's too), state, owed
+//! HEAD and tags read, metadata, tags and error, and of every change. Invariant: it ignores what legitimately differs between an
 //! interrupted-and-resumed scan and an uninterrupted one — scan ids, timestamps, counters,
 //! attempt counts, rowids — and nothing else. Lines are sorted, so row order never matters.
 
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use crate::store::json;
+use crate::store::{EXTRA_COLUMNS, TAG_COLUMNS, json};
 
 /// Dumps the database canonically; compare two dumps with `==`.
 pub fn dump(conn: &Connection) -> rusqlite::Result<String> {
@@ -22,7 +22,12 @@ pub fn dump(conn: &Connection) -> rusqlite::Result<String> {
 }
 
 fn objects(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut stmt = conn.prepare(
+    let extra: Vec<String> = EXTRA_COLUMNS
+        .iter()
+        .chain(&TAG_COLUMNS)
+        .map(|c| format!("o.{c}"))
+        .collect();
+    let mut stmt = conn.prepare(&format!(
         "SELECT b.store, b.name, o.key, o.state, o.head_due,
                 o.list_etag, o.list_size, o.list_modified, o.list_storage_class,
                 o.etag, o.size, o.last_modified, o.content_type, o.cache_control,
@@ -30,13 +35,19 @@ fn objects(conn: &Connection) -> rusqlite::Result<Vec<String>> {
                 o.storage_class, o.version_id, o.missing_meta,
                 (SELECT json_group_array(json_array(m.name, m.value))
                    FROM (SELECT name, value FROM metadata WHERE object_id = o.object_id ORDER BY name) m),
-                e.status, e.code, e.message
+                e.status, e.code, e.message,
+                o.tags_due, o.tags_scan IS NOT NULL,
+                (SELECT json_group_array(json_array(t.key, t.value))
+                   FROM (SELECT key, value FROM tags WHERE object_id = o.object_id ORDER BY key) t),
+                {}
          FROM objects o JOIN buckets b USING (bucket_id)
          LEFT JOIN object_errors e USING (object_id)",
-    )?;
+        extra.join(", ")
+    ))?;
+    let columns = stmt.column_count();
     let rows = stmt.query_map([], |r| {
         let mut fields = vec![json!("object")];
-        for i in 0..25 {
+        for i in 0..columns {
             fields.push(json::value(r.get_ref(i)?, false));
         }
         Ok(Value::Array(fields).to_string())
@@ -47,12 +58,13 @@ fn objects(conn: &Connection) -> rusqlite::Result<Vec<String>> {
 fn changes(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     let mut stmt = conn.prepare(
         "SELECT b.store, b.name, o.key, c.kind, c.old_etag, c.old_size, c.old_modified,
-                c.new_etag, c.new_size, c.new_modified, c.old_metadata, c.new_metadata
+                c.new_etag, c.new_size, c.new_modified, c.old_metadata, c.new_metadata,
+                c.old_tags, c.new_tags
          FROM changes c JOIN objects o USING (object_id) JOIN buckets b USING (bucket_id)",
     )?;
     let rows = stmt.query_map([], |r| {
         let mut fields = vec![json!("change")];
-        for i in 0..12 {
+        for i in 0..14 {
             fields.push(json::value(r.get_ref(i)?, false));
         }
         Ok(Value::Array(fields).to_string())

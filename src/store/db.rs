@@ -23,6 +23,7 @@ pub const APPLICATION_ID: i64 = 0x5333_4d54;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../schema/0001_init.sql"),
     include_str!("../../schema/0002_key_order.sql"),
+    include_str!("../../schema/0003_whole_object.sql"),
 ];
 
 /// The schema version this build writes.

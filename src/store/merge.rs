@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::keys::{KeyOrder, KeyRange};
 use crate::model::{ScanState, Target};
 use crate::store::lock::DbLock;
-use crate::store::{db, lock};
+use crate::store::{EXTRA_COLUMNS, TAG_COLUMNS, db, lock};
 
 /// What one merge did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -248,21 +248,26 @@ fn copy_objects(tx: &Connection, keys: &KeyRange, out_b: i64, src_b: i64) -> rus
     args.push((":out", &out_b));
     args.push((":src", &src_b));
     let map = |col: &str| format!("(SELECT new FROM temp.scan_map WHERE old = s.{col})");
+    let extra: Vec<&str> = EXTRA_COLUMNS.iter().chain(&TAG_COLUMNS).copied().collect();
     let n = tx.execute(
         &format!(
             "INSERT INTO objects (bucket_id, key, state, head_due, list_etag, list_size, list_modified,
                  list_storage_class, etag, size, last_modified, content_type, cache_control,
                  content_encoding, content_language, content_disposition, expires, storage_class,
                  version_id, missing_meta, listed_scan, headed_scan, headed_at, gone_scan, recheck,
-                 path_key)
+                 path_key, tags_due, tags_scan, {})
              SELECT :out, s.key, s.state, s.head_due, s.list_etag, s.list_size, s.list_modified,
                  s.list_storage_class, s.etag, s.size, s.last_modified, s.content_type, s.cache_control,
                  s.content_encoding, s.content_language, s.content_disposition, s.expires, s.storage_class,
-                 s.version_id, s.missing_meta, {}, {}, s.headed_at, {}, s.recheck, s.path_key
+                 s.version_id, s.missing_meta, {}, {}, s.headed_at, {}, s.recheck, s.path_key,
+                 s.tags_due, {}, s.{}
              FROM src.objects s WHERE s.bucket_id = :src{frag}",
+            extra.join(", "),
             map("listed_scan"),
             map("headed_scan"),
-            map("gone_scan")
+            map("gone_scan"),
+            map("tags_scan"),
+            extra.join(", s.")
         ),
         args.as_slice(),
     )? as i64;
@@ -273,6 +278,16 @@ fn copy_objects(tx: &Connection, keys: &KeyRange, out_b: i64, src_b: i64) -> rus
     tx.execute(
         &format!("INSERT INTO metadata (object_id, name, value) SELECT o.object_id, m.name, m.value {join_m}",
             join_m = join.replace("FROM src.objects s", "FROM src.metadata m JOIN src.objects s USING (object_id)")),
+        args.as_slice(),
+    )?;
+    tx.execute(
+        &format!(
+            "INSERT INTO tags (object_id, key, value) SELECT o.object_id, t.key, t.value {}",
+            join.replace(
+                "FROM src.objects s",
+                "FROM src.tags t JOIN src.objects s USING (object_id)"
+            )
+        ),
         args.as_slice(),
     )?;
     tx.execute(
@@ -290,10 +305,10 @@ fn copy_objects(tx: &Connection, keys: &KeyRange, out_b: i64, src_b: i64) -> rus
     tx.execute(
         &format!(
             "INSERT INTO changes (scan_id, object_id, kind, old_etag, old_size, old_modified, new_etag,
-                 new_size, new_modified, old_metadata, new_metadata, at)
+                 new_size, new_modified, old_metadata, new_metadata, at, old_tags, new_tags)
              SELECT coalesce((SELECT new FROM temp.scan_map WHERE old = c.scan_id), 0), o.object_id,
                  c.kind, c.old_etag, c.old_size, c.old_modified, c.new_etag, c.new_size, c.new_modified,
-                 c.old_metadata, c.new_metadata, c.at {} ORDER BY c.change_id",
+                 c.old_metadata, c.new_metadata, c.at, c.old_tags, c.new_tags {} ORDER BY c.change_id",
             join.replace("FROM src.objects s", "FROM src.changes c JOIN src.objects s USING (object_id)")
         ),
         args.as_slice(),

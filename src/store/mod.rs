@@ -18,3 +18,27 @@ pub(crate) mod lock;
 pub mod merge;
 pub mod scans;
 pub mod writer;
+
+/// The `objects` columns of HEAD's further headers (schema 0003), in the order of
+/// `writer::extra_values`; merge and the canonical dump carry them all.
+pub const EXTRA_COLUMNS: [&str; 15] = [
+    "sse",
+    "sse_kms_key_id",
+    "sse_bucket_key",
+    "sse_customer_algorithm",
+    "checksum_algorithm",
+    "checksum",
+    "checksum_type",
+    "lock_mode",
+    "lock_retain_until",
+    "legal_hold",
+    "replication_status",
+    "restore",
+    "archive_status",
+    "website_redirect",
+    "parts_count",
+];
+
+/// The `objects` columns of tags (schema 0003) that merge and the canonical dump carry
+/// (`tags_scan` is a scan id: merge maps it, the dump says only whether it is set).
+pub const TAG_COLUMNS: [&str; 2] = ["tagging_count", "tags_error"];

@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::keys::{KeyOrder, KeyRange};
 use crate::model::{
-    HeadJob, Mode, ObjectState, RangeState, RangeStatus, ScanState, Target, timefmt,
+    HeadJob, Mode, ObjectState, RangeState, RangeStatus, ScanState, TagsMode, Target, Work, timefmt,
 };
 use crate::store::db;
 
@@ -124,6 +124,41 @@ pub fn begin(
     };
     tx.commit()?;
     Ok(plan)
+}
+
+/// Which objects this run of the scan reads the tags of. A new scan records `requested`
+/// and forgets tag reads an abandoned scan of the target still owed (the listing owes them
+/// again where `--tags=all` says); a resumed scan keeps the choice it was started with, so
+/// it ends as an uninterrupted run would (the second value: `requested` differed).
+pub fn tags_mode(
+    conn: &Connection,
+    plan: &ScanPlan,
+    target: &Target,
+    requested: Option<TagsMode>,
+) -> rusqlite::Result<(Option<TagsMode>, bool)> {
+    if plan.resumed {
+        let recorded: Option<TagsMode> = conn.query_row(
+            "SELECT tags FROM scans WHERE scan_id = ?1",
+            [plan.scan_id],
+            |r| r.get(0),
+        )?;
+        return Ok((recorded, recorded != requested));
+    }
+    conn.execute(
+        "UPDATE scans SET tags = ?2 WHERE scan_id = ?1",
+        params![plan.scan_id, requested],
+    )?;
+    let keys = target.keys(plan.order.known.unwrap_or(KeyOrder::Byte));
+    let (frag, mut args) = keys.sql("key");
+    args.push((":b", &plan.bucket_id));
+    conn.execute(
+        &format!(
+            "UPDATE objects INDEXED BY {} SET tags_due = 0 WHERE bucket_id = :b AND tags_due = 1{frag}",
+            due_index(Work::Tags, keys.order)
+        ),
+        args.as_slice(),
+    )?;
+    Ok((requested, false))
 }
 
 /// Records the order a bounded target's bounds were cut in (a plan line's), unless the scan
@@ -318,12 +353,14 @@ fn load_ranges(conn: &Connection, scan_id: i64) -> rusqlite::Result<Vec<RangeSta
     rows.collect()
 }
 
-/// Up to `limit` objects of `keys` owed a HEAD, after key `after`, in key order. The resume
-/// feeder pages through these with keyset pagination (the partial index makes it cheap).
-pub fn due_heads(
+/// Up to `limit` objects of `keys` owed `work` (a HEAD, or a tags read), after key `after`, in
+/// key order. The resume feeder pages through these with keyset pagination (the partial
+/// indexes make it cheap).
+pub fn due_work(
     conn: &Connection,
     bucket_id: i64,
     keys: &KeyRange,
+    work: Work,
     after: Option<&str>,
     limit: i64,
 ) -> rusqlite::Result<Vec<HeadJob>> {
@@ -334,8 +371,9 @@ pub fn due_heads(
     let (frag, mut args) = window.sql("key");
     let sql = format!(
         "SELECT object_id, key FROM objects INDEXED BY {}
-         WHERE bucket_id = :b AND head_due = 1{frag} ORDER BY {} LIMIT :n",
-        head_due_index(keys.order),
+         WHERE bucket_id = :b AND {} = 1{frag} ORDER BY {} LIMIT :n",
+        due_index(work, keys.order),
+        due_column(work),
         keys.order.column("key")
     );
     args.push((":b", &bucket_id));
@@ -345,16 +383,27 @@ pub fn due_heads(
         Ok(HeadJob {
             object_id: r.get(0)?,
             key: r.get(1)?,
+            work,
         })
     })?;
     rows.collect()
 }
 
-/// The partial index of the objects owed a HEAD, in key order `order`.
-fn head_due_index(order: KeyOrder) -> &'static str {
-    match order {
-        KeyOrder::Byte => "objects_head_due",
-        KeyOrder::Path => "objects_head_due_by_path_key",
+/// The column marking objects owed `work`.
+fn due_column(work: Work) -> &'static str {
+    match work {
+        Work::Head => "head_due",
+        Work::Tags => "tags_due",
+    }
+}
+
+/// The partial index of the objects owed `work`, in key order `order`.
+fn due_index(work: Work, order: KeyOrder) -> &'static str {
+    match (work, order) {
+        (Work::Head, KeyOrder::Byte) => "objects_head_due",
+        (Work::Head, KeyOrder::Path) => "objects_head_due_by_path_key",
+        (Work::Tags, KeyOrder::Byte) => "objects_tags_due",
+        (Work::Tags, KeyOrder::Path) => "objects_tags_due_by_path_key",
     }
 }
 
@@ -362,7 +411,7 @@ fn head_due_index(order: KeyOrder) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finished {
     pub state: ScanState,
-    /// Objects of the keyspace still owed a HEAD.
+    /// Objects of the keyspace still owed a HEAD or a tags read.
     pub due: i64,
     /// Objects of the keyspace whose HEAD failed (state `error`).
     pub errors: i64,
@@ -387,11 +436,18 @@ pub fn finish(
     )?;
     let (frag, mut args) = keys.sql("o.key");
     args.push((":b", &plan.bucket_id));
-    let due: i64 = tx.query_row(
-        &format!("SELECT count(*) FROM objects o INDEXED BY {} WHERE o.bucket_id = :b AND o.head_due = 1{frag}", head_due_index(keys.order)),
-        args.as_slice(),
-        |r| r.get(0),
-    )?;
+    let mut due = 0;
+    for work in [Work::Head, Work::Tags] {
+        due += tx.query_row(
+            &format!(
+                "SELECT count(*) FROM objects o INDEXED BY {} WHERE o.bucket_id = :b AND o.{} = 1{frag}",
+                due_index(work, keys.order),
+                due_column(work)
+            ),
+            args.as_slice(),
+            |r| r.get::<_, i64>(0),
+        )?;
+    }
     // CROSS JOIN: object_errors stays the outer loop (one row per object in error, usually a
     // few; the planner chose to walk every object of the bucket instead).
     let errors: i64 = tx.query_row(

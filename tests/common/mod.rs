@@ -67,6 +67,7 @@ impl Env {
             list_parallelism: 1,
             splits: Default::default(),
             bounds_order: None,
+            tags: None,
         }
     }
 
@@ -319,4 +320,75 @@ pub fn assert_same_db(got: &Path, want: &Path) {
         wl.difference(&gl).count(),
         want.display()
     );
+}
+
+/// HEAD's further headers (issue 16 §4) for object number `i`, a different mix for each `i`
+/// (none at all for every fifth), as `ObjectSpec::headers`.
+pub fn extra_headers(i: usize) -> Vec<(String, String)> {
+    let all: [(&str, String); 14] = [
+        (
+            "x-amz-server-side-encryption",
+            ["AES256", "aws:kms", "aws:kms:dsse"][i % 3].into(),
+        ),
+        (
+            "x-amz-server-side-encryption-aws-kms-key-id",
+            format!("arn:aws:kms:us-east-1:111122223333:key/{i:04}"),
+        ),
+        (
+            "x-amz-server-side-encryption-bucket-key-enabled",
+            ["true", "false"][i % 2].into(),
+        ),
+        (
+            "x-amz-server-side-encryption-customer-algorithm",
+            "AES256".into(),
+        ),
+        (
+            [
+                "x-amz-checksum-crc32",
+                "x-amz-checksum-crc32c",
+                "x-amz-checksum-crc64nvme",
+                "x-amz-checksum-sha1",
+                "x-amz-checksum-sha256",
+            ][i % 5],
+            format!("c2hhLXtpfQ=={i}"),
+        ),
+        (
+            "x-amz-checksum-type",
+            ["FULL_OBJECT", "COMPOSITE"][i % 2].into(),
+        ),
+        (
+            "x-amz-object-lock-mode",
+            ["GOVERNANCE", "COMPLIANCE"][i % 2].into(),
+        ),
+        (
+            "x-amz-object-lock-retain-until-date",
+            format!("2030-0{}-15T10:20:30.{:03}Z", i % 9 + 1, i % 1000),
+        ),
+        ("x-amz-object-lock-legal-hold", ["ON", "OFF"][i % 2].into()),
+        (
+            "x-amz-replication-status",
+            ["COMPLETED", "PENDING", "FAILED", "REPLICA"][i % 4].into(),
+        ),
+        (
+            "x-amz-restore",
+            format!(
+                "ongoing-request=\"false\", expiry-date=\"Fri, 2{} Dec 2029 00:00:00 GMT\"",
+                i % 8
+            ),
+        ),
+        (
+            "x-amz-archive-status",
+            ["ARCHIVE_ACCESS", "DEEP_ARCHIVE_ACCESS"][i % 2].into(),
+        ),
+        ("x-amz-website-redirect-location", format!("/elsewhere/{i}")),
+        ("x-amz-mp-parts-count", format!("{}", i % 4 + 1)),
+    ];
+    if i % 5 == 4 {
+        return Vec::new();
+    }
+    all.into_iter()
+        .enumerate()
+        .filter(|(j, _)| !(i + j).is_multiple_of(3) || *j == 4)
+        .map(|(_, (n, v))| (n.to_string(), v))
+        .collect()
 }

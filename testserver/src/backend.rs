@@ -1,6 +1,6 @@
 //! The S3 operations (the `s3s::S3` trait) over the in-memory [`State`]: CreateBucket,
 //! HeadBucket, GetBucketLocation, PutObject, HeadObject, GetObject, ListObjectsV2,
-//! DeleteObject, CopyObject. Anything else is answered 501 NotImplemented by s3s.
+//! DeleteObject, CopyObject, Get/Put/DeleteObjectTagging. Anything else is answered 501 NotImplemented by s3s.
 //!
 //! Receives requests already authenticated and parsed by s3s; returns s3s outputs.
 //! Invariants: answers look like AWS's — metadata names lower-case, non-ASCII metadata
@@ -19,11 +19,14 @@ use futures::StreamExt as _;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use s3s::dto::{
     CommonPrefix, CopyObjectInput, CopyObjectOutput, CopyObjectResult, CopySource,
-    CreateBucketInput, CreateBucketOutput, DeleteObjectInput, DeleteObjectOutput, ETag,
-    EncodingType, GetBucketLocationInput, GetBucketLocationOutput, GetObjectInput, GetObjectOutput,
-    HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListObjectsV2Input,
-    ListObjectsV2Output, Metadata, MetadataDirective, Object, ObjectStorageClass, PutObjectInput,
-    PutObjectOutput, StorageClass, StreamingBlob, Timestamp, TimestampFormat,
+    CreateBucketInput, CreateBucketOutput, DeleteObjectInput, DeleteObjectOutput,
+    DeleteObjectTaggingInput, DeleteObjectTaggingOutput, ETag, EncodingType,
+    GetBucketLocationInput, GetBucketLocationOutput, GetObjectInput, GetObjectOutput,
+    GetObjectTaggingInput, GetObjectTaggingOutput, HeadBucketInput, HeadBucketOutput,
+    HeadObjectInput, HeadObjectOutput, ListObjectsV2Input, ListObjectsV2Output, Metadata,
+    MetadataDirective, Object, ObjectStorageClass, PutObjectInput, PutObjectOutput,
+    PutObjectTaggingInput, PutObjectTaggingOutput, StorageClass, StreamingBlob, Tag, Timestamp,
+    TimestampFormat,
 };
 use s3s::{Body, S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 
@@ -96,6 +99,8 @@ impl S3 for Backend {
             expires: input.expires.map(|t| http_date(&t)),
             storage_class: input.storage_class.map(|s| s.as_str().to_owned()),
             missing_meta: None,
+            tags: Vec::new(),
+            headers: Vec::new(),
         };
         let obj = Obj::with_details(size, etag.clone(), details);
         self.state
@@ -139,6 +144,58 @@ impl S3 for Backend {
             ..GetObjectOutput::default()
         };
         Ok(S3Response::with_headers(output, raw_headers(&details)))
+    }
+
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
+        let obj = self.lookup(&req.input.bucket, &req.input.key)?;
+        let tag_set = obj
+            .details()
+            .tags
+            .iter()
+            .map(|(k, v)| Tag {
+                key: Some(k.clone()),
+                value: Some(v.clone()),
+            })
+            .collect();
+        Ok(S3Response::new(GetObjectTaggingOutput {
+            tag_set,
+            ..GetObjectTaggingOutput::default()
+        }))
+    }
+
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
+        let input = req.input;
+        let tags = input
+            .tagging
+            .tag_set
+            .into_iter()
+            .map(|t| (t.key.unwrap_or_default(), t.value.unwrap_or_default()))
+            .collect();
+        if !self.state.store.set_tags(&input.bucket, &input.key, tags)? {
+            return Err(s3_error!(NoSuchKey, "The specified key does not exist."));
+        }
+        Ok(S3Response::new(PutObjectTaggingOutput::default()))
+    }
+
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        let input = req.input;
+        if !self
+            .state
+            .store
+            .set_tags(&input.bucket, &input.key, Vec::new())?
+        {
+            return Err(s3_error!(NoSuchKey, "The specified key does not exist."));
+        }
+        Ok(S3Response::new(DeleteObjectTaggingOutput::default()))
     }
 
     async fn list_objects_v2(
@@ -340,6 +397,8 @@ fn replaced_details(source: Details, input: &CopyObjectInput) -> Details {
         expires: input.expires.as_ref().map(http_date),
         storage_class: source.storage_class,
         missing_meta: None,
+        tags: source.tags,
+        headers: Vec::new(),
     }
 }
 
@@ -378,6 +437,17 @@ fn raw_headers(d: &Details) -> HeaderMap {
         .and_then(|e| HeaderValue::try_from(e).ok())
     {
         headers.insert(http::header::EXPIRES, value);
+    }
+    if !d.tags.is_empty() {
+        headers.insert("x-amz-tagging-count", HeaderValue::from(d.tags.len()));
+    }
+    for (name, value) in &d.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            headers.insert(name, value);
+        }
     }
     headers
 }

@@ -35,11 +35,13 @@ pub enum Op {
     Copy,
     /// `PUT /bucket`.
     CreateBucket,
+    /// `GET /bucket/key?tagging` (GetObjectTagging).
+    GetTagging,
     /// Anything else (HeadBucket, sub-resources, unknown paths).
     Other,
 }
 
-const OPS: usize = 8;
+const OPS: usize = 9;
 
 impl Op {
     /// Every op, in a stable order (the order of the admin JSON).
@@ -51,6 +53,7 @@ impl Op {
         Op::Delete,
         Op::Copy,
         Op::CreateBucket,
+        Op::GetTagging,
         Op::Other,
     ];
 
@@ -64,6 +67,7 @@ impl Op {
             Op::Delete => "delete",
             Op::Copy => "copy",
             Op::CreateBucket => "create_bucket",
+            Op::GetTagging => "get_tagging",
             Op::Other => "other",
         }
     }

@@ -184,7 +184,9 @@ pub(crate) fn classify<B>(req: &Request<B>) -> RequestInfo {
     let key = key.map(decode);
     let query = query_pairs(req.uri().query().unwrap_or_default());
     let sub = query.iter().any(|(k, _)| !is_plain_param(k));
+    let tagging = query.iter().any(|(k, _)| k == "tagging");
     let op = match (req.method(), bucket.is_some(), key.is_some(), sub) {
+        (&Method::GET, true, true, true) if tagging => Op::GetTagging,
         (&Method::GET, true, false, false) => Op::List,
         (&Method::HEAD, true, true, false) => Op::Head,
         (&Method::GET, true, true, false) => Op::Get,
@@ -404,6 +406,8 @@ mod tests {
         assert_eq!(i.key.as_deref(), Some("/lead"));
         assert_eq!(info(Method::GET, "/b/k?x-id=GetObject").op, Op::Get);
         assert_eq!(info(Method::GET, "/b?location").op, Op::Other);
+        assert_eq!(info(Method::GET, "/b/k?tagging").op, Op::GetTagging);
+        assert_eq!(info(Method::PUT, "/b/k?tagging").op, Op::Other);
         assert_eq!(info(Method::PUT, "/b").op, Op::CreateBucket);
         assert_eq!(info(Method::HEAD, "/b").op, Op::Other);
         assert_eq!(info(Method::DELETE, "/b/k").op, Op::Delete);

@@ -82,6 +82,16 @@ impl State {
         etag
     }
 
+    /// Replaces an object's tags (PutObjectTagging: ETag and Last-Modified stay); whether
+    /// the object exists.
+    pub fn set_tags(&self, bucket: &str, key: &str, tags: &[(&str, &str)]) -> bool {
+        let tags = tags
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.store.set_tags(bucket, key, tags).unwrap_or(false)
+    }
+
     /// Removes an object; whether it existed.
     pub fn delete_object(&self, bucket: &str, key: &str) -> bool {
         self.store.delete(bucket, key).unwrap_or(false)

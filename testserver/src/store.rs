@@ -48,6 +48,13 @@ pub struct ObjectSpec {
     pub storage_class: Option<String>,
     /// Value of `x-amz-missing-meta` on HEAD/GET.
     pub missing_meta: Option<u32>,
+    /// Object tags (GetObjectTagging); HEAD then sends `x-amz-tagging-count` when there are
+    /// any, as AWS does.
+    pub tags: Vec<(String, String)>,
+    /// Further headers HEAD and GET answer with, verbatim (encryption, checksums, object
+    /// lock, replication, restore, `x-amz-tagging-count: 0` …); they replace any the
+    /// server would send itself.
+    pub headers: Vec<(String, String)>,
 }
 
 /// Everything about an object except size, ETag and time.
@@ -66,6 +73,9 @@ pub(crate) struct Details {
     /// `None` is `STANDARD`.
     pub storage_class: Option<String>,
     pub missing_meta: Option<u32>,
+    /// Sorted by key.
+    pub tags: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug)]
@@ -116,6 +126,12 @@ impl Obj {
             expires: spec.expires,
             storage_class: spec.storage_class,
             missing_meta: spec.missing_meta,
+            tags: {
+                let mut tags = spec.tags;
+                tags.sort();
+                tags
+            },
+            headers: spec.headers,
         };
         Obj::with_details(size, etag, details)
     }
@@ -150,6 +166,18 @@ impl Obj {
             Attrs::Generated { seed, with_meta } => {
                 Cow::Owned(generated_details(*seed, *with_meta, self.size))
             }
+        }
+    }
+
+    /// Replaces the object's tags; its ETag and Last-Modified stay, as on S3.
+    pub fn set_tags(&mut self, mut tags: Vec<(String, String)>) {
+        tags.sort();
+        if let Attrs::Generated { .. } = self.attrs {
+            let full = (self.etag().into_owned(), self.details().into_owned());
+            self.attrs = Attrs::Full(Box::new(full));
+        }
+        if let Attrs::Full(full) = &mut self.attrs {
+            full.1.tags = tags;
         }
     }
 
@@ -253,6 +281,24 @@ impl Store {
         obj.last_modified_ms = lm;
         objects.insert(key.into(), obj);
         Ok(lm)
+    }
+
+    /// Replaces an object's tags; whether the key exists.
+    pub fn set_tags(
+        &self,
+        bucket: &str,
+        key: &str,
+        tags: Vec<(String, String)>,
+    ) -> Result<bool, NoSuchBucket> {
+        let mut buckets = self.write();
+        let objects = buckets.get_mut(bucket).ok_or(NoSuchBucket)?;
+        match objects.get_mut(key) {
+            Some(obj) => {
+                obj.set_tags(tags);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Whether the key existed.

@@ -1,7 +1,8 @@
 //! The `--where` language: one expression per flag, on custom metadata (`name=value`,
 //! `name!=value`, `name~glob`, `name`, `!name`) or on listing fields marked with `@`
 //! (`@key~glob`, `@size>N`, `@modified>2026-01-01`, `@etag=…`, `@storage_class=…`, `@state=…`,
-//! `@error`).
+//! `@error`, and HEAD's further headers: `@sse=aws:kms`, `@parts_count>1`, `@lock_mode=…`), or on
+//! object tags (`tag:NAME=value`, `tag:NAME`, `!tag:NAME`, `tag:NAME~glob`).
 //!
 //! Receives: the text of one `--where`. Sends on: a typed [`Filter`], whose `Display` is the
 //! canonical text (it parses back to the same `Filter`), and which the query module renders as
@@ -26,6 +27,9 @@ pub enum Filter {
         op: Op,
         value: Operand,
     },
+    /// A test on the object tag `key` (`tag:KEY…`; tag keys keep their case). Objects whose
+    /// tags were never read match no tag test, `!tag:KEY` included.
+    Tag { key: String, test: MetaTest },
     /// `@error`: objects whose HEAD failed for good.
     Error,
 }
@@ -52,6 +56,19 @@ pub enum Field {
     ContentEncoding,
     CacheControl,
     State,
+    VersionId,
+    Sse,
+    SseKmsKeyId,
+    ChecksumAlgorithm,
+    ChecksumType,
+    LockMode,
+    LockRetainUntil,
+    LegalHold,
+    ReplicationStatus,
+    ArchiveStatus,
+    WebsiteRedirect,
+    PartsCount,
+    TaggingCount,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +79,7 @@ pub enum Kind {
 }
 
 impl Field {
-    const ALL: [(Field, &'static str); 9] = [
+    const ALL: [(Field, &'static str); 22] = [
         (Field::Key, "key"),
         (Field::Size, "size"),
         (Field::Modified, "modified"),
@@ -72,6 +89,19 @@ impl Field {
         (Field::ContentEncoding, "content_encoding"),
         (Field::CacheControl, "cache_control"),
         (Field::State, "state"),
+        (Field::VersionId, "version_id"),
+        (Field::Sse, "sse"),
+        (Field::SseKmsKeyId, "sse_kms_key_id"),
+        (Field::ChecksumAlgorithm, "checksum_algorithm"),
+        (Field::ChecksumType, "checksum_type"),
+        (Field::LockMode, "lock_mode"),
+        (Field::LockRetainUntil, "lock_retain_until"),
+        (Field::LegalHold, "legal_hold"),
+        (Field::ReplicationStatus, "replication_status"),
+        (Field::ArchiveStatus, "archive_status"),
+        (Field::WebsiteRedirect, "website_redirect"),
+        (Field::PartsCount, "parts_count"),
+        (Field::TaggingCount, "tagging_count"),
     ];
 
     pub fn name(self) -> &'static str {
@@ -93,8 +123,8 @@ impl Field {
 
     pub fn kind(self) -> Kind {
         match self {
-            Field::Size => Kind::Int,
-            Field::Modified => Kind::Time,
+            Field::Size | Field::PartsCount | Field::TaggingCount => Kind::Int,
+            Field::Modified | Field::LockRetainUntil => Kind::Time,
             _ => Kind::Text,
         }
     }
@@ -180,6 +210,8 @@ impl Filter {
         };
         if let Some(rest) = expr.strip_prefix('@') {
             parse_field(rest).map_err(fail)
+        } else if let Some(rest) = expr.strip_prefix(TAG).or(expr.strip_prefix("!tag:")) {
+            parse_tag(rest, expr.starts_with('!')).map_err(fail)
         } else {
             parse_meta(expr).map_err(fail)
         }
@@ -207,6 +239,50 @@ fn parse_meta(expr: &str) -> Result<Filter, String> {
     };
     Ok(Filter::Meta {
         name: meta_name(name)?,
+        test,
+    })
+}
+
+/// What starts a tag test. A metadata name cannot hold `:` (it is an HTTP header name), so
+/// `tag:…` never means metadata.
+pub const TAG: &str = "tag:";
+
+/// `tag:KEY`, `tag:KEY=V`, `tag:KEY!=V`, `tag:KEY~GLOB`, or (`lacks`) `!tag:KEY`. S3 tag keys
+/// hold letters, digits, spaces and `+ - = . _ : / @`, so the operator is the first `=`, `!=`
+/// or `~` (a key with `=` in it cannot be tested; say so rather than guess).
+fn parse_tag(rest: &str, lacks: bool) -> Result<Filter, String> {
+    let key_of = |key: &str| {
+        if key.is_empty() {
+            Err("the tag key is empty (write `tag:KEY`)".to_string())
+        } else {
+            Ok(key.to_string())
+        }
+    };
+    if lacks {
+        if rest.contains(['=', '~']) {
+            return Err(
+                "`!tag:KEY` takes no value; for another value write `tag:KEY!=VALUE`".into(),
+            );
+        }
+        return Ok(Filter::Tag {
+            key: key_of(rest)?,
+            test: MetaTest::Lacks,
+        });
+    }
+    let Some(at) = rest.find(['=', '~']) else {
+        return Ok(Filter::Tag {
+            key: key_of(rest)?,
+            test: MetaTest::Has,
+        });
+    };
+    let (lhs, value) = (&rest[..at], rest[at + 1..].to_string());
+    let (key, test) = match (rest.as_bytes()[at], lhs.strip_suffix('!')) {
+        (b'=', Some(key)) => (key, MetaTest::Ne(value)),
+        (b'=', None) => (lhs, MetaTest::Eq(value)),
+        _ => (lhs, MetaTest::Glob(value)),
+    };
+    Ok(Filter::Tag {
+        key: key_of(key)?,
         test,
     })
 }
@@ -262,6 +338,10 @@ fn parse_field(rest: &str) -> Result<Filter, String> {
 
 fn operand(field: Field, text: &str) -> Result<Operand, String> {
     match field.kind() {
+        Kind::Int if field != Field::Size => text
+            .parse()
+            .map(Operand::Int)
+            .map_err(|_| format!("`{text}` is not a whole number")),
         Kind::Int => parse_size(text)
             .map(Operand::Int)
             .ok_or_else(|| format!("`{text}` is not a size in bytes (e.g. 1048576, 10MB, 2GiB)")),
@@ -342,6 +422,13 @@ impl fmt::Display for Filter {
                 MetaTest::Glob(g) => write!(f, "{name}~{g}"),
                 MetaTest::Has => f.write_str(name),
                 MetaTest::Lacks => write!(f, "!{name}"),
+            },
+            Filter::Tag { key, test } => match test {
+                MetaTest::Eq(v) => write!(f, "{TAG}{key}={v}"),
+                MetaTest::Ne(v) => write!(f, "{TAG}{key}!={v}"),
+                MetaTest::Glob(g) => write!(f, "{TAG}{key}~{g}"),
+                MetaTest::Has => write!(f, "{TAG}{key}"),
+                MetaTest::Lacks => write!(f, "!{TAG}{key}"),
             },
             Filter::Field { field, op, value } => {
                 write!(f, "@{}{}{value}", field.name(), op.token())

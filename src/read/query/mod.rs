@@ -26,7 +26,7 @@ use filter::{Field, Filter, MetaTest, Op, Operand};
 
 /// The fields of a record, in output order, with the SQL that reads each from
 /// `objects o JOIN buckets b LEFT JOIN object_errors e`. They mirror the view `v_objects`.
-pub const RECORD: [(&str, &str); 25] = [
+pub const RECORD: [(&str, &str); 44] = [
     ("bucket", "b.name"),
     ("key", "o.key"),
     ("size", "COALESCE(o.size, o.list_size)"),
@@ -61,6 +61,31 @@ pub const RECORD: [(&str, &str); 25] = [
     ("error_status", "e.status"),
     ("error_code", "e.code"),
     ("error_message", "e.message"),
+    ("sse", "o.sse"),
+    ("sse_kms_key_id", "o.sse_kms_key_id"),
+    ("sse_bucket_key", "o.sse_bucket_key"),
+    ("sse_customer_algorithm", "o.sse_customer_algorithm"),
+    ("checksum_algorithm", "o.checksum_algorithm"),
+    ("checksum", "o.checksum"),
+    ("checksum_type", "o.checksum_type"),
+    ("lock_mode", "o.lock_mode"),
+    ("lock_retain_until", "o.lock_retain_until"),
+    ("legal_hold", "o.legal_hold"),
+    ("replication_status", "o.replication_status"),
+    ("restore", "o.restore"),
+    ("archive_status", "o.archive_status"),
+    ("website_redirect", "o.website_redirect"),
+    ("parts_count", "o.parts_count"),
+    (
+        "is_multipart",
+        "CASE WHEN o.headed_scan IS NULL THEN NULL ELSE o.parts_count IS NOT NULL END",
+    ),
+    ("tagging_count", "o.tagging_count"),
+    (
+        "tags",
+        "CASE WHEN o.tags_scan IS NULL THEN NULL ELSE (SELECT json_group_object(t.key, t.value) FROM tags t WHERE t.object_id = o.object_id) END",
+    ),
+    ("tags_error", "o.tags_error"),
 ];
 
 /// The columns a table shows (a terminal is narrow); the other formats show all of `RECORD`.
@@ -196,6 +221,7 @@ impl Selection {
     fn push(&mut self, f: &Filter) {
         let clause = match f {
             Filter::Meta { name, test } => self.meta_clause(name, test),
+            Filter::Tag { key, test } => self.tag_clause(key, test),
             Filter::Field { field, op, value } => self.field_clause(*field, *op, value),
             Filter::Error => format!("o.state = {}", ObjectState::Error.sql()),
         };
@@ -225,6 +251,27 @@ impl Selection {
             (_, Plan::Index) => {
                 format!("o.object_id IN (SELECT object_id FROM metadata WHERE name = {name}{cond})")
             }
+        }
+    }
+
+    /// A tag test looks up the object's tag rows by their primary key (object_id, key); an
+    /// object whose tags were never read matches none, `!tag:KEY` included.
+    fn tag_clause(&mut self, key: &str, test: &MetaTest) -> String {
+        let key = self.bind(key.to_string());
+        let cond = match test {
+            MetaTest::Eq(v) => format!(" AND value = {}", self.bind(v.clone())),
+            MetaTest::Ne(v) => format!(" AND value != {}", self.bind(v.clone())),
+            MetaTest::Glob(g) => {
+                format!(" AND value GLOB {}", self.bind(filter::to_sqlite_glob(g)))
+            }
+            MetaTest::Has | MetaTest::Lacks => String::new(),
+        };
+        let exists = format!(
+            "EXISTS (SELECT 1 FROM tags t WHERE t.object_id = o.object_id AND t.key = {key}{cond})"
+        );
+        match test {
+            MetaTest::Lacks => format!("(o.tags_scan IS NOT NULL AND NOT {exists})"),
+            _ => exists,
         }
     }
 
@@ -391,7 +438,7 @@ fn write_records<W: Write>(
         for &i in shown {
             values.push(json::value(
                 row.get_ref(i).map_err(db)?,
-                RECORD[i].0 == "metadata",
+                matches!(RECORD[i].0, "metadata" | "tags"),
             ));
         }
         w.write_row(&values).map_err(Error::Output)?;

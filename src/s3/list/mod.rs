@@ -30,6 +30,7 @@ mod xml;
 pub use decode::url_decode;
 use decode::{decode_keys, decode_page};
 pub use order::Order;
+pub(crate) use xml::entity;
 
 /// What every range of one scan lists with.
 #[derive(Debug)]

@@ -257,7 +257,7 @@ fn attributes_ok<'e, 'a>(e: &'e BytesStart<'a>) -> Option<&'e BytesStart<'a>> {
 
 /// The character an entity or character reference stands for: XML's five predefined
 /// entities only, as the SDK's reader.
-fn entity(g: &BytesRef<'_>) -> Option<char> {
+pub(crate) fn entity(g: &BytesRef<'_>) -> Option<char> {
     match g.resolve_char_ref().ok()? {
         Some(c) => Some(c),
         None => match g.as_ref() {

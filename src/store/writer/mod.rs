@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::keys::KeyOrder;
 use crate::model::stats::{Snapshot, Stats};
 use crate::model::{
-    ChangeKind, HeadJob, ListedObject, Mode, RangeStatus, SplitMsg, WriterMsg, timefmt,
+    ChangeKind, HeadJob, ListedObject, Mode, RangeStatus, SplitMsg, TagsMode, WriterMsg, timefmt,
 };
 
 /// How many rows one transaction takes at most (a page counts one per key).
@@ -48,6 +48,8 @@ pub struct WriterCtx {
     pub mode: Mode,
     /// New keys are `created` changes (a completed scan covered this keyspace before).
     pub record_created: bool,
+    /// Which objects this scan reads the tags of (`--tags`); `None`: none.
+    pub tags: Option<TagsMode>,
     pub path: PathBuf,
     /// The listing order last recorded for the bucket and the scan (the writer records it
     /// with the first page that carries it).
@@ -62,6 +64,7 @@ pub(super) struct Tally {
     pub heads_ok: i64,
     pub skipped: i64,
     pub with_metadata: i64,
+    pub tags_read: i64,
     pub gone: i64,
     pub failed: i64,
 }
@@ -155,6 +158,7 @@ fn delta(now: &Snapshot, before: &Snapshot) -> Snapshot {
     Snapshot {
         list_requests: now.list_requests - before.list_requests,
         head_requests: now.head_requests - before.head_requests,
+        tag_requests: now.tag_requests - before.tag_requests,
         retries: now.retries - before.retries,
         throttled: now.throttled - before.throttled,
         ..Snapshot::default()
@@ -167,6 +171,7 @@ fn publish(stats: &Stats, t: &Tally) {
     Stats::add(&stats.headed, n(t.headed));
     Stats::add(&stats.skipped, n(t.skipped));
     Stats::add(&stats.with_metadata, n(t.with_metadata));
+    Stats::add(&stats.tags_read, n(t.tags_read));
     Stats::add(&stats.gone, n(t.gone));
     Stats::add(&stats.failed, n(t.failed));
 }
@@ -200,7 +205,8 @@ fn apply_batch(
              heads_skipped = heads_skipped + ?4, objects_gone = objects_gone + ?5,
              objects_failed = objects_failed + ?6, list_requests = list_requests + ?7,
              head_requests = head_requests + ?8, retries = retries + ?9,
-             throttled = throttled + ?10, updated_at = ?11
+             throttled = throttled + ?10, updated_at = ?11, tag_requests = tag_requests + ?12,
+             tags_read = tags_read + ?13
          WHERE scan_id = ?1",
     )?
     .execute(params![
@@ -214,7 +220,9 @@ fn apply_batch(
         requests.head_requests as i64,
         requests.retries as i64,
         requests.throttled as i64,
-        now
+        now,
+        requests.tag_requests as i64,
+        tally.tags_read
     ])?;
     Ok((replies, tally))
 }

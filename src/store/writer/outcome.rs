@@ -5,11 +5,16 @@
 //! its change, in the writer's open transaction. Invariant: the object's previous state is read from the
 //! database, not carried in the job, so a resumed scan decides exactly as an uninterrupted one.
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use std::sync::LazyLock;
+
+use rusqlite::{OptionalExtension, ToSql, Transaction, params};
 
 use super::page::mark_gone;
 use super::{Tally, WriterCtx, json_object};
-use crate::model::{ChangeKind, HeadFields, HeadOutcome, HeadResult, ObjectState};
+use crate::model::{
+    ChangeKind, ExtraHeaders, HeadFields, HeadOutcome, HeadResult, ObjectState, TagsRead,
+};
+use crate::store::EXTRA_COLUMNS;
 
 /// Commits one HEAD outcome against the object's previous state, read from the database (not
 /// carried in the job), so a resumed scan decides exactly as an uninterrupted one.
@@ -21,24 +26,33 @@ pub(super) fn apply_head(
     tally: &mut Tally,
 ) -> rusqlite::Result<()> {
     let id = outcome.object_id;
-    let prior: Option<(ObjectState, bool)> = tx
-        .prepare_cached("SELECT state, headed_scan IS NOT NULL FROM objects WHERE object_id = ?1")?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+    let prior: Option<(ObjectState, bool, bool)> = tx
+        .prepare_cached(
+            "SELECT state, headed_scan IS NOT NULL, tags_scan IS NOT NULL FROM objects WHERE object_id = ?1",
+        )?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    let Some((state, had_head)) = prior else {
+    let Some((state, had_head, had_tags)) = prior else {
         // Forgotten while its HEAD ran (cannot happen under the scan lock); nothing to update.
         return Ok(());
     };
-    tally.headed += 1;
+    let mut tags = outcome.tags;
     match outcome.result {
         HeadResult::Ok(f) => {
+            tally.headed += 1;
             store_metadata(tx, ctx, id, &f, had_head, now)?;
             store_head(tx, ctx, id, &f, now)?;
             clear_error(tx, id, state)?;
             tally.heads_ok += 1;
             tally.with_metadata += i64::from(!f.metadata.is_empty());
         }
+        HeadResult::NotHeaded => {
+            tx.prepare_cached("UPDATE objects SET tags_due = 0 WHERE object_id = ?1")?
+                .execute([id])?;
+        }
         HeadResult::Gone => {
+            tally.headed += 1;
+            tags = None;
             if matches!(state, ObjectState::Ok | ObjectState::Error) {
                 record_deleted_on_head(tx, ctx, id, now)?;
             } else {
@@ -51,8 +65,12 @@ pub(super) fn apply_head(
             tally.gone += 1;
         }
         HeadResult::Failed { failure, attempts } => {
-            tx.prepare_cached("UPDATE objects SET state = ?2, head_due = 0 WHERE object_id = ?1")?
-                .execute(params![id, ObjectState::Error])?;
+            tally.headed += 1;
+            tags = None;
+            tx.prepare_cached(
+                "UPDATE objects SET state = ?2, head_due = 0, tags_due = 0 WHERE object_id = ?1",
+            )?
+            .execute(params![id, ObjectState::Error])?;
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO object_errors (object_id, scan_id, status, code, message, attempts, at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -60,6 +78,103 @@ pub(super) fn apply_head(
             .execute(params![id, ctx.scan_id, failure.status, failure.code, failure.message, attempts, now])?;
             tally.failed += 1;
         }
+    }
+    if let Some(read) = tags {
+        store_tags(tx, ctx, id, read, had_tags, now, tally)?;
+    }
+    Ok(())
+}
+
+/// Records what GetObjectTagging said (or HEAD's count of none). A change from tags read
+/// before is this scan's change row for the object: its old and new tags, and the kind
+/// `tags` unless the row says more (created, metadata). A failure keeps the tags known
+/// before and records why they could not be read again.
+fn store_tags(
+    tx: &Transaction,
+    ctx: &WriterCtx,
+    id: i64,
+    read: TagsRead,
+    had_tags: bool,
+    now: &str,
+    tally: &mut Tally,
+) -> rusqlite::Result<()> {
+    let new = match read {
+        TagsRead::Tags(tags) => tags,
+        TagsRead::CountedNone => Vec::new(),
+        TagsRead::Failed(failure) => {
+            tx.prepare_cached("UPDATE objects SET tags_error = ?2 WHERE object_id = ?1")?
+                .execute(params![id, failure.to_string()])?;
+            return Ok(());
+        }
+    };
+    tally.tags_read += 1;
+    tx.prepare_cached(
+        "UPDATE objects SET tags_scan = ?2, tags_error = NULL, tags_due = 0 WHERE object_id = ?1",
+    )?
+    .execute(params![id, ctx.scan_id])?;
+    let old: Vec<(String, String)> = tx
+        .prepare_cached("SELECT key, value FROM tags WHERE object_id = ?1 ORDER BY key")?
+        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    if had_tags && old == new {
+        return Ok(());
+    }
+    if had_tags {
+        record_tags_change(tx, ctx, id, &old, &new, now)?;
+    } else if ctx.record_created {
+        tx.prepare_cached(
+            "UPDATE changes SET new_tags = ?3 WHERE scan_id = ?1 AND object_id = ?2 AND kind = ?4",
+        )?
+        .execute(params![
+            ctx.scan_id,
+            id,
+            json_object(&new),
+            ChangeKind::Created
+        ])?;
+    }
+    tx.prepare_cached("DELETE FROM tags WHERE object_id = ?1")?
+        .execute([id])?;
+    let mut insert = tx.prepare_cached(
+        "INSERT OR REPLACE INTO tags (object_id, key, value) VALUES (?1, ?2, ?3)",
+    )?;
+    for (key, value) in &new {
+        insert.execute(params![id, key, value])?;
+    }
+    Ok(())
+}
+
+fn record_tags_change(
+    tx: &Transaction,
+    ctx: &WriterCtx,
+    id: i64,
+    old: &[(String, String)],
+    new: &[(String, String)],
+    now: &str,
+) -> rusqlite::Result<()> {
+    let (old, new) = (json_object(old), json_object(new));
+    let updated = tx
+        .prepare_cached(
+            "UPDATE changes SET kind = CASE kind WHEN ?5 THEN ?6 ELSE kind END,
+                 old_tags = ?3, new_tags = ?4
+             WHERE scan_id = ?1 AND object_id = ?2",
+        )?
+        .execute(params![
+            ctx.scan_id,
+            id,
+            old,
+            new,
+            ChangeKind::Modified,
+            ChangeKind::Tags
+        ])?;
+    if updated == 0 {
+        tx.prepare_cached(
+            "INSERT INTO changes (scan_id, object_id, kind, old_etag, old_size, old_modified,
+                 new_etag, new_size, new_modified, old_tags, new_tags, at)
+             SELECT ?1, object_id, ?6, list_etag, list_size, list_modified,
+                 list_etag, list_size, list_modified, ?3, ?4, ?5
+             FROM objects WHERE object_id = ?2",
+        )?
+        .execute(params![ctx.scan_id, id, old, new, now, ChangeKind::Tags])?;
     }
     Ok(())
 }
@@ -111,33 +226,67 @@ fn store_head(
     f: &HeadFields,
     now: &str,
 ) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "UPDATE objects SET state = ?17, head_due = 0, etag = ?2, size = ?3, last_modified = ?4,
-             content_type = ?5, cache_control = ?6, content_encoding = ?7, content_language = ?8,
-             content_disposition = ?9, expires = ?10, storage_class = ?11, version_id = ?12,
-             missing_meta = ?13, headed_scan = ?14, headed_at = ?15, recheck = ?16
-         WHERE object_id = ?1",
-    )?
-    .execute(params![
-        id,
-        f.etag,
-        f.size,
-        f.last_modified,
-        f.content_type,
-        f.cache_control,
-        f.content_encoding,
-        f.content_language,
-        f.content_disposition,
-        f.expires,
-        f.storage_class,
-        f.version_id,
-        f.missing_meta,
-        ctx.scan_id,
-        now,
-        f.recheck,
-        ObjectState::Ok
-    ])?;
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        let extra: Vec<String> = EXTRA_COLUMNS
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c} = ?{}", i + 19))
+            .collect();
+        format!(
+            "UPDATE objects SET state = ?17, head_due = 0, etag = ?2, size = ?3, last_modified = ?4,
+                 content_type = ?5, cache_control = ?6, content_encoding = ?7, content_language = ?8,
+                 content_disposition = ?9, expires = ?10, storage_class = ?11, version_id = ?12,
+                 missing_meta = ?13, headed_scan = ?14, headed_at = ?15, recheck = ?16,
+                 tagging_count = ?18, tags_due = 0, {}
+             WHERE object_id = ?1",
+            extra.join(", ")
+        )
+    });
+    let state = ObjectState::Ok;
+    let mut values: Vec<&dyn ToSql> = vec![
+        &id,
+        &f.etag,
+        &f.size,
+        &f.last_modified,
+        &f.content_type,
+        &f.cache_control,
+        &f.content_encoding,
+        &f.content_language,
+        &f.content_disposition,
+        &f.expires,
+        &f.storage_class,
+        &f.version_id,
+        &f.missing_meta,
+        &ctx.scan_id,
+        &now,
+        &f.recheck,
+        &state,
+        &f.tagging_count,
+    ];
+    values.extend(extra_values(&f.extra));
+    tx.prepare_cached(&SQL)?.execute(values.as_slice())?;
     Ok(())
+}
+
+/// The values of `EXTRA_COLUMNS`, in their order.
+pub(crate) fn extra_values(x: &ExtraHeaders) -> [&dyn ToSql; 15] {
+    [
+        &x.sse,
+        &x.sse_kms_key_id,
+        &x.sse_bucket_key,
+        &x.sse_customer_algorithm,
+        &x.checksum_algorithm,
+        &x.checksum,
+        &x.checksum_type,
+        &x.lock_mode,
+        &x.lock_retain_until,
+        &x.legal_hold,
+        &x.replication_status,
+        &x.restore,
+        &x.archive_status,
+        &x.website_redirect,
+        &x.parts_count,
+    ]
 }
 
 /// Replaces the object's metadata rows; when it had metadata from an earlier HEAD and it

@@ -10,7 +10,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{Tally, WriterCtx, record_change};
 use crate::keys::{KeyOrder, KeyRange, path_key};
-use crate::model::{ChangeKind, HeadJob, ListedObject, Mode, ObjectState, PageMsg, RangeStatus};
+use crate::model::{
+    ChangeKind, HeadJob, ListedObject, Mode, ObjectState, PageMsg, RangeStatus, TagsMode, Work,
+};
 
 /// Stored rows of a page's window read per query.
 const WINDOW_CHUNK: i64 = 1000;
@@ -118,10 +120,11 @@ pub(super) fn apply_page(
         if found.is_some() {
             next = advance(tx, &mut rows)?;
         }
-        if let Some(object_id) = apply_listed(tx, ctx, e, found, (now, order), tally)? {
+        if let Some((object_id, work)) = apply_listed(tx, ctx, e, found, (now, order), tally)? {
             jobs.push(HeadJob {
                 object_id,
                 key: e.key.clone(),
+                work,
             });
         }
     }
@@ -150,7 +153,8 @@ pub(super) fn apply_page(
     Ok(jobs)
 }
 
-/// Records one listed object against its stored row; returns its id when it needs a HEAD.
+/// Records one listed object against its stored row; returns its id and the work it needs
+/// (a HEAD, or with `--tags=all` the tags of an unchanged object).
 fn apply_listed(
     tx: &Transaction,
     ctx: &WriterCtx,
@@ -158,17 +162,23 @@ fn apply_listed(
     found: Option<Stored>,
     (now, order): (&str, KeyOrder),
     tally: &mut Tally,
-) -> rusqlite::Result<Option<i64>> {
+) -> rusqlite::Result<Option<(i64, Work)>> {
     let s = match found {
         None => {
             let object_id = insert_listed(tx, ctx, e, order)?;
             if ctx.record_created {
                 record_change(tx, ctx, object_id, ChangeKind::Created, None, Some(e), now)?;
             }
-            return Ok(Some(object_id));
+            return Ok(Some((object_id, Work::Head)));
         }
         Some(s) if ctx.mode == Mode::Rescan && s.unchanged(e) => {
             tally.skipped += 1;
+            // Tags change without touching the listing: `--tags=all` reads them anyway.
+            if ctx.tags == Some(TagsMode::All) {
+                tx.prepare_cached("UPDATE objects SET tags_due = 1 WHERE object_id = ?1")?
+                    .execute([s.object_id])?;
+                return Ok(Some((s.object_id, Work::Tags)));
+            }
             return Ok(None);
         }
         Some(s) => s,
@@ -199,7 +209,7 @@ fn apply_listed(
             now,
         )?;
     }
-    Ok(Some(s.object_id))
+    Ok(Some((s.object_id, Work::Head)))
 }
 
 /// A stored key the listing no longer has: gone, unless it already was. Returns 1 if marked.
@@ -310,20 +320,24 @@ pub(crate) fn page_window(page: &PageMsg) -> Option<KeyRange> {
 /// Marks an object deleted by this scan.
 pub(super) fn mark_gone(tx: &Transaction, ctx: &WriterCtx, object_id: i64) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "UPDATE objects SET state = ?3, head_due = 0, gone_scan = ?2 WHERE object_id = ?1",
+        "UPDATE objects SET state = ?3, head_due = 0, tags_due = 0, gone_scan = ?2 WHERE object_id = ?1",
     )?
     .execute(params![object_id, ctx.scan_id, ObjectState::Gone])?;
     Ok(())
 }
 
 /// A deleted key listed again starts a new life (issue 14): what HEAD said of the earlier one —
-/// its metadata rows, and that it was HEADed at all — is not carried over, so its `created`
+/// its metadata and tag rows, and that it was HEADed at all — is not carried over, so its `created`
 /// change has no old metadata and the new metadata, as any new key's.
 fn forget_earlier_life(tx: &Transaction, object_id: i64) -> rusqlite::Result<()> {
     tx.prepare_cached("DELETE FROM metadata WHERE object_id = ?1")?
         .execute([object_id])?;
-    tx.prepare_cached("UPDATE objects SET headed_scan = NULL WHERE object_id = ?1")?
+    tx.prepare_cached("DELETE FROM tags WHERE object_id = ?1")?
         .execute([object_id])?;
+    tx.prepare_cached(
+        "UPDATE objects SET headed_scan = NULL, tags_scan = NULL, tags_error = NULL WHERE object_id = ?1",
+    )?
+    .execute([object_id])?;
     Ok(())
 }
 

@@ -75,7 +75,7 @@ pub fn open_ro(path: &Path) -> Result<Connection> {
     }
     if version < SCHEMA_VERSION {
         return Err(Error::BadInput(format!(
-            "{} has schema version {version}; run `s3meta scan` (which upgrades it) with this s3meta first",
+            "{} has schema version {version} (an older s3meta's); this s3meta reads version {SCHEMA_VERSION}: run `s3meta scan` on it once with write access (it upgrades the file in place, every row kept)",
             path.display()
         )));
     }

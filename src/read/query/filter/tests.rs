@@ -204,3 +204,53 @@ proptest! {
         prop_assert_eq!(Filter::parse(&f.to_string()), Ok(f));
     }
 }
+
+fn tag(key: &str, test: MetaTest) -> Filter {
+    Filter::Tag {
+        key: key.into(),
+        test,
+    }
+}
+
+#[test]
+fn parses_tag_forms_which_never_mean_metadata() {
+    let cases = [
+        ("tag:Team=Core", tag("Team", MetaTest::Eq("Core".into()))),
+        ("tag:team!=core", tag("team", MetaTest::Ne("core".into()))),
+        ("tag:path~a/*", tag("path", MetaTest::Glob("a/*".into()))),
+        ("tag:a b:c@d", tag("a b:c@d", MetaTest::Has)),
+        ("!tag:team", tag("team", MetaTest::Lacks)),
+        ("tag:empty=", tag("empty", MetaTest::Eq(String::new()))),
+    ];
+    for (text, want) in cases {
+        assert_eq!(Filter::parse(text).as_ref(), Ok(&want), "{text}");
+        // The canonical text parses back to the same filter.
+        assert_eq!(Filter::parse(&want.to_string()), Ok(want), "{text}");
+    }
+    for bad in ["tag:", "tag:=x", "!tag:", "!tag:a=b"] {
+        let e = Filter::parse(bad).unwrap_err();
+        assert!(e.to_string().contains("tag:NAME"), "{bad}: {e}");
+    }
+    // `:` cannot be in a metadata name, so `tag` alone is still metadata.
+    assert_eq!(Filter::parse("tag"), Ok(meta("tag", MetaTest::Has)));
+}
+
+#[test]
+fn parses_the_new_header_fields() {
+    for (text, field) in [
+        ("@sse=aws:kms", Field::Sse),
+        ("@parts_count>1", Field::PartsCount),
+        ("@tagging_count>=1", Field::TaggingCount),
+        ("@lock_retain_until>2030-01-01", Field::LockRetainUntil),
+        ("@legal_hold=ON", Field::LegalHold),
+        ("@version_id=abc", Field::VersionId),
+    ] {
+        let f = Filter::parse(text).unwrap();
+        assert!(
+            matches!(f, Filter::Field { field: got, .. } if got == field),
+            "{text}"
+        );
+        assert_eq!(f.to_string(), text);
+    }
+    assert!(Filter::parse("@parts_count>1MB").is_err());
+}

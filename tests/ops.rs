@@ -174,6 +174,15 @@ async fn estimate_counts_match_what_the_scan_sends() {
         (Some(8), Some("rescan"))
     );
     assert!((e["rescan_cost_usd"].as_f64().unwrap() - (3.0 + 16.0) / 1000.0).abs() < 1e-12);
+    // What --tags would add: at most one GetObjectTagging per object, or per HEADed one.
+    assert_eq!(
+        (
+            e["tags_full"].as_u64(),
+            e["tags_rescan"].as_u64(),
+            e["tags_rescan_skip_unchanged"].as_u64()
+        ),
+        (Some(2501), Some(2501), Some(8))
+    );
 
     env.state().reset_counters();
     let report = env.scan(&cfg).await.unwrap();

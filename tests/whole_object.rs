@@ -293,6 +293,20 @@ async fn tags_are_read_where_needed_and_rescans_find_tag_only_changes() {
     }
     let out = run(&env, "query", &["--where", "!tag:team", "--count"]).await;
     assert_eq!(stdout(&out).trim(), "7");
+
+    // `names --tags`: the tag keys, as `names` shows metadata names.
+    let out = run(&env, "names", &["--tags", "--format", "jsonl"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let names: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!("{} {} {}", v["name"].as_str().unwrap(), v["objects"], v["values"])
+        })
+        .collect();
+    assert_eq!(names, ["env 3 1", "new 1 1", "team 3 3"]);
+    let out = run(&env, "names", &["--format", "jsonl"]).await;
+    assert!(stdout(&out).contains("\"owner\"") && !stdout(&out).contains("\"team\""));
 }
 
 /// Objects whose tags were never read match no tag test, `!tag:` included: unknown is not

@@ -354,6 +354,9 @@ pub struct NamesArgs {
     /// Output format [default: table when stdout is a terminal, else jsonl].
     #[arg(long, value_enum)]
     pub format: Option<Format>,
+    /// The tag keys in use (scans with `--tags`) instead of the metadata names.
+    #[arg(long)]
+    pub tags: bool,
 }
 
 #[derive(Debug, Args)]
@@ -469,6 +472,7 @@ impl NamesArgs {
             bucket: self.scope.bucket.clone(),
             prefix: self.scope.prefix.clone(),
             format: self.format.map(Into::into),
+            tags: self.tags,
         }
     }
 }

@@ -316,6 +316,21 @@ fn estimate_text(url: &S3Url, e: &estimate::Estimate) -> String {
         )),
         _ => out.push_str("\nno completed scan of this prefix in the database: the next scan is a full scan"),
     }
+    let tag_cost = |n: u64| n as f64 * e.head_price / 1000.0;
+    out.push_str(&format!(
+        "\n--tags adds at most {} GetObjectTagging to a full scan (${:.4})",
+        n(e.tags_full),
+        tag_cost(e.tags_full)
+    ));
+    if let (Some(all), Some(skip)) = (e.tags_rescan, e.tags_rescan_skip_unchanged) {
+        out.push_str(&format!(
+            ", {} to a rescan (${:.4}; --tags=skip-unchanged: {}, ${:.4})",
+            n(all),
+            tag_cost(all),
+            n(skip),
+            tag_cost(skip)
+        ));
+    }
     out
 }
 

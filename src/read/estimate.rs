@@ -3,7 +3,7 @@
 //!
 //! Receives: a lister for the target and, when the database has the bucket, a read-only
 //! connection. Sends on: counts of LIST and HEAD requests for a full scan and for a rescan
-//! against the current database, priced per 1,000 requests. Invariant: the rescan count uses
+//! against the current database, priced per 1,000 requests, and what `--tags` adds. Invariant: the rescan count uses
 //! the writer's own rule (`Stored::unchanged`), so the estimate and the scan never disagree.
 
 use std::path::{Path, PathBuf};
@@ -33,8 +33,17 @@ pub struct Estimate {
     pub rescan_heads: Option<u64>,
     pub full_cost_usd: f64,
     pub rescan_cost_usd: Option<f64>,
+    /// GetObjectTagging requests `--tags` adds, at most (one per object a HEAD does not
+    /// count 0 — AWS sends no count for an untagged object, which is "not known"): a full
+    /// scan's, a `--tags` (all) rescan's (every object: HEADed ones, and unchanged ones read
+    /// alone), a `--tags=skip-unchanged` rescan's (the HEADed ones).
+    pub tags_full: u64,
+    pub tags_rescan: Option<u64>,
+    pub tags_rescan_skip_unchanged: Option<u64>,
     /// What `s3meta scan` would do now: `full` or `rescan`.
     pub next_scan: &'static str,
+    /// The price of 1,000 HEAD (and GetObjectTagging: the same GET class) requests used.
+    pub head_price: f64,
 }
 
 /// Lists the target page by page and counts.
@@ -73,6 +82,10 @@ pub async fn run(
         rescan_heads: covered.then_some(to_head),
         full_cost_usd: cost(objects),
         rescan_cost_usd: covered.then(|| cost(to_head)),
+        tags_full: objects,
+        tags_rescan: covered.then_some(objects),
+        tags_rescan_skip_unchanged: covered.then_some(to_head),
+        head_price,
         next_scan: if covered { "rescan" } else { "full" },
     })
 }

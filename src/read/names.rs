@@ -1,4 +1,4 @@
-//! `s3meta names`: the metadata names in use, how many objects carry each, how many distinct
+//! `s3meta names`: the metadata names (or with `--tags` the tag keys) in use, how many objects carry each, how many distinct
 //! values each has, and its most common values.
 //!
 //! Receives: `NamesOptions` (the database path among them) and an output. Sends on: one row per name, in name
@@ -79,6 +79,8 @@ pub struct NamesOptions {
     pub bucket: Option<String>,
     pub prefix: Option<String>,
     pub format: Option<Format>,
+    /// The tag keys (`--tags`) instead of the metadata names.
+    pub tags: bool,
 }
 
 pub fn run(args: &NamesOptions, out: &mut dyn Write, terminal: bool) -> Result<()> {
@@ -94,21 +96,34 @@ pub fn run(args: &NamesOptions, out: &mut dyn Write, terminal: bool) -> Result<(
     };
     let sel = Selection::new(&scope, &[], Plan::Index);
     let mut emit = |s: &NameStats| w.write_row(&s.row(cut)).map_err(Error::Output);
-    each_name(&conn, &sel, &mut emit, &|e| Error::db(path, e))?;
+    let source = if args.tags { Source::Tags } else { Source::Metadata };
+    each_name(&conn, &sel, source, &mut emit, &|e| Error::db(path, e))?;
     w.finish().map_err(Error::Output)?;
     Ok(())
+}
+
+/// Which (name, value) pairs `names` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Metadata,
+    Tags,
 }
 
 /// Calls `emit` with each name's totals, in name order.
 fn each_name(
     conn: &Connection,
     sel: &Selection,
+    source: Source,
     emit: &mut dyn FnMut(&NameStats) -> Result<()>,
     db: &dyn Fn(rusqlite::Error) -> Error,
 ) -> Result<()> {
     let (conds, params) = sel.render();
+    let pairs = match source {
+        Source::Metadata => "SELECT object_id, name, value FROM metadata",
+        Source::Tags => "SELECT object_id, key AS name, value FROM tags",
+    };
     let sql = format!(
-        "SELECT m.name, m.value, count(*) FROM metadata m \
+        "SELECT m.name, m.value, count(*) FROM ({pairs}) m \
          JOIN objects o USING (object_id) JOIN buckets b USING (bucket_id) \
          WHERE 1{conds} GROUP BY m.name, m.value ORDER BY m.name, m.value"
     );

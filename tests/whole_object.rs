@@ -301,7 +301,12 @@ async fn tags_are_read_where_needed_and_rescans_find_tag_only_changes() {
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            format!("{} {} {}", v["name"].as_str().unwrap(), v["objects"], v["values"])
+            format!(
+                "{} {} {}",
+                v["name"].as_str().unwrap(),
+                v["objects"],
+                v["values"]
+            )
         })
         .collect();
     assert_eq!(names, ["env 3 1", "new 1 1", "team 3 3"]);

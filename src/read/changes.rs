@@ -15,7 +15,7 @@ use crate::model::{ChangeKind, timefmt};
 use crate::read::output::{Format, RowWriter};
 use crate::store::{db, json};
 
-const COLUMNS: [&str; 15] = [
+const COLUMNS: [&str; 17] = [
     "change_id",
     "scan_id",
     "at",
@@ -31,6 +31,8 @@ const COLUMNS: [&str; 15] = [
     "new_modified",
     "old_metadata",
     "new_metadata",
+    "old_tags",
+    "new_tags",
 ];
 
 /// `--since`: a scan id (that scan and later ones) or a time (at or after it).
@@ -70,7 +72,7 @@ pub fn run(args: &ChangesOptions, out: &mut dyn Write, terminal: bool) -> Result
     let mut sql = String::from(
         "SELECT c.change_id, c.scan_id, c.at, c.kind, b.store, b.name, o.key, c.old_etag,
                 c.old_size, c.old_modified, c.new_etag, c.new_size, c.new_modified,
-                c.old_metadata, c.new_metadata
+                c.old_metadata, c.new_metadata, c.old_tags, c.new_tags
          FROM changes c JOIN objects o USING (object_id) JOIN buckets b USING (bucket_id)
          WHERE 1",
     );
@@ -113,7 +115,7 @@ pub fn run(args: &ChangesOptions, out: &mut dyn Write, terminal: bool) -> Result
         let mut values = Vec::with_capacity(COLUMNS.len());
         for i in 0..COLUMNS.len() {
             let v = row.get_ref(i).map_err(dbe)?;
-            // Metadata columns hold JSON objects: emitted as objects, not as strings.
+            // Metadata and tags columns hold JSON objects: emitted as objects, not as strings.
             values.push(json::value(v, i >= 13));
         }
         writer.write_row(&values).map_err(Error::Output)?;

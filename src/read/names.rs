@@ -96,7 +96,11 @@ pub fn run(args: &NamesOptions, out: &mut dyn Write, terminal: bool) -> Result<(
     };
     let sel = Selection::new(&scope, &[], Plan::Index);
     let mut emit = |s: &NameStats| w.write_row(&s.row(cut)).map_err(Error::Output);
-    let source = if args.tags { Source::Tags } else { Source::Metadata };
+    let source = if args.tags {
+        Source::Tags
+    } else {
+        Source::Metadata
+    };
     each_name(&conn, &sel, source, &mut emit, &|e| Error::db(path, e))?;
     w.finish().map_err(Error::Output)?;
     Ok(())

@@ -9,7 +9,8 @@ compares again, checks the changes table for phantom or missed changes, and scan
 bucket as `plan --ranges 4` shards merged with `merge`. One line per scenario: PASS or FAIL with
 counts and timings; a FAIL lists the first differing keys of each check. Exit 1 if any failed.
 
-Scenarios (`--only`, comma-separated): seaweed, seaweed-deep, same-second, moto, and the placeholders of
+Scenarios (`--only`, comma-separated): seaweed, seaweed-deep, same-second, moto, seaweed-wide,
+moto-tags, and the placeholders of
 later issues (moto-versioned: issue 16, moto-sqs: issue 17, parquet: issue 19), which report
 SKIP until the binary has the feature they need.
 """
@@ -452,6 +453,150 @@ def scenario_same_second(ctx):
     return sc.finish()
 
 
+def scenario_seaweed_wide(ctx):
+    """SeaweedFS, issue 16 §1: an object with 95 metadata names (hyper's default of 100 headers
+    made it unreadable) is indexed whole, beside objects with 1 and 40 names."""
+    sc = Scenario("seaweed-wide")
+    server = ctx.servers["seaweed"]
+    env, d = server.env(), scenario_dir(ctx, sc)
+    log = os.path.join(d, "s3meta.log")
+    bucket = "conf-seaweed-wide"
+    s3 = server.client()
+    s3.create_bucket(Bucket=bucket)
+    for n in (1, 40, 95):
+        s3.put_object(Bucket=bucket, Key=f"wide/{n:03d}", Body=b"w" * n,
+                      Metadata={f"name-{i:03d}": f"value {i} of {n}" for i in range(n)})
+    truth = {o["Key"]: {k: c.decode_value(v) for k, v in s3.head_object(Bucket=bucket, Key=o["Key"])["Metadata"].items()}
+             for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    db = os.path.join(d, "index.db")
+    r = c.s3meta(ctx.bin, ["scan", f"s3://{bucket}", "--endpoint-url", server.endpoint, "--db", db,
+                           *ctx.scan_args], env, log)
+    rows, probs = rows_or_problem(ctx, db, bucket, env, r, "scan")
+    for key, meta in truth.items():
+        got = rows.get(key, {})
+        if got.get("state") != "ok" or got.get("metadata") != meta:
+            probs.append(f"{key}: store has {len(meta)} names, index {got.get('state')} with "
+                         f"{len(got.get('metadata') or {})}: {c._short(got.get('error_message'))}")
+    widest = max((len(m) for m in truth.values()), default=0)
+    sc.step("objects with up to 95 metadata names are indexed whole", probs,
+            f"the store kept {widest} names on the widest object, exit {r.rc}")
+    sc.note(f"widest object {widest} names")
+    return sc.finish()
+
+
+# Headers moto sends on HEAD that s3meta records (issue 16 §4), by index column.
+HEADER_COLUMNS = {
+    "sse": "x-amz-server-side-encryption",
+    "website_redirect": "x-amz-website-redirect-location",
+    "lock_mode": "x-amz-object-lock-mode",
+    "legal_hold": "x-amz-object-lock-legal-hold",
+    "checksum_type": "x-amz-checksum-type",
+}
+
+
+def scenario_moto_tags(ctx):
+    """moto, issue 16 §2 and §4: tags (`scan --tags`, then tag-only changes found by a `--tags`
+    rescan) and the further HEAD headers (encryption, redirect, object lock, checksums) vs boto3."""
+    if not has_feature(ctx, "scan", "--tags"):
+        return skip("moto-tags", "the binary has no `scan --tags` yet (issue 16)")
+    sc = Scenario("moto-tags")
+    server = ctx.servers["moto"]
+    env, d = server.env(), scenario_dir(ctx, sc)
+    log = os.path.join(d, "s3meta.log")
+    bucket = "conf-moto-tags"
+    s3 = server.client()
+    # Object lock needs a bucket created with it (moto then versions the bucket too).
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    rng = random.Random(162)
+    keys = [f"t/{i:03d}" for i in range(60)] + ["t/café é", "t/sp ace", "t/emoji😀"]
+    for i, key in enumerate(keys):
+        kw = dict(Bucket=bucket, Key=key, Body=body(rng, key), Metadata={"i": str(i)})
+        if i % 2 == 0:
+            kw["Tagging"] = urllib.parse.urlencode({"team": rng.choice(WORDS[:4]), "n": str(i)})
+        if i % 5 == 0:
+            kw["ServerSideEncryption"] = "AES256"
+        if i % 7 == 0:
+            kw["WebsiteRedirectLocation"] = f"/moved/{i}"
+        if i % 9 == 0:
+            kw["ObjectLockMode"] = "GOVERNANCE"
+            kw["ObjectLockRetainUntilDate"] = dt.datetime(2031, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+        if i % 11 == 0:
+            kw["ObjectLockLegalHoldStatus"] = "ON"
+        if i % 4 == 1:
+            kw["ChecksumAlgorithm"] = "SHA256"
+        s3.put_object(**kw)
+
+    def truth():
+        out = {}
+        for key in keys:
+            h = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+            raw = h["ResponseMetadata"]["HTTPHeaders"]
+            tags = {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"]}
+            row = {"tags": tags}
+            for col, header in HEADER_COLUMNS.items():
+                row[col] = raw.get(header)
+            row["checksum_algorithm"] = next((k[len("x-amz-checksum-"):].upper() for k in raw
+                                              if k.startswith("x-amz-checksum-") and k != "x-amz-checksum-type"), None)
+            row["lock_retain_until"] = (c.rfc3339(h["ObjectLockRetainUntilDate"])
+                                        if h.get("ObjectLockRetainUntilDate") else None)
+            out[key] = row
+        return out
+
+    def compare(tr, rows):
+        probs = []
+        for key, want in tr.items():
+            got = rows.get(key)
+            if got is None:
+                probs.append(f"{key!r}: not in the index")
+                continue
+            for field, value in want.items():
+                if got.get(field) != value:
+                    probs.append(f"{key!r} {field}: store {c._short(value)}, index {c._short(got.get(field))}")
+        return probs[:20]
+
+    db = os.path.join(d, "index.db")
+    ep = ["--endpoint-url", server.endpoint]
+    tr = truth()
+    r = c.s3meta(ctx.bin, ["scan", f"s3://{bucket}", *ep, "--db", db, "--tags", *ctx.scan_args], env, log,
+                 os.path.join(d, "scan1.json"))
+    rows, probs = rows_or_problem(ctx, db, bucket, env, r, "scan --tags")
+    probs += compare(tr, rows)
+    tagged = sum(1 for t in tr.values() if t["tags"])
+    gets = ((r.summary or {}).get("requests") or {}).get("tags")
+    sc.step("scan --tags records tags and HEAD's further headers as boto3 reads them", probs,
+            f"{len(rows)} objects, {tagged} tagged, {gets} GetObjectTagging, exit {r.rc}")
+
+    # Tag-only changes: ETag and Last-Modified stay, the listing shows nothing.
+    changed = {}
+    for i, key in enumerate(keys[:12]):
+        new = {} if i % 3 == 0 else {"team": "moved", "step": str(i)}
+        if new:
+            s3.put_object_tagging(Bucket=bucket, Key=key,
+                                  Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in new.items()]})
+        else:
+            s3.delete_object_tagging(Bucket=bucket, Key=key)
+        if new != tr[key]["tags"]:
+            changed[key] = new
+    tr2 = truth()
+    r2 = c.s3meta(ctx.bin, ["scan", f"s3://{bucket}", *ep, "--db", db, "--tags", *ctx.scan_args], env, log,
+                  os.path.join(d, "scan2.json"))
+    rows2, probs = rows_or_problem(ctx, db, bucket, env, r2, "rescan --tags")
+    probs += compare(tr2, rows2)
+    try:
+        recorded = {x["key"] for x in c.index_changes(ctx.bin, db, bucket, env)
+                    if x["kind"] == "tags" and x["scan_id"] == (r2.summary or {}).get("scan_id")}
+    except RuntimeError as e:
+        recorded = set()
+        probs.append(str(e))
+    if recorded != set(changed):
+        probs.append(f"tag changes recorded for {sorted(recorded)}, made on {sorted(changed)}")
+    heads = ((r2.summary or {}).get("requests") or {}).get("head")
+    sc.step("a --tags rescan finds the tag-only changes (kind `tags`) and nothing else", probs,
+            f"{len(changed)} changed, {len(recorded)} recorded, {heads} HEADs, exit {r2.rc}")
+    sc.note(f"{tagged} tagged of {len(keys)}; {len(changed)} tag-only changes found")
+    return sc.finish()
+
+
 # ---- extension points of later issues ---------------------------------------------------------
 
 
@@ -606,6 +751,8 @@ SCENARIOS = {
     "seaweed-deep": (scenario_seaweed_deep, "seaweed"),
     "same-second": (scenario_same_second, "seaweed"),
     "moto": (scenario_moto, "moto"),
+    "seaweed-wide": (scenario_seaweed_wide, "seaweed"),
+    "moto-tags": (scenario_moto_tags, "moto"),
     "moto-versioned": (scenario_moto_versioned, "moto"),
     "moto-sqs": (scenario_moto_sqs, "moto"),
 }

@@ -111,6 +111,9 @@ pub enum WriterMsg {
     Page(PageMsg),
     Head(HeadOutcome),
     Split(SplitMsg),
+    /// The store's order, learnt after the last page (a probe at the end of a large scan,
+    /// so the next rescan need not probe).
+    Order(KeyOrder),
 }
 
 /// An object the writer decided to HEAD, or to read the tags of.

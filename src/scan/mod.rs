@@ -13,6 +13,7 @@ mod ranges;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -427,7 +428,22 @@ async fn produce(
         heads: jobs_tx,
         cancel: work.clone(),
     };
+    let (lister, writer) = (listing.lister.clone(), listing.writer.clone());
     // The HEADs a resumed scan owes and the next pages go on together (issue 14): listing
     // never waits for HEADs, the owed ones included. Both send into the one bounded queue.
-    tokio::try_join!(owed.feed(&ranges), listing.run(ranges.clone())).map(|_| ())
+    tokio::try_join!(owed.feed(&ranges), listing.run(ranges.clone()))?;
+    // A large target whose listing did not show the order: learn it now, so its next rescan
+    // does not have to (issue 15: LIST requests of a rescan within 1.1× the pages).
+    let stats = &lister.stats;
+    let pages = stats.list_requests.load(Relaxed) - stats.list_probes.load(Relaxed);
+    if work.is_cancelled() {
+        return Ok(());
+    }
+    if let Some(order) = lister.order.resolve_after_listing(&lister, pages).await? {
+        writer
+            .send(WriterMsg::Order(order))
+            .await
+            .map_err(|_| Error::WriterGone)?;
+    }
+    Ok(())
 }

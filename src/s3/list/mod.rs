@@ -206,7 +206,7 @@ impl Lister {
         }
         let keys = page.entries.iter().map(|o| o.key.as_str());
         self.order.observe(self, prev, keys)?;
-        if self.order.known().is_some() || !self.order.needed || (first && !page.truncated) {
+        if self.order.known().is_some() {
             return Ok(());
         }
         let from = self.prefix.len();
@@ -214,6 +214,12 @@ impl Lister {
             .entries
             .iter()
             .find(|o| order::directory_of(&o.key, from).is_some());
+        if let Some(o) = listed {
+            self.order.remember(&o.key);
+        }
+        if !self.order.needed || (first && !page.truncated) {
+            return Ok(());
+        }
         if let Some(o) = listed {
             return self.order.resolve(self, &o.key, true).await;
         }

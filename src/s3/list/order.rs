@@ -32,6 +32,9 @@ pub struct Order {
     /// the order each was cut in: a cut made in another order than the store's is refused,
     /// unless it means the same in both (`KeyOrder::is_neutral`).
     pub cuts: Vec<(KeyOrder, String)>,
+    /// A listed key with `/` after the prefix, kept while the order is not known: the probe
+    /// at the end of a large scan (`resolve_after_listing`) starts from it.
+    seen: Mutex<Option<String>>,
 }
 
 /// What a probe found out.
@@ -153,6 +156,35 @@ impl Order {
         Ok(())
     }
 
+    /// Keeps the first listed key with `/` after the prefix while the order is not known.
+    pub fn remember(&self, key: &str) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.is_none() {
+            *seen = Some(key.to_string());
+        }
+    }
+
+    /// After a scan listed `pages` pages without the order showing: establishes it with a
+    /// probe around a listed key when that costs at most a tenth of the pages (two one-key
+    /// LISTs, so from `ORDER_PROBE_MIN_PAGES`), so the target's next rescan — which needs the
+    /// order as soon as it holds stored keys — sends none. Returns the order if it was learnt
+    /// now.
+    pub async fn resolve_after_listing(
+        &self,
+        lister: &Lister,
+        pages: u64,
+    ) -> Result<Option<KeyOrder>, Error> {
+        if self.known().is_some() || pages < ORDER_PROBE_MIN_PAGES {
+            return Ok(None);
+        }
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(key) = seen else {
+            return Ok(None);
+        };
+        self.resolve(lister, &key, false).await?;
+        Ok(self.known())
+    }
+
     /// Establishes the order with a probe around the stored key the scan was given, if any
     /// (once: the anchor is taken).
     pub async fn resolve_anchor(&self, lister: &Lister) -> Result<(), Error> {
@@ -183,6 +215,10 @@ impl Order {
         }
     }
 }
+
+/// Pages a scan must have listed for the two probes of `Order::resolve_after_listing` to cost
+/// at most a tenth of its LIST requests.
+pub const ORDER_PROBE_MIN_PAGES: u64 = 20;
 
 /// The part of `key` before its first `/` at or after byte `from` (the prefix's end).
 pub fn directory_of(key: &str, from: usize) -> Option<&str> {

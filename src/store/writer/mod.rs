@@ -35,7 +35,7 @@ impl WriterMsg {
     fn rows(&self) -> usize {
         match self {
             WriterMsg::Page(p) => p.entries.len().max(1),
-            WriterMsg::Head(_) | WriterMsg::Split(_) => 1,
+            WriterMsg::Head(_) | WriterMsg::Split(_) | WriterMsg::Order(_) => 1,
         }
     }
 }
@@ -198,6 +198,7 @@ fn apply_batch(
             }
             WriterMsg::Head(outcome) => outcome::apply_head(tx, ctx, outcome, &now, &mut tally)?,
             WriterMsg::Split(split) => apply_split(tx, ctx, &split)?,
+            WriterMsg::Order(order) => record_order(tx, ctx, order)?,
         }
     }
     tx.prepare_cached(

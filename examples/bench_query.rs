@@ -73,6 +73,7 @@ fn main() -> anyhow::Result<()> {
         bucket: None,
         prefix: None,
         format: Some(Format::Jsonl),
+        tags: false,
     };
     let t = Instant::now();
     s3meta::read::names::run(&names, &mut std::io::sink(), false)?;

@@ -514,3 +514,26 @@ async fn a_database_of_the_previous_release_is_migrated_in_place() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), "6");
 }
+
+/// `--trust-tag-count`: only objects HEAD counts tags on cost a GetObjectTagging; the others
+/// are recorded untagged, as AWS's missing count means.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusting_the_tag_count_reads_only_tagged_objects() {
+    let env = Env::new().await;
+    put_tag_objects(&env);
+    let cfg = ScanConfig {
+        trust_tag_count: true,
+        ..tags_cfg(&env, Some(TagsMode::All))
+    };
+    let report = env.scan(&cfg).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Complete);
+    assert_eq!(env.state().requests(Op::GetTagging), 4);
+    assert_eq!(report.stats.tags_read, 10);
+    assert_eq!(count(&env.db, "SELECT count(*) FROM v_objects WHERE tags = '{}'"), 6);
+    assert_eq!(count(&env.db, "SELECT count(*) FROM tags"), 8);
+    // Without --tags the flag is refused.
+    let mut cmd = env.scan_cmd("s3://bkt", &env.db);
+    cmd.arg("--trust-tag-count");
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+}

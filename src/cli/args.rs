@@ -166,6 +166,12 @@ pub struct ScanArgs {
     /// changes on the rest.
     #[arg(long, value_enum, value_name = "WHICH", num_args = 0..=1, require_equals = true, default_missing_value = "all")]
     pub tags: Option<TagsArg>,
+    /// With --tags: take a HEAD without x-amz-tagging-count to mean no tags, so only tagged
+    /// objects cost a GetObjectTagging (AWS, MinIO, SeaweedFS and moto send the count on every
+    /// tagged object the caller may read). Off: a missing count is not known, and read. On a
+    /// store that never sends the count this records every object as untagged.
+    #[arg(long, requires = "tags")]
+    pub trust_tag_count: bool,
     /// Keys per LIST request, 1 to 1000 (S3 returns at most 1000).
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(i32).range(1..=1000))]
     pub page_size: i32,

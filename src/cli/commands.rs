@@ -112,6 +112,7 @@ async fn scan_once(
         },
         bounds_order: range.as_ref().and_then(|r| r.order),
         tags: args.tags.map(TagsArg::mode),
+        trust_tag_count: args.trust_tag_count,
     };
     *target = Some(cfg.target.clone());
     let show = !quiet && !args.no_progress && std::io::stderr().is_terminal();

@@ -55,6 +55,10 @@ pub struct HeadPool {
     pub read_tags: bool,
     /// A 403 on GetObjectTagging has been reported (once per scan).
     pub tags_refused: AtomicBool,
+    /// `--trust-tag-count`: a HEAD without `x-amz-tagging-count` means no tags (AWS, MinIO,
+    /// SeaweedFS and moto send it on every tagged object the caller may read), so only
+    /// tagged objects cost a GetObjectTagging. Off: a missing count is not known, and read.
+    pub trust_tag_count: bool,
 }
 
 impl HeadPool {
@@ -129,6 +133,7 @@ impl HeadPool {
                 };
                 let tags = match count {
                     Some(0) => TagsRead::CountedNone,
+                    None if self.trust_tag_count => TagsRead::CountedNone,
                     _ => match self.tags(job, limiter).await? {
                         Outcome::Ok(Some(tags)) => TagsRead::Tags(tags),
                         // Deleted between the two requests: the next listing says so.

@@ -78,6 +78,8 @@ pub struct ScanConfig {
     pub bounds_order: Option<KeyOrder>,
     /// Which objects to read the tags of (`--tags`); `None`: none.
     pub tags: Option<TagsMode>,
+    /// `--trust-tag-count`: a HEAD without `x-amz-tagging-count` means no tags.
+    pub trust_tag_count: bool,
 }
 
 /// How a scan run ended.
@@ -315,6 +317,7 @@ async fn run_pipeline(
         grace: cfg.grace,
         read_tags: tags.is_some(),
         tags_refused: Default::default(),
+        trust_tag_count: cfg.trust_tag_count,
     });
     let heads = tokio::spawn(pool.run(jobs_rx, writer_tx.clone()));
 

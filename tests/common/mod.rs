@@ -68,6 +68,7 @@ impl Env {
             splits: Default::default(),
             bounds_order: None,
             tags: None,
+            trust_tag_count: false,
         }
     }
 

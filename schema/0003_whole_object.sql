@@ -28,18 +28,23 @@ ALTER TABLE objects ADD COLUMN tagging_count INTEGER;
 -- The scan that last read the object's tags (GetObjectTagging, or a HEAD whose count was 0);
 -- NULL: its tags were never read, so they are not known.
 ALTER TABLE objects ADD COLUMN tags_scan INTEGER;
--- 1: this scan owes the object a tags read (GetObjectTagging) although it needs no HEAD
--- (`--tags` rescans: tags change without touching the listing). A resume reads these first.
+-- The scan (scan_id) that owes the object a tags read (GetObjectTagging) although it needs no
+-- HEAD (`--tags` rescans: tags change without touching the listing); 0: none. A resume of that
+-- scan reads these first; other scans leave them be.
 ALTER TABLE objects ADD COLUMN tags_due INTEGER NOT NULL DEFAULT 0;
 -- The last tags read's failure (e.g. `HTTP 403 AccessDenied: …` without s3:GetObjectTagging);
 -- the object itself stays `ok`. NULL: none.
 ALTER TABLE objects ADD COLUMN tags_error TEXT;
-CREATE INDEX objects_tags_due ON objects (bucket_id, key) WHERE tags_due = 1;
+CREATE INDEX objects_tags_due ON objects (bucket_id, key) WHERE tags_due != 0;
 CREATE INDEX objects_tags_due_by_path_key ON objects (bucket_id, path_key)
-    WHERE tags_due = 1 AND path_key IS NOT NULL;
+    WHERE tags_due != 0 AND path_key IS NOT NULL;
 
--- Which objects the scan reads the tags of (`--tags`): 'all', 'skip-unchanged', NULL (none).
--- A resume keeps its scan's choice.
+-- The part count of objects HEADed by an earlier release, from the ETag they stored.
+UPDATE objects SET parts_count = CAST(substr(etag, instr(etag, '-') + 1) AS INTEGER)
+WHERE etag GLOB '*-[1-9]*' AND substr(etag, instr(etag, '-') + 1) NOT GLOB '*[^0-9]*';
+
+-- Which objects the scan reads the tags of (`--tags`): 'all', 'skip-unchanged', NULL (none),
+-- recorded with the scan row. A resume keeps its scan's choice.
 ALTER TABLE scans ADD COLUMN tags TEXT CHECK (tags IN ('all', 'skip-unchanged'));
 -- GetObjectTagging requests (attempts), accumulated over every run as the other counters;
 -- tags_read: objects whose tags were read (or counted 0 by HEAD).
@@ -55,8 +60,8 @@ CREATE TABLE tags (
 ) WITHOUT ROWID;
 CREATE INDEX tags_by_key_value ON tags (key, value);
 
--- Changes gain the kind `tags` (the tags changed: old_tags/new_tags hold JSON objects; a
--- change of metadata and tags together is a `metadata` row with both pairs). SQLite cannot
+-- Changes gain the kind `tags` (only the tags changed: old_tags/new_tags hold JSON objects;
+-- a `modified` or `metadata` row whose tags changed too keeps its kind and has both pairs). SQLite cannot
 -- alter a CHECK, so the table is rebuilt; its views go first and come back below.
 DROP VIEW v_changes;
 DROP VIEW v_objects;

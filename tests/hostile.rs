@@ -274,6 +274,7 @@ async fn the_lean_head_path_reads_what_the_sdk_reads() {
             .head_object()
             .bucket("bkt")
             .key(k)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
             .send()
             .await
             .unwrap();

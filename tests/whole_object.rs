@@ -315,20 +315,27 @@ async fn tags_are_read_where_needed_and_rescans_find_tag_only_changes() {
 }
 
 /// Objects whose tags were never read match no tag test, `!tag:` included: unknown is not
-/// "none".
+/// "none". (HEAD's count of 0 is known without `--tags`: those two match `!tag:`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_tags_match_no_tag_filter() {
     let env = Env::new().await;
     put_tag_objects(&env);
     env.scan(&tags_cfg(&env, None)).await.unwrap();
     assert_eq!(env.state().requests(Op::GetTagging), 0);
-    for filter in ["!tag:team", "tag:team", "tag:team!=x"] {
+    for (filter, want) in [("!tag:team", "2"), ("tag:team", "0"), ("tag:team!=x", "0")] {
         let out = run(&env, "query", &["--where", filter, "--count"]).await;
-        assert_eq!(stdout(&out).trim(), "0", "{filter}");
+        assert_eq!(stdout(&out).trim(), want, "{filter}");
     }
     assert_eq!(
         count(&env.db, "SELECT count(*) FROM v_objects WHERE tags IS NULL"),
-        10
+        8
+    );
+    assert_eq!(
+        column(
+            &env.db,
+            "SELECT key FROM v_objects WHERE tags = '{}' ORDER BY key"
+        ),
+        ["zero/0", "zero/1"]
     );
 }
 
@@ -529,11 +536,151 @@ async fn trusting_the_tag_count_reads_only_tagged_objects() {
     assert_eq!(report.outcome, Outcome::Complete);
     assert_eq!(env.state().requests(Op::GetTagging), 4);
     assert_eq!(report.stats.tags_read, 10);
-    assert_eq!(count(&env.db, "SELECT count(*) FROM v_objects WHERE tags = '{}'"), 6);
+    assert_eq!(
+        count(&env.db, "SELECT count(*) FROM v_objects WHERE tags = '{}'"),
+        6
+    );
     assert_eq!(count(&env.db, "SELECT count(*) FROM tags"), 8);
     // Without --tags the flag is refused.
     let mut cmd = env.scan_cmd("s3://bkt", &env.db);
     cmd.arg("--trust-tag-count");
     let out = output(cmd).await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+}
+
+/// AWS refuses a HEAD asking for the checksum of a KMS-encrypted object without
+/// `kms:Decrypt` (403): the object is HEADed again without asking and stored whole (checksum
+/// NULL); after `CHECKSUM_REFUSALS` of those the scan stops asking, with one warning. A plain
+/// 403 stays an object error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_refused_for_its_checksum_is_read_without_it() {
+    use s3meta::s3::head::CHECKSUM_REFUSALS;
+    let env = Env::new().await;
+    let n = 20;
+    for i in 0..n {
+        let spec = ObjectSpec {
+            meta: vec![("i".into(), i.to_string())],
+            headers: vec![("x-amz-checksum-crc32".into(), "AAAAAA==".into())],
+            ..ObjectSpec::default()
+        };
+        env.state()
+            .put_object_with("bkt", &format!("kms/{i:02}"), spec);
+    }
+    env.state().put_object("bkt", "locked", b"x", &[]);
+    let s = env.state();
+    s.add_fault(Fault::head("locked", Action::Status(403)));
+    s.add_fault(Fault::new(Some(Op::Head), Action::RefuseChecksumMode));
+    let cfg = ScanConfig {
+        concurrency: 1,
+        ..env.config("bkt", "")
+    };
+    let report = env.scan(&cfg).await.unwrap();
+    assert_eq!(report.outcome, Outcome::CompleteWithErrors);
+    let refused = CHECKSUM_REFUSALS as usize;
+    // kms/00 … kms/07 twice (with, then without the mode), then every HEAD without it, the
+    // plain refusal ("locked", listed last) included.
+    assert_eq!(
+        s.requests(Op::Head) as usize,
+        2 * refused + (n - refused) + 1
+    );
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT count(*) FROM objects WHERE key GLOB 'kms/*' AND state = 'ok' AND checksum IS NULL"
+        ),
+        n as i64
+    );
+    assert_eq!(count(&env.db, "SELECT count(*) FROM metadata"), n as i64);
+    assert_eq!(
+        one(&env.db, "SELECT state FROM objects WHERE key = 'locked'"),
+        "error"
+    );
+}
+
+/// A rewrite whose tags changed too stays a `modified` (or `metadata`) change carrying the old
+/// and new tags; only a change of the tags alone is of kind `tags`; `changes --kind tags`
+/// lists those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_changes_ride_on_the_change_that_says_more() {
+    let env = Env::new().await;
+    let put = |key: &str, body: &[u8], owner: &str, team: &str| {
+        let spec = ObjectSpec {
+            body: Some(body.to_vec()),
+            meta: vec![("owner".into(), owner.into())],
+            tags: vec![("team".into(), team.into())],
+            ..ObjectSpec::default()
+        };
+        env.state().put_object_with("bkt", key, spec);
+    };
+    for k in ["body", "meta", "tags", "same"] {
+        put(k, b"v1", "alice", "a");
+    }
+    let cfg = tags_cfg(&env, Some(TagsMode::All));
+    env.scan(&cfg).await.unwrap();
+    put("body", b"v2", "alice", "b");
+    put("meta", b"v1", "zoe", "b");
+    assert!(env.state().set_tags("bkt", "tags", &[("team", "b")]));
+    env.scan(&cfg).await.unwrap();
+    assert_eq!(
+        column(
+            &env.db,
+            "SELECT key || ' ' || kind || ' ' || old_tags || ' ' || new_tags FROM v_changes ORDER BY key"
+        ),
+        [
+            r#"body modified {"team":"a"} {"team":"b"}"#,
+            r#"meta metadata {"team":"a"} {"team":"b"}"#,
+            r#"tags tags {"team":"a"} {"team":"b"}"#,
+        ]
+    );
+    let out = run(&env, "changes", &["--kind", "tags", "--format", "jsonl"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["key"], "tags");
+    assert_eq!(rows[0]["new_tags"], serde_json::json!({"team": "b"}));
+    // `check` finds nothing wrong with a database holding tags and tag changes.
+    let out = run(&env, "check", &[]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+/// Plain refusals (403 with and without the checksum mode) are asked again only until
+/// `CHECKSUM_REFUSALS` of them were: a bucket of objects the credentials may not read does not
+/// cost two HEADs each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_refusals_stop_the_checksum_retries() {
+    use s3meta::s3::head::CHECKSUM_REFUSALS;
+    let env = Env::new().await;
+    let n = 30;
+    for i in 0..n {
+        env.state()
+            .put_object("bkt", &format!("denied/{i:02}"), b"x", &[]);
+    }
+    env.state()
+        .add_fault(Fault::new(Some(Op::Head), Action::Status(403)));
+    let cfg = ScanConfig {
+        concurrency: 1,
+        ..env.config("bkt", "")
+    };
+    let report = env.scan(&cfg).await.unwrap();
+    assert_eq!(report.outcome, Outcome::CompleteWithErrors);
+    assert_eq!(
+        env.state().requests(Op::Head),
+        CHECKSUM_REFUSALS * 2 + (n - CHECKSUM_REFUSALS)
+    );
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT count(*) FROM objects WHERE state = 'error'"
+        ),
+        n as i64
+    );
 }

@@ -41,7 +41,6 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// `--split-ranges`.
 /// `--tags[=WHICH]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TagsArg {
@@ -60,6 +59,7 @@ impl TagsArg {
     }
 }
 
+/// `--split-ranges`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SplitRanges {
     Auto,
@@ -235,7 +235,7 @@ pub struct ChangesArgs {
     #[arg(long, value_name = "SCAN|TIME")]
     pub since: Option<String>,
     /// Only changes of this kind.
-    #[arg(long, value_parser = ["created", "modified", "metadata", "deleted"])]
+    #[arg(long, value_parser = ["created", "modified", "metadata", "tags", "deleted"])]
     pub kind: Option<String>,
     /// At most N rows (0 to 2^63-1).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..))]

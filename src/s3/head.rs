@@ -11,7 +11,7 @@
 //! by cancellation sends nothing, so its row stays `head_due` and a resume HEADs it again.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use aws_smithy_types::date_time::{DateTime, Format};
@@ -38,6 +38,11 @@ use crate::s3::wire::HeadTarget;
 /// 100 ms back-off, about two jobs per slot).
 pub(crate) const IN_PROGRESS_PER_SLOT: usize = 4;
 
+/// HEADs refused with `x-amz-checksum-mode` and answered without it, after which a scan stops
+/// asking for checksums; and HEADs refused both ways (plain denials), after which a refused
+/// HEAD is no longer asked again without the mode.
+pub const CHECKSUM_REFUSALS: u64 = 8;
+
 /// What the pool needs besides its jobs.
 #[derive(Debug)]
 pub struct HeadPool {
@@ -55,6 +60,10 @@ pub struct HeadPool {
     pub read_tags: bool,
     /// A 403 on GetObjectTagging has been reported (once per scan).
     pub tags_refused: AtomicBool,
+    /// HEADs refused with `x-amz-checksum-mode` and answered without it.
+    pub checksum_refusals: AtomicU64,
+    /// HEADs refused with the mode and without it (plain denials, not the checksum's).
+    pub checksum_denials: AtomicU64,
     /// `--trust-tag-count`: a HEAD without `x-amz-tagging-count` means no tags (AWS, MinIO,
     /// SeaweedFS and moto send it on every tagged object the caller may read), so only
     /// tagged objects cost a GetObjectTagging. Off: a missing count is not known, and read.
@@ -129,6 +138,10 @@ impl HeadPool {
                 let result = self.head(job, limiter).await?;
                 let count = match &result {
                     HeadResult::Ok(f) if self.read_tags => f.tagging_count,
+                    // HEAD's count of 0 is free knowledge, with or without --tags.
+                    HeadResult::Ok(f) if f.tagging_count == Some(0) => {
+                        return Some((result, Some(TagsRead::CountedNone)));
+                    }
                     _ => return Some((result, None)),
                 };
                 let tags = match count {
@@ -148,16 +161,22 @@ impl HeadPool {
                 };
                 Some((result, Some(tags)))
             }
-            Work::Tags => match self.tags(job, limiter).await? {
-                Outcome::Ok(Some(tags)) => {
-                    Some((HeadResult::NotHeaded, Some(TagsRead::Tags(tags))))
-                }
-                Outcome::Ok(None) => Some((HeadResult::Gone, None)),
-                Outcome::Failed { failure, .. } => {
-                    Some((HeadResult::NotHeaded, Some(TagsRead::Failed(failure))))
-                }
-                Outcome::Cancelled => None,
-            },
+            // Owed by a scan that no longer reads tags: nothing to ask (the owed mark is cleared).
+            Work::Tags if !self.read_tags => Some((HeadResult::NotHeaded, None)),
+            Work::Tags => {
+                let tags = match self.tags(job, limiter).await? {
+                    Outcome::Ok(Some(tags)) => TagsRead::Tags(tags),
+                    // Not a deletion: the listing tells that, never a store's answer to `?tagging`.
+                    Outcome::Ok(None) => TagsRead::Failed(Failure::from_status(
+                        404,
+                        Some("NoSuchKey".into()),
+                        "GetObjectTagging answered 404 for a listed object".into(),
+                    )),
+                    Outcome::Failed { failure, .. } => TagsRead::Failed(failure),
+                    Outcome::Cancelled => return None,
+                };
+                Some((HeadResult::NotHeaded, Some(tags)))
+            }
         }
     }
 
@@ -203,19 +222,48 @@ impl HeadPool {
     /// HEADs one object with retries; `None` when cancelled before an answer.
     async fn head(&self, job: &HeadJob, limiter: &Limiter) -> Option<HeadResult> {
         let subject = format!("HEAD {:?}", job.key);
-        let outcome = retry::run(
-            Retrier {
-                policy: &self.policy,
-                stats: &self.stats,
-                cancel: &self.cancel,
-                pace: self.rate.as_deref(),
-            },
+        let retrier = || Retrier {
+            policy: &self.policy,
+            stats: &self.stats,
+            cancel: &self.cancel,
+            pace: self.rate.as_deref(),
+        };
+        let with_checksum = self.target.checksums();
+        let mut outcome = retry::run(
+            retrier(),
             &self.stats.head_requests,
             &subject,
             limiter,
             || head_once(&self.target, &job.key),
         )
         .await;
+        // A 403 asking for the checksum may be the checksum's (AWS wants kms:Decrypt for it on
+        // a KMS-encrypted object): ask once more without, and after a few of those stop asking.
+        // Plain refusals (403 without the mode too) stop the retries after as many.
+        if with_checksum
+            && self.checksum_denials.load(Relaxed) < CHECKSUM_REFUSALS
+            && matches!(&outcome, Outcome::Failed { failure, .. } if failure.status == Some(403))
+        {
+            outcome = retry::run(
+                retrier(),
+                &self.stats.head_requests,
+                &subject,
+                limiter,
+                || async { read_head(self.target.head_without_checksum(&job.key).await?) },
+            )
+            .await;
+            if matches!(&outcome, Outcome::Failed { failure, .. } if failure.status == Some(403)) {
+                self.checksum_denials.fetch_add(1, Relaxed);
+            }
+            if matches!(outcome, Outcome::Ok(_))
+                && self.checksum_refusals.fetch_add(1, Relaxed) + 1 == CHECKSUM_REFUSALS
+                && self.target.stop_checksums()
+            {
+                tracing::warn!(
+                    "{CHECKSUM_REFUSALS} HEADs were refused with x-amz-checksum-mode and answered without it (KMS-encrypted objects need kms:Decrypt for their checksum): this scan no longer asks for checksums, which stay NULL"
+                );
+            }
+        }
         match outcome {
             Outcome::Ok(Some(fields)) => Some(HeadResult::Ok(Box::new(fields))),
             Outcome::Ok(None) => Some(HeadResult::Gone),
@@ -247,7 +295,11 @@ pub fn within_a_second(last_modified: Option<&DateTime>, date: Option<&str>) -> 
 
 /// One HEAD attempt: the object's fields, `None` when it is gone (404), or the failure.
 pub async fn head_once(target: &HeadTarget, key: &str) -> Result<Option<HeadFields>, Failure> {
-    let answer = target.head(key).await?;
+    read_head(target.head(key).await?)
+}
+
+/// What one HEAD answer says.
+fn read_head(answer: crate::s3::wire::Answer) -> Result<Option<HeadFields>, Failure> {
     match answer.status {
         StatusCode::OK => Ok(Some(fields(&answer.headers))),
         StatusCode::NOT_FOUND => Ok(None),

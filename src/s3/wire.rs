@@ -49,8 +49,10 @@ pub const MAX_HEADERS: usize = 4096;
 /// Bytes a HEAD answer's header section may take (hyper's read buffer bound).
 pub const MAX_HEADER_BYTES: usize = 1 << 20;
 /// Bytes of a GetObjectTagging answer's body: S3 allows 10 tags of at most 128 + 256
-/// characters, other stores more; an answer over this is an object error naming it.
-pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// characters (under 8 KiB as XML), other stores a few more; an answer over this is an object
+/// error naming it (and a store answering `?tagging` with the object cannot hold more than
+/// this per request in flight).
+pub const MAX_BODY_BYTES: usize = 64 << 10;
 
 /// Bytes of a key sent as they are; every other byte is percent-encoded (SigV4's URI
 /// encoding, with `/` kept as the path separator S3 keys use).
@@ -97,6 +99,21 @@ struct Inner {
     signing_region: String,
     signing_name: String,
     timeout: Duration,
+    /// HEADs send `x-amz-checksum-mode: ENABLED` (on by default). AWS then also wants
+    /// `kms:Decrypt` for KMS-encrypted objects with a checksum, and refuses the HEAD (403)
+    /// without it: the pool retries such a HEAD without the mode and, once several were,
+    /// turns it off for the target (`HeadPool::head`).
+    checksums: std::sync::atomic::AtomicBool,
+}
+
+/// What a request adds to the object's URL and headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Query {
+    None,
+    /// HEAD with `x-amz-checksum-mode: ENABLED`.
+    Checksum,
+    /// `?tagging`: GetObjectTagging.
+    Tagging,
 }
 
 /// The answer to one request: its status, headers and body (empty for HEAD).
@@ -143,42 +160,60 @@ impl HeadTarget {
                 signing_region,
                 signing_name,
                 timeout: opts.timeout,
+                checksums: std::sync::atomic::AtomicBool::new(true),
             }),
         })
     }
 
     /// One HEAD request for `key`: signed, sent, answered or failed within the timeout.
     pub async fn head(&self, key: &str) -> Result<Answer, Failure> {
-        self.send(Method::HEAD, key, None).await
+        let query = match self.checksums() {
+            true => Query::Checksum,
+            false => Query::None,
+        };
+        self.send(Method::HEAD, key, query).await
+    }
+
+    /// One HEAD request without `x-amz-checksum-mode` (see `Inner::checksums`).
+    pub async fn head_without_checksum(&self, key: &str) -> Result<Answer, Failure> {
+        self.send(Method::HEAD, key, Query::None).await
+    }
+
+    /// Whether HEADs ask for the object's checksum.
+    pub fn checksums(&self) -> bool {
+        self.inner
+            .checksums
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// HEADs stop asking for checksums (this target's credentials are refused them); whether
+    /// they asked until now.
+    pub fn stop_checksums(&self) -> bool {
+        self.inner
+            .checksums
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// One GetObjectTagging request (`GET /KEY?tagging`); the body is read, up to
     /// `MAX_BODY_BYTES`.
     pub async fn get_tagging(&self, key: &str) -> Result<Answer, Failure> {
-        self.send(Method::GET, key, Some("tagging")).await
+        self.send(Method::GET, key, Query::Tagging).await
     }
 
-    /// One request for `key` (with `query`, a canonical query string: names and values
-    /// already encoded, in order): signed, sent, answered (body included) or failed within
-    /// the timeout.
-    async fn send(
-        &self,
-        method: Method,
-        key: &str,
-        query: Option<&str>,
-    ) -> Result<Answer, Failure> {
+    /// One request for `key`: signed, sent, answered (body included) or failed within the
+    /// timeout.
+    async fn send(&self, method: Method, key: &str, query: Query) -> Result<Answer, Failure> {
         let inner = &*self.inner;
         let mut uri = format!("{}/{}", inner.base, utf8_percent_encode(key, KEY_ENCODE));
-        if let Some(q) = query {
-            uri.push('?');
-            uri.push_str(q);
+        if query == Query::Tagging {
+            uri.push_str("?tagging");
         }
         let mut req = Request::builder()
             .method(method.clone())
             .uri(uri.as_str())
             .header(HOST, inner.host.clone())
             .header(USER_AGENT, AGENT);
-        if method == Method::HEAD {
+        if query == Query::Checksum {
             // The object's checksum (x-amz-checksum-*), when it has one: HEAD omits it unless asked.
             req = req.header("x-amz-checksum-mode", "ENABLED");
         }

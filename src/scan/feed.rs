@@ -25,6 +25,8 @@ pub(super) struct Owed {
     pub conn: tokio_rusqlite::Connection,
     pub db_path: PathBuf,
     pub bucket_id: i64,
+    /// The scan whose owed tag reads are fed.
+    pub scan_id: i64,
     /// The scan's keyspace, in the store's order.
     pub keys: KeyRange,
     pub jobs: mpsc::Sender<HeadJob>,
@@ -64,11 +66,11 @@ impl Owed {
         let mut after: Option<String> = None;
         loop {
             let (k, a, path) = (keys.clone(), after.clone(), self.db_path.clone());
-            let bucket_id = self.bucket_id;
+            let (bucket_id, scan_id) = (self.bucket_id, self.scan_id);
             let chunk = self
                 .conn
                 .call(move |c| {
-                    scans::due_work(c, bucket_id, &k, work, a.as_deref(), FEED_CHUNK)
+                    scans::due_work(c, bucket_id, scan_id, &k, work, a.as_deref(), FEED_CHUNK)
                         .map_err(|e| Error::db(&path, e))
                 })
                 .await

@@ -118,18 +118,18 @@ pub async fn run(
     let started = Instant::now();
     // Before anything is written: a bucket s3meta cannot address is bad input, not a scan.
     let heads = s3.head_target(&cfg.target.bucket).await?;
-    let (_lock, conn, plan, tags) = begin(cfg, db_path).await?;
-    if tags.1 {
+    let (_lock, conn, plan) = begin(cfg, db_path).await?;
+    if plan.resumed && plan.tags != cfg.tags {
         tracing::warn!(
             "resuming scan {}, which was started {}: it goes on so (--restart starts anew with the flags given)",
             plan.scan_id,
-            match tags.0 {
+            match plan.tags {
                 Some(mode) => format!("with --tags={mode}"),
                 None => "without --tags".to_string(),
             }
         );
     }
-    let tags = tags.0;
+    let tags = plan.tags;
     match plan.abandoned {
         Some(old) if cfg.restart => {
             tracing::info!("abandoned unfinished scan {old} (--restart); its committed rows stay")
@@ -212,31 +212,21 @@ pub async fn run(
 /// blocking thread, as the lock waits and the migrations and the IMMEDIATE transaction may
 /// wait for SQLite's busy timeout. The lock is taken before the first connection and
 /// released after the last is closed (lock.rs).
-#[allow(clippy::type_complexity)]
 async fn begin(
     cfg: &ScanConfig,
     db_path: &Path,
-) -> Result<
-    (
-        lock::DbLock,
-        rusqlite::Connection,
-        ScanPlan,
-        (Option<TagsMode>, bool),
-    ),
-    Error,
-> {
+) -> Result<(lock::DbLock, rusqlite::Connection, ScanPlan), Error> {
     let (target, path) = (cfg.target.clone(), db_path.to_path_buf());
     let (restart, full, cut_order, tags) = (cfg.restart, cfg.full, cfg.bounds_order, cfg.tags);
     tokio::task::spawn_blocking(move || {
         let lock = lock::acquire(&path)?;
         let mut conn = db::open_rw(&path)?;
         let dbe = |e| Error::db(&path, e);
-        let plan = scans::begin(&mut conn, &target, restart, full).map_err(dbe)?;
+        let plan = scans::begin(&mut conn, &target, restart, full, tags).map_err(dbe)?;
         if let (true, Some(order)) = (target.is_bounded(), cut_order) {
             scans::record_cut_order(&conn, plan.scan_id, order).map_err(dbe)?;
         }
-        let tags = scans::tags_mode(&conn, &plan, &target, tags).map_err(dbe)?;
-        Ok((lock, conn, plan, tags))
+        Ok((lock, conn, plan))
     })
     .await
     .map_err(|e| Error::Internal(format!("opening the database: {e}")))?
@@ -317,6 +307,8 @@ async fn run_pipeline(
         grace: cfg.grace,
         read_tags: tags.is_some(),
         tags_refused: Default::default(),
+        checksum_refusals: Default::default(),
+        checksum_denials: Default::default(),
         trust_tag_count: cfg.trust_tag_count,
     });
     let heads = tokio::spawn(pool.run(jobs_rx, writer_tx.clone()));
@@ -419,6 +411,7 @@ async fn produce(
         conn: conn.clone(),
         db_path: db_path.to_path_buf(),
         bucket_id: plan.bucket_id,
+        scan_id: plan.scan_id,
         keys: cfg.target.keys(lister.order.current()),
         jobs: jobs_tx.clone(),
         cancel: work.clone(),
@@ -436,17 +429,22 @@ async fn produce(
     // never waits for HEADs, the owed ones included. Both send into the one bounded queue.
     tokio::try_join!(owed.feed(&ranges), listing.run(ranges.clone()))?;
     // A large target whose listing did not show the order: learn it now, so its next rescan
-    // does not have to (issue 15: LIST requests of a rescan within 1.1× the pages).
+    // does not have to (issue 15: LIST requests of a rescan within 1.1× the pages). Optional:
+    // a failure here costs the next rescan its probes, never this scan.
     let stats = &lister.stats;
     let pages = stats.list_requests.load(Relaxed) - stats.list_probes.load(Relaxed);
     if work.is_cancelled() {
         return Ok(());
     }
-    if let Some(order) = lister.order.resolve_after_listing(&lister, pages).await? {
-        writer
+    match lister.order.resolve_after_listing(&lister, pages).await {
+        Ok(Some(order)) => writer
             .send(WriterMsg::Order(order))
             .await
-            .map_err(|_| Error::WriterGone)?;
+            .map_err(|_| Error::WriterGone)?,
+        Ok(None) => {}
+        Err(e) => tracing::warn!(
+            "the store's key order is still not known (the next rescan probes for it): {e}"
+        ),
     }
     Ok(())
 }

@@ -36,7 +36,7 @@ fn objects(conn: &Connection) -> rusqlite::Result<Vec<String>> {
                 (SELECT json_group_array(json_array(m.name, m.value))
                    FROM (SELECT name, value FROM metadata WHERE object_id = o.object_id ORDER BY name) m),
                 e.status, e.code, e.message,
-                o.tags_due, o.tags_scan IS NOT NULL,
+                o.tags_due != 0, o.tags_scan IS NOT NULL,
                 (SELECT json_group_array(json_array(t.key, t.value))
                    FROM (SELECT key, value FROM tags WHERE object_id = o.object_id ORDER BY key) t),
                 {}

@@ -224,7 +224,17 @@ fn constraints(conn: &Connection, report: &mut CheckReport) -> rusqlite::Result<
         (
             "changes with a kind the schema does not allow",
             "SELECT count(*), min(change_id) FROM changes
-             WHERE kind NOT IN ('created', 'modified', 'metadata', 'deleted')",
+             WHERE kind NOT IN ('created', 'modified', 'metadata', 'tags', 'deleted')",
+        ),
+        (
+            "scans with a tags choice the schema does not allow",
+            "SELECT count(*), min(scan_id) FROM scans WHERE tags NOT IN ('all', 'skip-unchanged')",
+        ),
+        (
+            "objects owing a tags read to a scan that is not unfinished",
+            "SELECT count(*), min(object_id) FROM objects INDEXED BY objects_tags_due
+             WHERE tags_due != 0 AND tags_due NOT IN
+                 (SELECT scan_id FROM scans WHERE state IN ('running', 'interrupted'))",
         ),
     ] {
         let (n, first): (i64, Option<i64>) =

@@ -220,10 +220,12 @@ fn copy_scans(tx: &Connection) -> rusqlite::Result<()> {
         tx.execute(
             "INSERT INTO scans (bucket_id, prefix, start_after, end_key, mode, state, record_created,
                  started_at, updated_at, finished_at, objects_listed, heads_ok, heads_skipped,
-                 objects_gone, objects_failed, list_requests, head_requests, retries, throttled, last_error)
+                 objects_gone, objects_failed, list_requests, head_requests, retries, throttled, last_error,
+                 tags, tag_requests, tags_read)
              SELECT ?1, prefix, start_after, end_key, mode, state, record_created, started_at, updated_at,
                  finished_at, objects_listed, heads_ok, heads_skipped, objects_gone, objects_failed,
-                 list_requests, head_requests, retries, throttled, last_error
+                 list_requests, head_requests, retries, throttled, last_error,
+                 tags, tag_requests, tags_read
              FROM src.scans WHERE scan_id = ?2",
             params![out_b, id],
         )?;
@@ -260,7 +262,7 @@ fn copy_objects(tx: &Connection, keys: &KeyRange, out_b: i64, src_b: i64) -> rus
                  s.list_storage_class, s.etag, s.size, s.last_modified, s.content_type, s.cache_control,
                  s.content_encoding, s.content_language, s.content_disposition, s.expires, s.storage_class,
                  s.version_id, s.missing_meta, {}, {}, s.headed_at, {}, s.recheck, s.path_key,
-                 s.tags_due, {}, s.{}
+                 coalesce((SELECT new FROM temp.scan_map WHERE old = s.tags_due), 0), {}, s.{}
              FROM src.objects s WHERE s.bucket_id = :src{frag}",
             extra.join(", "),
             map("listed_scan"),

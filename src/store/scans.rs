@@ -40,6 +40,8 @@ pub struct ScanPlan {
     pub ranges: Vec<RangeState>,
     /// What the database knows of the store's listing order (see `OrderFacts`).
     pub order: OrderFacts,
+    /// Which objects the scan reads the tags of, as recorded when it started (a resume keeps it).
+    pub tags: Option<TagsMode>,
 }
 
 /// What a scan starts knowing about the store's listing order (schema/0002_key_order.sql).
@@ -67,14 +69,15 @@ pub fn begin(
     target: &Target,
     restart: bool,
     full: bool,
+    tags: Option<TagsMode>,
 ) -> rusqlite::Result<ScanPlan> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let bucket_id = crate::store::db::ensure_bucket(&tx, &target.store, &target.bucket)?;
     let now = timefmt::now();
-    let unfinished: Option<(i64, Mode, bool)> = tx
+    let unfinished: Option<(i64, Mode, bool, Option<TagsMode>)> = tx
         .query_row(
             &format!(
-                "SELECT scan_id, mode, record_created FROM scans
+                "SELECT scan_id, mode, record_created, tags FROM scans
                  WHERE bucket_id = ?1 AND prefix = ?2 AND start_after IS ?3 AND end_key IS ?4
                    AND state IN ({}, {})
                  ORDER BY scan_id DESC LIMIT 1",
@@ -82,12 +85,14 @@ pub fn begin(
                 ScanState::Interrupted.sql()
             ),
             params![bucket_id, target.prefix, target.start_after, target.end_key],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?;
     let mut abandoned = None;
     let plan = match unfinished {
-        Some((scan_id, mode, record_created)) if !(restart || full && mode == Mode::Rescan) => {
+        Some((scan_id, mode, record_created, recorded_tags))
+            if !(restart || full && mode == Mode::Rescan) =>
+        {
             tx.execute(
                 "UPDATE scans SET state = ?3, updated_at = ?2 WHERE scan_id = ?1",
                 params![scan_id, now, ScanState::Running],
@@ -102,6 +107,7 @@ pub fn begin(
                 abandoned,
                 ranges,
                 order: OrderFacts::default(),
+                tags: recorded_tags,
             }
         }
         other => {
@@ -114,7 +120,7 @@ pub fn begin(
             }
             ScanPlan {
                 abandoned,
-                ..start(&tx, bucket_id, target, full, &now)?
+                ..start(&tx, bucket_id, target, full, tags, &now)?
             }
         }
     };
@@ -124,41 +130,6 @@ pub fn begin(
     };
     tx.commit()?;
     Ok(plan)
-}
-
-/// Which objects this run of the scan reads the tags of. A new scan records `requested`
-/// and forgets tag reads an abandoned scan of the target still owed (the listing owes them
-/// again where `--tags=all` says); a resumed scan keeps the choice it was started with, so
-/// it ends as an uninterrupted run would (the second value: `requested` differed).
-pub fn tags_mode(
-    conn: &Connection,
-    plan: &ScanPlan,
-    target: &Target,
-    requested: Option<TagsMode>,
-) -> rusqlite::Result<(Option<TagsMode>, bool)> {
-    if plan.resumed {
-        let recorded: Option<TagsMode> = conn.query_row(
-            "SELECT tags FROM scans WHERE scan_id = ?1",
-            [plan.scan_id],
-            |r| r.get(0),
-        )?;
-        return Ok((recorded, recorded != requested));
-    }
-    conn.execute(
-        "UPDATE scans SET tags = ?2 WHERE scan_id = ?1",
-        params![plan.scan_id, requested],
-    )?;
-    let keys = target.keys(plan.order.known.unwrap_or(KeyOrder::Byte));
-    let (frag, mut args) = keys.sql("key");
-    args.push((":b", &plan.bucket_id));
-    conn.execute(
-        &format!(
-            "UPDATE objects INDEXED BY {} SET tags_due = 0 WHERE bucket_id = :b AND tags_due = 1{frag}",
-            due_index(Work::Tags, keys.order)
-        ),
-        args.as_slice(),
-    )?;
-    Ok((requested, false))
 }
 
 /// Records the order a bounded target's bounds were cut in (a plan line's), unless the scan
@@ -224,6 +195,7 @@ fn start(
     bucket_id: i64,
     target: &Target,
     full: bool,
+    tags: Option<TagsMode>,
     now: &str,
 ) -> rusqlite::Result<ScanPlan> {
     let covered = covered(tx, bucket_id, target)?;
@@ -233,9 +205,9 @@ fn start(
         Mode::Full
     };
     tx.execute(
-        "INSERT INTO scans (bucket_id, prefix, start_after, end_key, mode, state, record_created, started_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?8, ?6, ?7, ?7)",
-        params![bucket_id, target.prefix, target.start_after, target.end_key, mode, covered, now, ScanState::Running],
+        "INSERT INTO scans (bucket_id, prefix, start_after, end_key, mode, state, record_created, started_at, updated_at, tags)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?8, ?6, ?7, ?7, ?9)",
+        params![bucket_id, target.prefix, target.start_after, target.end_key, mode, covered, now, ScanState::Running, tags],
     )?;
     let scan_id = tx.last_insert_rowid();
     tx.execute(
@@ -251,6 +223,7 @@ fn start(
         abandoned: None,
         ranges: load_ranges(tx, scan_id)?,
         order: OrderFacts::default(),
+        tags,
     })
 }
 
@@ -359,6 +332,7 @@ fn load_ranges(conn: &Connection, scan_id: i64) -> rusqlite::Result<Vec<RangeSta
 pub fn due_work(
     conn: &Connection,
     bucket_id: i64,
+    scan_id: i64,
     keys: &KeyRange,
     work: Work,
     after: Option<&str>,
@@ -371,12 +345,15 @@ pub fn due_work(
     let (frag, mut args) = window.sql("key");
     let sql = format!(
         "SELECT object_id, key FROM objects INDEXED BY {}
-         WHERE bucket_id = :b AND {} = 1{frag} ORDER BY {} LIMIT :n",
+         WHERE bucket_id = :b AND {}{frag} ORDER BY {} LIMIT :n",
         due_index(work, keys.order),
-        due_column(work),
+        due_test(work),
         keys.order.column("key")
     );
     args.push((":b", &bucket_id));
+    if work == Work::Tags {
+        args.push((":scan", &scan_id));
+    }
     args.push((":n", &limit));
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(args.as_slice(), |r| {
@@ -389,11 +366,13 @@ pub fn due_work(
     rows.collect()
 }
 
-/// The column marking objects owed `work`.
-fn due_column(work: Work) -> &'static str {
+/// The test of objects owed `work` by the scan `:scan` (a HEAD is owed to whichever scan
+/// lists the object next; a tags read to the scan that marked it).
+fn due_test(work: Work) -> &'static str {
     match work {
-        Work::Head => "head_due",
-        Work::Tags => "tags_due",
+        Work::Head => "head_due = 1",
+        // `!= 0` as well: what lets SQLite use the partial index (`:scan` could be 0).
+        Work::Tags => "tags_due = :scan AND tags_due != 0",
     }
 }
 
@@ -438,11 +417,15 @@ pub fn finish(
     args.push((":b", &plan.bucket_id));
     let mut due = 0;
     for work in [Work::Head, Work::Tags] {
+        let mut args = args.clone();
+        if work == Work::Tags {
+            args.push((":scan", &plan.scan_id));
+        }
         due += tx.query_row(
             &format!(
-                "SELECT count(*) FROM objects o INDEXED BY {} WHERE o.bucket_id = :b AND o.{} = 1{frag}",
+                "SELECT count(*) FROM objects o INDEXED BY {} WHERE o.bucket_id = :b AND o.{}{frag}",
                 due_index(work, keys.order),
-                due_column(work)
+                due_test(work),
             ),
             args.as_slice(),
             |r| r.get::<_, i64>(0),

@@ -119,7 +119,11 @@ impl S3 for Backend {
         let obj = self.lookup(&req.input.bucket, &req.input.key)?;
         let details = obj.details();
         let output = head_output(&obj, &details);
-        Ok(S3Response::with_headers(output, raw_headers(&details)))
+        let checksums = req.input.checksum_mode.is_some();
+        Ok(S3Response::with_headers(
+            output,
+            raw_headers(&details, checksums),
+        ))
     }
 
     async fn get_object(
@@ -143,7 +147,11 @@ impl S3 for Backend {
             storage_class: h.storage_class,
             ..GetObjectOutput::default()
         };
-        Ok(S3Response::with_headers(output, raw_headers(&details)))
+        let checksums = req.input.checksum_mode.is_some();
+        Ok(S3Response::with_headers(
+            output,
+            raw_headers(&details, checksums),
+        ))
     }
 
     async fn get_object_tagging(
@@ -423,7 +431,9 @@ fn head_output(obj: &Obj, d: &Details) -> HeadObjectOutput {
 
 /// `x-amz-meta-*` and `Expires` as AWS sends them. Names that are not valid header names
 /// (possible only through `State::put_object_with`) are left out.
-fn raw_headers(d: &Details) -> HeaderMap {
+/// `checksums`: the request asked for them (`x-amz-checksum-mode`); as on AWS, the
+/// `x-amz-checksum-*` headers of `ObjectSpec::headers` are sent only then.
+fn raw_headers(d: &Details, checksums: bool) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for (name, value) in &d.meta {
         let name = HeaderName::try_from(format!("x-amz-meta-{name}"));
@@ -442,6 +452,9 @@ fn raw_headers(d: &Details) -> HeaderMap {
         headers.insert("x-amz-tagging-count", HeaderValue::from(d.tags.len()));
     }
     for (name, value) in &d.headers {
+        if !checksums && name.starts_with("x-amz-checksum-") {
+            continue;
+        }
         if let (Ok(name), Ok(value)) = (
             HeaderName::try_from(name.as_str()),
             HeaderValue::try_from(value.as_str()),

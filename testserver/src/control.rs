@@ -102,6 +102,10 @@ pub enum Action {
     /// Answer 200 with only the first half of the body and a `Content-Length` that matches
     /// it: a complete HTTP message whose XML document is cut off (as a broken proxy sent).
     CutBody,
+    /// 403 `AccessDenied` for a request that sends `x-amz-checksum-mode: ENABLED`, as AWS
+    /// answers a HEAD of a KMS-encrypted object with a checksum without `kms:Decrypt`;
+    /// requests without the header do not match the fault (nor use it up).
+    RefuseChecksumMode,
 }
 
 /// The longest a [`Action::Stall`] holds a connection, so a forgotten stall cannot hang a
@@ -169,6 +173,7 @@ impl Fault {
             && self
                 .page
                 .is_none_or(|p| req.op == Op::List && req.page == p)
+            && (self.action != Action::RefuseChecksumMode || req.checksum_mode)
     }
 }
 
@@ -194,6 +199,8 @@ pub(crate) struct RequestInfo {
     pub key: Option<String>,
     /// 1-based listing page; 1 for anything that is not a continued listing.
     pub page: u32,
+    /// The request sends `x-amz-checksum-mode: ENABLED`.
+    pub checksum_mode: bool,
 }
 
 const NO_LIMIT: u64 = u64::MAX;
@@ -452,6 +459,7 @@ mod tests {
             bucket: Some("b".into()),
             key: key.map(str::to_owned),
             page,
+            checksum_mode: false,
         }
     }
 

@@ -134,6 +134,9 @@ impl Frontend {
             }
             Some(Action::Restyle) => Verdict::Forward,
             Some(Action::CutBody) => Verdict::ForwardCut,
+            Some(Action::RefuseChecksumMode) => {
+                Verdict::Answer(error_response(403, info, head, true))
+            }
         }
     }
 
@@ -203,11 +206,16 @@ pub(crate) fn classify<B>(req: &Request<B>) -> RequestInfo {
         .find(|(k, _)| k == "continuation-token")
         .and_then(|(_, v)| Token::decode(v))
         .map_or(1, |t| t.page.saturating_add(1));
+    let checksum_mode = req
+        .headers()
+        .get("x-amz-checksum-mode")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"enabled"));
     RequestInfo {
         op,
         bucket,
         key,
         page,
+        checksum_mode,
     }
 }
 

@@ -41,6 +41,9 @@ pub(super) fn apply_head(
         HeadResult::Ok(f) => {
             tally.headed += 1;
             store_metadata(tx, ctx, id, &f, had_head, now)?;
+            if tags.is_none() && had_tags {
+                forget_stale_tags(tx, id, f.tagging_count)?;
+            }
             store_head(tx, ctx, id, &f, now)?;
             clear_error(tx, id, state)?;
             tally.heads_ok += 1;
@@ -85,9 +88,27 @@ pub(super) fn apply_head(
     Ok(())
 }
 
+/// A HEAD without a tags read (no `--tags`) of an object whose tags were read before: they
+/// stay known only while HEAD counts as many (a rewrite replaces tags); otherwise they are
+/// not known any more, so no stale tag answers a `tag:` filter.
+fn forget_stale_tags(tx: &Transaction, id: i64, count: Option<i64>) -> rusqlite::Result<()> {
+    let stored: i64 = tx
+        .prepare_cached("SELECT count(*) FROM tags WHERE object_id = ?1")?
+        .query_row([id], |r| r.get(0))?;
+    if count == Some(stored) {
+        return Ok(());
+    }
+    tx.prepare_cached("DELETE FROM tags WHERE object_id = ?1")?
+        .execute([id])?;
+    tx.prepare_cached("UPDATE objects SET tags_scan = NULL WHERE object_id = ?1")?
+        .execute([id])?;
+    Ok(())
+}
+
 /// Records what GetObjectTagging said (or HEAD's count of none). A change from tags read
-/// before is this scan's change row for the object: its old and new tags, and the kind
-/// `tags` unless the row says more (created, metadata). A failure keeps the tags known
+/// before goes on this scan's change row for the object (old and new tags; its kind stays:
+/// `created`, `modified`, `metadata` say more), else on a new row of kind `tags` (only the
+/// tags changed). A failure keeps the tags known
 /// before and records why they could not be read again.
 fn store_tags(
     tx: &Transaction,
@@ -109,9 +130,10 @@ fn store_tags(
     };
     tally.tags_read += 1;
     tx.prepare_cached(
-        "UPDATE objects SET tags_scan = ?2, tags_error = NULL, tags_due = 0 WHERE object_id = ?1",
+        "UPDATE objects SET tags_scan = ?2, tags_error = NULL, tags_due = 0, tagging_count = ?3
+         WHERE object_id = ?1",
     )?
-    .execute(params![id, ctx.scan_id])?;
+    .execute(params![id, ctx.scan_id, new.len() as i64])?;
     let old: Vec<(String, String)> = tx
         .prepare_cached("SELECT key, value FROM tags WHERE object_id = ?1 ORDER BY key")?
         .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -154,18 +176,9 @@ fn record_tags_change(
     let (old, new) = (json_object(old), json_object(new));
     let updated = tx
         .prepare_cached(
-            "UPDATE changes SET kind = CASE kind WHEN ?5 THEN ?6 ELSE kind END,
-                 old_tags = ?3, new_tags = ?4
-             WHERE scan_id = ?1 AND object_id = ?2",
+            "UPDATE changes SET old_tags = ?3, new_tags = ?4 WHERE scan_id = ?1 AND object_id = ?2",
         )?
-        .execute(params![
-            ctx.scan_id,
-            id,
-            old,
-            new,
-            ChangeKind::Modified,
-            ChangeKind::Tags
-        ])?;
+        .execute(params![ctx.scan_id, id, old, new])?;
     if updated == 0 {
         tx.prepare_cached(
             "INSERT INTO changes (scan_id, object_id, kind, old_etag, old_size, old_modified,
@@ -191,7 +204,7 @@ fn record_deleted_on_head(
     let updated = tx
         .prepare_cached(
             "UPDATE changes SET kind = ?3, new_etag = NULL, new_size = NULL, new_modified = NULL,
-                 old_metadata = NULL, new_metadata = NULL
+                 old_metadata = NULL, new_metadata = NULL, old_tags = NULL, new_tags = NULL
              WHERE scan_id = ?1 AND object_id = ?2 AND kind = ?4",
         )?
         .execute(params![

@@ -175,8 +175,8 @@ fn apply_listed(
             tally.skipped += 1;
             // Tags change without touching the listing: `--tags=all` reads them anyway.
             if ctx.tags == Some(TagsMode::All) {
-                tx.prepare_cached("UPDATE objects SET tags_due = 1 WHERE object_id = ?1")?
-                    .execute([s.object_id])?;
+                tx.prepare_cached("UPDATE objects SET tags_due = ?2 WHERE object_id = ?1")?
+                    .execute([s.object_id, ctx.scan_id])?;
                 return Ok(Some((s.object_id, Work::Tags)));
             }
             return Ok(None);

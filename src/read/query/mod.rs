@@ -141,12 +141,14 @@ pub enum Plan {
 /// in order rather than sorting what the index gives.
 const INDEX_PLAN_MAX: i64 = 20_000;
 
-/// Picks the plan for listing records: `Index` when some metadata test (not `!name`) matches
-/// at most `INDEX_PLAN_MAX` index entries, counted with a bounded index probe.
+/// Picks the plan for listing records: `Index` when some metadata or tag test (not `!name`)
+/// matches at most `INDEX_PLAN_MAX` index entries, counted with a bounded index probe.
 pub fn choose_plan(conn: &Connection, filters: &[Filter]) -> rusqlite::Result<Plan> {
     for f in filters {
-        let Filter::Meta { name, test } = f else {
-            continue;
+        let (table, column, name, test) = match f {
+            Filter::Meta { name, test } => ("metadata", "name", name, test),
+            Filter::Tag { key, test } => ("tags", "key", key, test),
+            _ => continue,
         };
         let (cond, value) = match test {
             MetaTest::Eq(v) => ("AND value = ?2", v.clone()),
@@ -156,7 +158,7 @@ pub fn choose_plan(conn: &Connection, filters: &[Filter]) -> rusqlite::Result<Pl
             MetaTest::Lacks => continue,
         };
         let sql = format!(
-            "SELECT count(*) FROM (SELECT 1 FROM metadata WHERE name = ?1 {cond} LIMIT ?3)"
+            "SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {column} = ?1 {cond} LIMIT ?3)"
         );
         let n: i64 = conn.query_row(
             &sql,
@@ -254,8 +256,9 @@ impl Selection {
         }
     }
 
-    /// A tag test looks up the object's tag rows by their primary key (object_id, key); an
-    /// object whose tags were never read matches none, `!tag:KEY` included.
+    /// A tag test, planned as a metadata test (`meta_clause`): from the (key, value) index with
+    /// `Plan::Index`, else by the object's tag rows' primary key (object_id, key). An object
+    /// whose tags were never read matches none, `!tag:KEY` included.
     fn tag_clause(&mut self, key: &str, test: &MetaTest) -> String {
         let key = self.bind(key.to_string());
         let cond = match test {
@@ -269,9 +272,12 @@ impl Selection {
         let exists = format!(
             "EXISTS (SELECT 1 FROM tags t WHERE t.object_id = o.object_id AND t.key = {key}{cond})"
         );
-        match test {
-            MetaTest::Lacks => format!("(o.tags_scan IS NOT NULL AND NOT {exists})"),
-            _ => exists,
+        match (test, self.plan) {
+            (MetaTest::Lacks, _) => format!("(o.tags_scan IS NOT NULL AND NOT {exists})"),
+            (_, Plan::KeyOrder) => exists,
+            (_, Plan::Index) => {
+                format!("o.object_id IN (SELECT object_id FROM tags WHERE key = {key}{cond})")
+            }
         }
     }
 

@@ -617,7 +617,7 @@ def scenario_moto_versioned(ctx):
     Fixture and truth are ready (versioned_fixture, versioned_truth); the comparison is written
     when `scan --all-versions --tags` exists and its query fields are known."""
     if not has_feature(ctx, "scan", "--all-versions"):
-        return skip("moto-versioned", "the binary has no `scan --all-versions` / `--tags` yet (issue 16)")
+        return skip("moto-versioned", "the binary has no `scan --all-versions` yet (issue 16 §3)")
     sc = Scenario("moto-versioned")
     server = ctx.servers["moto"]
     tr = versioned_fixture(server, "conf-moto-versioned", random.Random(161))

@@ -225,18 +225,7 @@ fn parse_meta(expr: &str) -> Result<Filter, String> {
             test: MetaTest::Lacks,
         });
     }
-    let Some(at) = expr.find(['=', '~']) else {
-        return Ok(Filter::Meta {
-            name: meta_name(expr)?,
-            test: MetaTest::Has,
-        });
-    };
-    let (lhs, value) = (&expr[..at], expr[at + 1..].to_string());
-    let (name, test) = match (expr.as_bytes()[at], lhs.strip_suffix('!')) {
-        (b'=', Some(name)) => (name, MetaTest::Ne(value)),
-        (b'=', None) => (lhs, MetaTest::Eq(value)),
-        _ => (lhs, MetaTest::Glob(value)),
-    };
+    let (name, test) = split_test(expr);
     Ok(Filter::Meta {
         name: meta_name(name)?,
         test,
@@ -251,40 +240,34 @@ pub const TAG: &str = "tag:";
 /// hold letters, digits, spaces and `+ - = . _ : / @`, so the operator is the first `=`, `!=`
 /// or `~` (a key with `=` in it cannot be tested; say so rather than guess).
 fn parse_tag(rest: &str, lacks: bool) -> Result<Filter, String> {
-    let key_of = |key: &str| {
-        if key.is_empty() {
-            Err("the tag key is empty (write `tag:KEY`)".to_string())
-        } else {
-            Ok(key.to_string())
-        }
-    };
-    if lacks {
-        if rest.contains(['=', '~']) {
-            return Err(
-                "`!tag:KEY` takes no value; for another value write `tag:KEY!=VALUE`".into(),
-            );
-        }
-        return Ok(Filter::Tag {
-            key: key_of(rest)?,
-            test: MetaTest::Lacks,
-        });
+    if lacks && rest.contains(['=', '~']) {
+        return Err("`!tag:KEY` takes no value; for another value write `tag:KEY!=VALUE`".into());
     }
-    let Some(at) = rest.find(['=', '~']) else {
-        return Ok(Filter::Tag {
-            key: key_of(rest)?,
-            test: MetaTest::Has,
-        });
+    let (key, test) = match lacks {
+        true => (rest, MetaTest::Lacks),
+        false => split_test(rest),
     };
-    let (lhs, value) = (&rest[..at], rest[at + 1..].to_string());
-    let (key, test) = match (rest.as_bytes()[at], lhs.strip_suffix('!')) {
-        (b'=', Some(key)) => (key, MetaTest::Ne(value)),
-        (b'=', None) => (lhs, MetaTest::Eq(value)),
-        _ => (lhs, MetaTest::Glob(value)),
-    };
+    if key.is_empty() {
+        return Err("the tag key is empty (write `tag:NAME`)".into());
+    }
     Ok(Filter::Tag {
-        key: key_of(key)?,
+        key: key.to_string(),
         test,
     })
+}
+
+/// `NAME`, `NAME=V`, `NAME!=V`, `NAME~GLOB`: the name and its test (the operator is the first
+/// `=`, `!=` or `~`).
+fn split_test(expr: &str) -> (&str, MetaTest) {
+    let Some(at) = expr.find(['=', '~']) else {
+        return (expr, MetaTest::Has);
+    };
+    let (lhs, value) = (&expr[..at], expr[at + 1..].to_string());
+    match (expr.as_bytes()[at], lhs.strip_suffix('!')) {
+        (b'=', Some(name)) => (name, MetaTest::Ne(value)),
+        (b'=', None) => (lhs, MetaTest::Eq(value)),
+        _ => (lhs, MetaTest::Glob(value)),
+    }
 }
 
 /// A metadata name: an HTTP header token (what `x-amz-meta-NAME` allows), lower-cased.

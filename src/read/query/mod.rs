@@ -172,6 +172,13 @@ pub fn choose_plan(conn: &Connection, filters: &[Filter]) -> rusqlite::Result<Pl
     Ok(Plan::KeyOrder)
 }
 
+/// The (name, value) pairs a `--where` test reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pairs {
+    Metadata,
+    Tags,
+}
+
 /// Conditions on `objects o` and `buckets b`, with their bound parameters.
 #[derive(Debug)]
 pub struct Selection {
@@ -222,8 +229,8 @@ impl Selection {
 
     fn push(&mut self, f: &Filter) {
         let clause = match f {
-            Filter::Meta { name, test } => self.meta_clause(name, test),
-            Filter::Tag { key, test } => self.tag_clause(key, test),
+            Filter::Meta { name, test } => self.pairs_clause(Pairs::Metadata, name, test),
+            Filter::Tag { key, test } => self.pairs_clause(Pairs::Tags, key, test),
             Filter::Field { field, op, value } => self.field_clause(*field, *op, value),
             Filter::Error => format!("o.state = {}", ObjectState::Error.sql()),
         };
@@ -231,10 +238,15 @@ impl Selection {
         self.clauses.push_str(&clause);
     }
 
-    /// With `Plan::Index` a metadata test selects object ids from the (name, value) index;
-    /// with `Plan::KeyOrder` it looks up the current object's row by the primary key
-    /// (object_id, name). `!name` is always such a lookup: it can only be decided per object.
-    fn meta_clause(&mut self, name: &str, test: &MetaTest) -> String {
+    /// A test on (name, value) pairs, metadata or tags. With `Plan::Index` it selects object
+    /// ids from the table's (name, value) index; with `Plan::KeyOrder` it looks up the current
+    /// object's row by the primary key (object_id, name). `!name` is always such a lookup: it
+    /// can only be decided per object — and an object whose tags were never read lacks none.
+    fn pairs_clause(&mut self, pairs: Pairs, name: &str, test: &MetaTest) -> String {
+        let (table, column) = match pairs {
+            Pairs::Metadata => ("metadata", "name"),
+            Pairs::Tags => ("tags", "key"),
+        };
         let name = self.bind(name.to_string());
         let cond = match test {
             MetaTest::Eq(v) => format!(" AND value = {}", self.bind(v.clone())),
@@ -245,39 +257,17 @@ impl Selection {
             MetaTest::Has | MetaTest::Lacks => String::new(),
         };
         let per_object = format!(
-            "EXISTS (SELECT 1 FROM metadata m WHERE m.object_id = o.object_id AND m.name = {name}{cond})"
+            "EXISTS (SELECT 1 FROM {table} p WHERE p.object_id = o.object_id AND p.{column} = {name}{cond})"
         );
-        match (test, self.plan) {
-            (MetaTest::Lacks, _) => format!("NOT {per_object}"),
-            (_, Plan::KeyOrder) => per_object,
-            (_, Plan::Index) => {
-                format!("o.object_id IN (SELECT object_id FROM metadata WHERE name = {name}{cond})")
+        match (test, self.plan, pairs) {
+            (MetaTest::Lacks, _, Pairs::Metadata) => format!("NOT {per_object}"),
+            (MetaTest::Lacks, _, Pairs::Tags) => {
+                format!("(o.tags_scan IS NOT NULL AND NOT {per_object})")
             }
-        }
-    }
-
-    /// A tag test, planned as a metadata test (`meta_clause`): from the (key, value) index with
-    /// `Plan::Index`, else by the object's tag rows' primary key (object_id, key). An object
-    /// whose tags were never read matches none, `!tag:KEY` included.
-    fn tag_clause(&mut self, key: &str, test: &MetaTest) -> String {
-        let key = self.bind(key.to_string());
-        let cond = match test {
-            MetaTest::Eq(v) => format!(" AND value = {}", self.bind(v.clone())),
-            MetaTest::Ne(v) => format!(" AND value != {}", self.bind(v.clone())),
-            MetaTest::Glob(g) => {
-                format!(" AND value GLOB {}", self.bind(filter::to_sqlite_glob(g)))
-            }
-            MetaTest::Has | MetaTest::Lacks => String::new(),
-        };
-        let exists = format!(
-            "EXISTS (SELECT 1 FROM tags t WHERE t.object_id = o.object_id AND t.key = {key}{cond})"
-        );
-        match (test, self.plan) {
-            (MetaTest::Lacks, _) => format!("(o.tags_scan IS NOT NULL AND NOT {exists})"),
-            (_, Plan::KeyOrder) => exists,
-            (_, Plan::Index) => {
-                format!("o.object_id IN (SELECT object_id FROM tags WHERE key = {key}{cond})")
-            }
+            (_, Plan::KeyOrder, _) => per_object,
+            (_, Plan::Index, _) => format!(
+                "o.object_id IN (SELECT object_id FROM {table} WHERE {column} = {name}{cond})"
+            ),
         }
     }
 

@@ -142,7 +142,7 @@ fn store_tags(
         return Ok(());
     }
     if had_tags {
-        record_tags_change(tx, ctx, id, &old, &new, now)?;
+        record_pairs_change(tx, ctx, id, Pairs::Tags, &old, &new, now)?;
     } else if ctx.record_created {
         tx.prepare_cached(
             "UPDATE changes SET new_tags = ?3 WHERE scan_id = ?1 AND object_id = ?2 AND kind = ?4",
@@ -161,33 +161,6 @@ fn store_tags(
     )?;
     for (key, value) in &new {
         insert.execute(params![id, key, value])?;
-    }
-    Ok(())
-}
-
-fn record_tags_change(
-    tx: &Transaction,
-    ctx: &WriterCtx,
-    id: i64,
-    old: &[(String, String)],
-    new: &[(String, String)],
-    now: &str,
-) -> rusqlite::Result<()> {
-    let (old, new) = (json_object(old), json_object(new));
-    let updated = tx
-        .prepare_cached(
-            "UPDATE changes SET old_tags = ?3, new_tags = ?4 WHERE scan_id = ?1 AND object_id = ?2",
-        )?
-        .execute(params![ctx.scan_id, id, old, new])?;
-    if updated == 0 {
-        tx.prepare_cached(
-            "INSERT INTO changes (scan_id, object_id, kind, old_etag, old_size, old_modified,
-                 new_etag, new_size, new_modified, old_tags, new_tags, at)
-             SELECT ?1, object_id, ?6, list_etag, list_size, list_modified,
-                 list_etag, list_size, list_modified, ?3, ?4, ?5
-             FROM objects WHERE object_id = ?2",
-        )?
-        .execute(params![ctx.scan_id, id, old, new, now, ChangeKind::Tags])?;
     }
     Ok(())
 }
@@ -320,7 +293,7 @@ fn store_metadata(
         if old == f.metadata {
             return Ok(());
         }
-        record_metadata_change(tx, ctx, id, &old, &f.metadata, now)?;
+        record_pairs_change(tx, ctx, id, Pairs::Metadata, &old, &f.metadata, now)?;
         tx.prepare_cached("DELETE FROM metadata WHERE object_id = ?1")?
             .execute([id])?;
     } else if ctx.record_created {
@@ -338,45 +311,52 @@ fn store_metadata(
     Ok(())
 }
 
-fn record_metadata_change(
+/// Which pairs of a change row a metadata or tags change fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pairs {
+    Metadata,
+    Tags,
+}
+
+/// Puts the old and new pairs on this scan's change row for the object, or on a new row of
+/// the pairs' own kind. A metadata change makes a `modified` row a `metadata` one; a tags
+/// change leaves the row's kind (only a row of its own is of kind `tags`).
+fn record_pairs_change(
     tx: &Transaction,
     ctx: &WriterCtx,
     id: i64,
+    pairs: Pairs,
     old: &[(String, String)],
     new: &[(String, String)],
     now: &str,
 ) -> rusqlite::Result<()> {
     let (old, new) = (json_object(old), json_object(new));
+    let (columns, kind, upgrade) = match pairs {
+        Pairs::Metadata => ("old_metadata, new_metadata", ChangeKind::Metadata, true),
+        Pairs::Tags => ("old_tags, new_tags", ChangeKind::Tags, false),
+    };
+    let (old_col, new_col) = columns.split_once(", ").expect("two columns");
+    let sql = format!(
+        "UPDATE changes SET {old_col} = ?3, {new_col} = ?4 WHERE scan_id = ?1 AND object_id = ?2"
+    );
     let updated = tx
-        .prepare_cached(
-            "UPDATE changes SET kind = CASE kind WHEN ?5 THEN ?6 ELSE kind END,
-                 old_metadata = ?3, new_metadata = ?4
-             WHERE scan_id = ?1 AND object_id = ?2",
-        )?
-        .execute(params![
-            ctx.scan_id,
-            id,
-            old,
-            new,
-            ChangeKind::Modified,
-            ChangeKind::Metadata
-        ])?;
-    if updated == 0 {
+        .prepare_cached(&sql)?
+        .execute(params![ctx.scan_id, id, old, new])?;
+    if updated > 0 && upgrade {
         tx.prepare_cached(
+            "UPDATE changes SET kind = ?3 WHERE scan_id = ?1 AND object_id = ?2 AND kind = ?4",
+        )?
+        .execute(params![ctx.scan_id, id, kind, ChangeKind::Modified])?;
+    }
+    if updated == 0 {
+        tx.prepare_cached(&format!(
             "INSERT INTO changes (scan_id, object_id, kind, old_etag, old_size, old_modified,
-                 new_etag, new_size, new_modified, old_metadata, new_metadata, at)
+                 new_etag, new_size, new_modified, {columns}, at)
              SELECT ?1, object_id, ?6, list_etag, list_size, list_modified,
                  list_etag, list_size, list_modified, ?3, ?4, ?5
-             FROM objects WHERE object_id = ?2",
-        )?
-        .execute(params![
-            ctx.scan_id,
-            id,
-            old,
-            new,
-            now,
-            ChangeKind::Metadata
-        ])?;
+             FROM objects WHERE object_id = ?2"
+        ))?
+        .execute(params![ctx.scan_id, id, old, new, now, kind])?;
     }
     Ok(())
 }

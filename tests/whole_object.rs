@@ -294,6 +294,31 @@ async fn tags_are_read_where_needed_and_rescans_find_tag_only_changes() {
     let out = run(&env, "query", &["--where", "!tag:team", "--count"]).await;
     assert_eq!(stdout(&out).trim(), "7");
 
+    // `status` says what each scan did with tags.
+    let out = run(&env, "status", &["--format", "json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let status: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let scans = status["scans"].as_array().expect("scans");
+    let tags: Vec<String> = scans
+        .iter()
+        .map(|s| format!("{} {} {}", s["tags"], s["tag_requests"], s["tags_read"]))
+        .collect();
+    assert_eq!(
+        tags,
+        [
+            r#""all" 8 10"#,
+            r#""skip-unchanged" 0 0"#,
+            r#""all" 10 10"#,
+            "null 0 0"
+        ]
+    );
+    let out = run(&env, "status", &[]).await;
+    assert!(
+        stdout(&out).contains("tags (all): 10 read, 10 GetObjectTagging"),
+        "{}",
+        stdout(&out)
+    );
+
     // `names --tags`: the tag keys, as `names` shows metadata names.
     let out = run(&env, "names", &["--tags", "--format", "jsonl"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

@@ -59,6 +59,11 @@ pub struct ScanStatus {
     pub head_requests: i64,
     pub retries: i64,
     pub throttled: i64,
+    /// Which objects the scan reads the tags of (`--tags`): `all`, `skip-unchanged`, or none.
+    pub tags: Option<String>,
+    pub tag_requests: i64,
+    /// Objects whose tags the scan read (or HEAD counted 0).
+    pub tags_read: i64,
     /// Objects this scan recorded in error that still are.
     pub objects_in_error: i64,
     pub last_error: Option<String>,
@@ -120,7 +125,7 @@ pub fn read(
                 s.list_requests, s.head_requests, s.retries, s.throttled,
                 (SELECT count(*) FROM object_errors e CROSS JOIN objects o USING (object_id)
                   WHERE e.scan_id = s.scan_id AND o.state = {error}),
-                s.last_error
+                s.last_error, s.tags, s.tag_requests, s.tags_read
          FROM scans s JOIN buckets b USING (bucket_id) ORDER BY s.scan_id",
     ))?;
     let mut scans = stmt
@@ -192,6 +197,9 @@ fn scan_row(r: &Row<'_>) -> rusqlite::Result<ScanStatus> {
         throttled: r.get(20)?,
         objects_in_error: r.get(21)?,
         last_error: r.get(22)?,
+        tags: r.get(23)?,
+        tag_requests: r.get(24)?,
+        tags_read: r.get(25)?,
     })
 }
 
@@ -299,6 +307,14 @@ fn write_scan(s: &ScanStatus, out: &mut dyn Write) -> std::io::Result<()> {
         n(s.retries),
         n(s.throttled),
     )?;
+    if let Some(mode) = &s.tags {
+        writeln!(
+            out,
+            "  tags ({mode}): {} read, {} GetObjectTagging",
+            n(s.tags_read),
+            n(s.tag_requests),
+        )?;
+    }
     if let Some(e) = &s.last_error {
         writeln!(out, "  last error: {}", escape_controls(e))?;
     }

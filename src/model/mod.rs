@@ -241,6 +241,9 @@ pub struct Failure {
     pub throttled: bool,
     /// The request could not be signed: no (or broken) credentials.
     pub credentials: bool,
+    /// The answer's header section is over the everyday pool's bound (`wire::NARROW_HEADERS`):
+    /// ask again through the wide one.
+    pub wider: bool,
 }
 
 impl Failure {
@@ -253,6 +256,7 @@ impl Failure {
             retryable: true,
             throttled: false,
             credentials: false,
+            wider: false,
         }
     }
 
@@ -282,6 +286,7 @@ impl Failure {
             retryable,
             throttled,
             credentials: false,
+            wider: false,
         }
     }
 }

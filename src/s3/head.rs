@@ -188,19 +188,11 @@ impl HeadPool {
         limiter: &Limiter,
     ) -> Option<Outcome<Option<Vec<(String, String)>>>> {
         let subject = format!("GetObjectTagging {:?}", job.key);
-        let outcome = retry::run(
-            Retrier {
-                policy: &self.policy,
-                stats: &self.stats,
-                cancel: &self.cancel,
-                pace: self.rate.as_deref(),
-            },
-            &self.stats.tag_requests,
-            &subject,
-            limiter,
-            || tags_once(&self.target, &job.key),
-        )
-        .await;
+        let outcome = self
+            .attempts(&self.stats.tag_requests, &subject, limiter, |wide| {
+                tags_once(&self.target, &job.key, wide)
+            })
+            .await;
         match &outcome {
             Outcome::Cancelled => return None,
             Outcome::Failed { failure, attempts } => {
@@ -219,24 +211,44 @@ impl HeadPool {
         Some(outcome)
     }
 
-    /// HEADs one object with retries; `None` when cancelled before an answer.
-    async fn head(&self, job: &HeadJob, limiter: &Limiter) -> Option<HeadResult> {
-        let subject = format!("HEAD {:?}", job.key);
+    /// Runs `attempt` with retries through the everyday pool, then, if the answer was over its
+    /// bound (`Failure::wider`), through the wide one: every attempt counted in `requests`.
+    async fn attempts<T, F, Fut>(
+        &self,
+        requests: &AtomicU64,
+        subject: &str,
+        limiter: &Limiter,
+        attempt: F,
+    ) -> Outcome<T>
+    where
+        F: Fn(bool) -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
         let retrier = || Retrier {
             policy: &self.policy,
             stats: &self.stats,
             cancel: &self.cancel,
             pace: self.rate.as_deref(),
         };
+        let outcome = retry::run(retrier(), requests, &subject, limiter, || attempt(false)).await;
+        match &outcome {
+            Outcome::Failed { failure, .. } if failure.wider => {
+                retry::run(retrier(), requests, &subject, limiter, || attempt(true)).await
+            }
+            _ => outcome,
+        }
+    }
+
+    /// HEADs one object with retries; `None` when cancelled before an answer.
+    async fn head(&self, job: &HeadJob, limiter: &Limiter) -> Option<HeadResult> {
+        let subject = format!("HEAD {:?}", job.key);
+        let requests = &self.stats.head_requests;
         let with_checksum = self.target.checksums();
-        let mut outcome = retry::run(
-            retrier(),
-            &self.stats.head_requests,
-            &subject,
-            limiter,
-            || head_once(&self.target, &job.key),
-        )
-        .await;
+        let mut outcome = self
+            .attempts(requests, &subject, limiter, |wide| async move {
+                read_head(self.target.head(&job.key, wide).await?)
+            })
+            .await;
         // A 403 asking for the checksum may be the checksum's (AWS wants kms:Decrypt for it on
         // a KMS-encrypted object): ask once more without, and after a few of those stop asking.
         // Plain refusals (403 without the mode too) stop the retries after as many.
@@ -244,14 +256,11 @@ impl HeadPool {
             && self.checksum_denials.load(Relaxed) < CHECKSUM_REFUSALS
             && matches!(&outcome, Outcome::Failed { failure, .. } if failure.status == Some(403))
         {
-            outcome = retry::run(
-                retrier(),
-                &self.stats.head_requests,
-                &subject,
-                limiter,
-                || async { read_head(self.target.head_without_checksum(&job.key).await?) },
-            )
-            .await;
+            outcome = self
+                .attempts(requests, &subject, limiter, |wide| async move {
+                    read_head(self.target.head_without_checksum(&job.key, wide).await?)
+                })
+                .await;
             if matches!(&outcome, Outcome::Failed { failure, .. } if failure.status == Some(403)) {
                 self.checksum_denials.fetch_add(1, Relaxed);
             }
@@ -295,7 +304,7 @@ pub fn within_a_second(last_modified: Option<&DateTime>, date: Option<&str>) -> 
 
 /// One HEAD attempt: the object's fields, `None` when it is gone (404), or the failure.
 pub async fn head_once(target: &HeadTarget, key: &str) -> Result<Option<HeadFields>, Failure> {
-    read_head(target.head(key).await?)
+    read_head(target.head(key, false).await?)
 }
 
 /// What one HEAD answer says.

@@ -13,12 +13,13 @@ use crate::model::Failure;
 use crate::s3::list::entity;
 use crate::s3::wire::HeadTarget;
 
-/// One GetObjectTagging attempt.
+/// One GetObjectTagging attempt (`wide`: through the pool for answers with many headers).
 pub async fn tags_once(
     target: &HeadTarget,
     key: &str,
+    wide: bool,
 ) -> Result<Option<Vec<(String, String)>>, Failure> {
-    let answer = target.get_tagging(key).await?;
+    let answer = target.get_tagging(key, wide).await?;
     match answer.status {
         StatusCode::OK => parse_tagging(&answer.body)
             .map(Some)

@@ -46,6 +46,11 @@ use crate::s3::retry::root_cause;
 /// take far more (SeaweedFS stores 95 names, the test server any number). hyper's default,
 /// 100, made an object with ~90 metadata names unreadable.
 pub const MAX_HEADERS: usize = 4096;
+/// Header names the everyday pool reads: hyper sets aside room for its bound on every answer
+/// it parses (32 bytes a header, zeroed), which at 4,096 cost a tenth of the client's CPU on
+/// Garage. An answer with more (an object with over ~140 metadata names) is asked again
+/// through the wide pool, which reads up to `MAX_HEADERS`.
+pub const NARROW_HEADERS: usize = 160;
 /// Bytes a HEAD answer's header section may take (hyper's read buffer bound).
 pub const MAX_HEADER_BYTES: usize = 1 << 20;
 /// Bytes of a GetObjectTagging answer's body: S3 allows 10 tags of at most 128 + 256
@@ -91,7 +96,10 @@ pub struct HeadTarget {
 
 #[derive(Debug)]
 struct Inner {
+    /// Up to `NARROW_HEADERS` headers an answer.
     http: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    /// Up to `MAX_HEADERS`: for answers over the narrow bound (`Failure::wider`).
+    wide: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     credentials: Option<CachedCredentials>,
     /// The bucket's URL as the endpoint rules give it, without a trailing `/`.
     base: String,
@@ -150,7 +158,12 @@ impl HeadTarget {
             .ok_or_else(|| Error::BadInput(format!("endpoint URL `{base}` has no host")))?;
         Ok(HeadTarget {
             inner: Arc::new(Inner {
-                http: pool(uri.scheme_str() == Some("https"), opts.timeout)?,
+                http: pool(
+                    uri.scheme_str() == Some("https"),
+                    opts.timeout,
+                    NARROW_HEADERS,
+                )?,
+                wide: pool(uri.scheme_str() == Some("https"), opts.timeout, MAX_HEADERS)?,
                 credentials: opts
                     .credentials
                     .clone()
@@ -166,17 +179,18 @@ impl HeadTarget {
     }
 
     /// One HEAD request for `key`: signed, sent, answered or failed within the timeout.
-    pub async fn head(&self, key: &str) -> Result<Answer, Failure> {
+    /// `wide`: through the pool that reads up to `MAX_HEADERS` (after a `Failure::wider`).
+    pub async fn head(&self, key: &str, wide: bool) -> Result<Answer, Failure> {
         let query = match self.checksums() {
             true => Query::Checksum,
             false => Query::None,
         };
-        self.send(Method::HEAD, key, query).await
+        self.send(Method::HEAD, key, query, wide).await
     }
 
     /// One HEAD request without `x-amz-checksum-mode` (see `Inner::checksums`).
-    pub async fn head_without_checksum(&self, key: &str) -> Result<Answer, Failure> {
-        self.send(Method::HEAD, key, Query::None).await
+    pub async fn head_without_checksum(&self, key: &str, wide: bool) -> Result<Answer, Failure> {
+        self.send(Method::HEAD, key, Query::None, wide).await
     }
 
     /// Whether HEADs ask for the object's checksum.
@@ -196,13 +210,19 @@ impl HeadTarget {
 
     /// One GetObjectTagging request (`GET /KEY?tagging`); the body is read, up to
     /// `MAX_BODY_BYTES`.
-    pub async fn get_tagging(&self, key: &str) -> Result<Answer, Failure> {
-        self.send(Method::GET, key, Query::Tagging).await
+    pub async fn get_tagging(&self, key: &str, wide: bool) -> Result<Answer, Failure> {
+        self.send(Method::GET, key, Query::Tagging, wide).await
     }
 
     /// One request for `key`: signed, sent, answered (body included) or failed within the
     /// timeout.
-    async fn send(&self, method: Method, key: &str, query: Query) -> Result<Answer, Failure> {
+    async fn send(
+        &self,
+        method: Method,
+        key: &str,
+        query: Query,
+        wide: bool,
+    ) -> Result<Answer, Failure> {
         let inner = &*self.inner;
         let mut uri = format!("{}/{}", inner.base, utf8_percent_encode(key, KEY_ENCODE));
         if query == Query::Tagging {
@@ -226,11 +246,11 @@ impl HeadTarget {
             inner.sign(&mut req, &uri, credentials.into())?;
         }
         let exchange = async {
-            let resp = inner
-                .http
+            let http = if wide { &inner.wide } else { &inner.http };
+            let resp = http
                 .request(req)
                 .await
-                .map_err(|e| transport_failure(&e))?;
+                .map_err(|e| transport_failure(&e, wide))?;
             let (parts, body) = resp.into_parts();
             let body = if method == Method::HEAD {
                 Bytes::new()
@@ -355,6 +375,7 @@ fn host_header(uri: &http::Uri) -> Option<HeaderValue> {
 fn pool(
     https: bool,
     timeout: Duration,
+    max_headers: usize,
 ) -> Result<Client<HttpsConnector<HttpConnector>, Empty<Bytes>>, Error> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -379,20 +400,30 @@ fn pool(
     };
     let connector = tls.https_or_http().enable_http1().wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new())
-        .http1_max_headers(MAX_HEADERS)
+        .http1_max_headers(max_headers)
         .http1_max_buf_size(MAX_HEADER_BYTES)
         .pool_idle_timeout(Duration::from_secs(90))
         .build(connector))
 }
 
 /// A request that got no answer: a connection refused or dropped, a header section over the
-/// bound (permanent: the same object answers the same way again).
-fn transport_failure(e: &hyper_util::client::legacy::Error) -> Failure {
+/// bound (permanent: the same object answers the same way again; over the narrow pool's, a
+/// `wider` failure).
+fn transport_failure(e: &hyper_util::client::legacy::Error, wide: bool) -> Failure {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cause {
         if let Some(h) = c.downcast_ref::<hyper::Error>()
             && h.is_parse_too_large()
         {
+            if !wide {
+                return Failure {
+                    retryable: false,
+                    wider: true,
+                    ..Failure::transport(format!(
+                        "the answer has more than {NARROW_HEADERS} headers"
+                    ))
+                };
+            }
             return Failure {
                 retryable: false,
                 ..Failure::transport(format!(

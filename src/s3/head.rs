@@ -147,37 +147,33 @@ impl HeadPool {
                 let tags = match count {
                     Some(0) => TagsRead::CountedNone,
                     None if self.trust_tag_count => TagsRead::CountedNone,
-                    _ => match self.tags(job, limiter).await? {
-                        Outcome::Ok(Some(tags)) => TagsRead::Tags(tags),
-                        // Deleted between the two requests: the next listing says so.
-                        Outcome::Ok(None) => TagsRead::Failed(Failure::from_status(
-                            404,
-                            Some("NoSuchKey".into()),
-                            "deleted after its HEAD".into(),
-                        )),
-                        Outcome::Failed { failure, .. } => TagsRead::Failed(failure),
-                        Outcome::Cancelled => return None,
-                    },
+                    _ => self.read_tags(job, limiter).await?,
                 };
                 Some((result, Some(tags)))
             }
             // Owed by a scan that no longer reads tags: nothing to ask (the owed mark is cleared).
             Work::Tags if !self.read_tags => Some((HeadResult::NotHeaded, None)),
-            Work::Tags => {
-                let tags = match self.tags(job, limiter).await? {
-                    Outcome::Ok(Some(tags)) => TagsRead::Tags(tags),
-                    // Not a deletion: the listing tells that, never a store's answer to `?tagging`.
-                    Outcome::Ok(None) => TagsRead::Failed(Failure::from_status(
-                        404,
-                        Some("NoSuchKey".into()),
-                        "GetObjectTagging answered 404 for a listed object".into(),
-                    )),
-                    Outcome::Failed { failure, .. } => TagsRead::Failed(failure),
-                    Outcome::Cancelled => return None,
-                };
-                Some((HeadResult::NotHeaded, Some(tags)))
-            }
+            Work::Tags => Some((
+                HeadResult::NotHeaded,
+                Some(self.read_tags(job, limiter).await?),
+            )),
         }
+    }
+
+    /// The object's tags, or why they could not be read; `None` when cancelled. A 404 is a
+    /// failure to read them, never a deletion: the listing tells that (the object was just
+    /// listed, or HEADed), not a store's answer to `?tagging`.
+    async fn read_tags(&self, job: &HeadJob, limiter: &Limiter) -> Option<TagsRead> {
+        Some(match self.tags(job, limiter).await? {
+            Outcome::Ok(Some(tags)) => TagsRead::Tags(tags),
+            Outcome::Ok(None) => TagsRead::Failed(Failure::from_status(
+                404,
+                Some("NoSuchKey".into()),
+                "GetObjectTagging answered 404 for a listed object".into(),
+            )),
+            Outcome::Failed { failure, .. } => TagsRead::Failed(failure),
+            Outcome::Cancelled => return None,
+        })
     }
 
     /// GetObjectTagging with retries; `None` when cancelled. A 403 is reported once per scan:

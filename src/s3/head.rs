@@ -38,11 +38,6 @@ use crate::s3::wire::HeadTarget;
 /// 100 ms back-off, about two jobs per slot).
 pub(crate) const IN_PROGRESS_PER_SLOT: usize = 4;
 
-/// HEADs refused with `x-amz-checksum-mode` and answered without it, after which a scan stops
-/// asking for checksums; and HEADs refused both ways (plain denials), after which a refused
-/// HEAD is no longer asked again without the mode.
-pub const CHECKSUM_REFUSALS: u64 = 8;
-
 /// What the pool needs besides its jobs.
 #[derive(Debug)]
 pub struct HeadPool {
@@ -60,10 +55,8 @@ pub struct HeadPool {
     pub read_tags: bool,
     /// A 403 on GetObjectTagging has been reported (once per scan).
     pub tags_refused: AtomicBool,
-    /// HEADs refused with `x-amz-checksum-mode` and answered without it.
-    pub checksum_refusals: AtomicU64,
-    /// HEADs refused with the mode and without it (plain denials, not the checksum's).
-    pub checksum_denials: AtomicU64,
+    /// A HEAD refused with `x-amz-checksum-mode` and answered without it has been reported.
+    pub checksum_refused: AtomicBool,
     /// `--trust-tag-count`: a HEAD without `x-amz-tagging-count` means no tags (AWS, MinIO,
     /// SeaweedFS and moto send it on every tagged object the caller may read), so only
     /// tagged objects cost a GetObjectTagging. Off: a missing count is not known, and read.
@@ -227,9 +220,10 @@ impl HeadPool {
             pace: self.rate.as_deref(),
         };
         let outcome = retry::run(retrier(), requests, &subject, limiter, || attempt(false)).await;
-        match &outcome {
-            Outcome::Failed { failure, .. } if failure.wider => {
-                retry::run(retrier(), requests, &subject, limiter, || attempt(true)).await
+        match outcome {
+            Outcome::Failed { failure, attempts } if failure.wider => {
+                let again = retry::run(retrier(), requests, &subject, limiter, || attempt(true));
+                with_earlier_attempts(again.await, attempts)
             }
             _ => outcome,
         }
@@ -239,35 +233,31 @@ impl HeadPool {
     async fn head(&self, job: &HeadJob, limiter: &Limiter) -> Option<HeadResult> {
         let subject = format!("HEAD {:?}", job.key);
         let requests = &self.stats.head_requests;
-        let with_checksum = self.target.checksums();
         let mut outcome = self
             .attempts(requests, &subject, limiter, |wide| async move {
-                read_head(self.target.head(&job.key, wide).await?)
+                read_head(self.target.head(&job.key, true, wide).await?)
             })
             .await;
         // A 403 asking for the checksum may be the checksum's (AWS wants kms:Decrypt for it on
-        // a KMS-encrypted object): ask once more without, and after a few of those stop asking.
-        // Plain refusals (403 without the mode too) stop the retries after as many.
-        if with_checksum
-            && self.checksum_denials.load(Relaxed) < CHECKSUM_REFUSALS
-            && matches!(&outcome, Outcome::Failed { failure, .. } if failure.status == Some(403))
+        // a KMS-encrypted object): ask once more without. Every such object is asked so, the
+        // same in every run (a resume decides as an uninterrupted scan); a plain refusal costs
+        // the one extra request.
+        if let Outcome::Failed { failure, attempts } = &outcome
+            && failure.status == Some(403)
         {
-            outcome = self
+            let earlier = *attempts;
+            let again = self
                 .attempts(requests, &subject, limiter, |wide| async move {
-                    read_head(self.target.head_without_checksum(&job.key, wide).await?)
+                    read_head(self.target.head(&job.key, false, wide).await?)
                 })
                 .await;
-            if matches!(&outcome, Outcome::Failed { failure, .. } if failure.status == Some(403)) {
-                self.checksum_denials.fetch_add(1, Relaxed);
-            }
-            if matches!(outcome, Outcome::Ok(_))
-                && self.checksum_refusals.fetch_add(1, Relaxed) + 1 == CHECKSUM_REFUSALS
-                && self.target.stop_checksums()
-            {
+            if matches!(again, Outcome::Ok(_)) && !self.checksum_refused.swap(true, Relaxed) {
                 tracing::warn!(
-                    "{CHECKSUM_REFUSALS} HEADs were refused with x-amz-checksum-mode and answered without it (KMS-encrypted objects need kms:Decrypt for their checksum): this scan no longer asks for checksums, which stay NULL"
+                    "HEAD {:?} was refused asking for its checksum and answered without (KMS-encrypted objects need kms:Decrypt for it): such objects are stored without their checksum, at two HEADs each",
+                    job.key
                 );
             }
+            outcome = with_earlier_attempts(again, earlier);
         }
         match outcome {
             Outcome::Ok(Some(fields)) => Some(HeadResult::Ok(Box::new(fields))),
@@ -281,6 +271,17 @@ impl HeadPool {
             }
             Outcome::Cancelled => None,
         }
+    }
+}
+
+/// A failed outcome counts the attempts of an earlier round for the same object too.
+fn with_earlier_attempts<T>(outcome: Outcome<T>, earlier: u32) -> Outcome<T> {
+    match outcome {
+        Outcome::Failed { failure, attempts } => Outcome::Failed {
+            failure,
+            attempts: attempts + earlier,
+        },
+        other => other,
     }
 }
 
@@ -300,7 +301,7 @@ pub fn within_a_second(last_modified: Option<&DateTime>, date: Option<&str>) -> 
 
 /// One HEAD attempt: the object's fields, `None` when it is gone (404), or the failure.
 pub async fn head_once(target: &HeadTarget, key: &str) -> Result<Option<HeadFields>, Failure> {
-    read_head(target.head(key, false).await?)
+    read_head(target.head(key, true, false).await?)
 }
 
 /// What one HEAD answer says.

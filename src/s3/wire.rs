@@ -107,11 +107,6 @@ struct Inner {
     signing_region: String,
     signing_name: String,
     timeout: Duration,
-    /// HEADs send `x-amz-checksum-mode: ENABLED` (on by default). AWS then also wants
-    /// `kms:Decrypt` for KMS-encrypted objects with a checksum, and refuses the HEAD (403)
-    /// without it: the pool retries such a HEAD without the mode and, once several were,
-    /// turns it off for the target (`HeadPool::head`).
-    checksums: std::sync::atomic::AtomicBool,
 }
 
 /// What a request adds to the object's URL and headers.
@@ -173,39 +168,22 @@ impl HeadTarget {
                 signing_region,
                 signing_name,
                 timeout: opts.timeout,
-                checksums: std::sync::atomic::AtomicBool::new(true),
             }),
         })
     }
 
     /// One HEAD request for `key`: signed, sent, answered or failed within the timeout.
-    /// `wide`: through the pool that reads up to `MAX_HEADERS` (after a `Failure::wider`).
-    pub async fn head(&self, key: &str, wide: bool) -> Result<Answer, Failure> {
-        let query = match self.checksums() {
-            true => Query::Checksum,
-            false => Query::None,
+    /// `checksum`: with `x-amz-checksum-mode: ENABLED` (the object's checksum, when it has
+    /// one: HEAD omits it unless asked; AWS then also wants `kms:Decrypt` for a KMS-encrypted
+    /// object and answers 403 without it, see `HeadPool::head`). `wide`: through the pool that
+    /// reads up to `MAX_HEADERS` (after a `Failure::wider`).
+    pub async fn head(&self, key: &str, checksum: bool, wide: bool) -> Result<Answer, Failure> {
+        let query = if checksum {
+            Query::Checksum
+        } else {
+            Query::None
         };
         self.send(Method::HEAD, key, query, wide).await
-    }
-
-    /// One HEAD request without `x-amz-checksum-mode` (see `Inner::checksums`).
-    pub async fn head_without_checksum(&self, key: &str, wide: bool) -> Result<Answer, Failure> {
-        self.send(Method::HEAD, key, Query::None, wide).await
-    }
-
-    /// Whether HEADs ask for the object's checksum.
-    pub fn checksums(&self) -> bool {
-        self.inner
-            .checksums
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// HEADs stop asking for checksums (this target's credentials are refused them); whether
-    /// they asked until now.
-    pub fn stop_checksums(&self) -> bool {
-        self.inner
-            .checksums
-            .swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// One GetObjectTagging request (`GET /KEY?tagging`); the body is read, up to
@@ -420,7 +398,8 @@ fn transport_failure(e: &hyper_util::client::legacy::Error, wide: bool) -> Failu
                     retryable: false,
                     wider: true,
                     ..Failure::transport(format!(
-                        "the answer has more than {NARROW_HEADERS} headers"
+                        "the answer has more than {NARROW_HEADERS} headers (or over {} KiB of them)",
+                        MAX_HEADER_BYTES / 1024
                     ))
                 };
             }

@@ -307,8 +307,7 @@ async fn run_pipeline(
         grace: cfg.grace,
         read_tags: tags.is_some(),
         tags_refused: Default::default(),
-        checksum_refusals: Default::default(),
-        checksum_denials: Default::default(),
+        checksum_refused: Default::default(),
         trust_tag_count: cfg.trust_tag_count,
     });
     let heads = tokio::spawn(pool.run(jobs_rx, writer_tx.clone()));

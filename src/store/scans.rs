@@ -116,6 +116,12 @@ pub fn begin(
                     "UPDATE scans SET state = ?3, finished_at = ?2, updated_at = ?2 WHERE scan_id = ?1",
                     params![scan_id, now, ScanState::Abandoned],
                 )?;
+                // The tag reads it owed are owed by nobody now (the new scan owes its own).
+                tx.execute(
+                    "UPDATE objects INDEXED BY objects_tags_due SET tags_due = 0
+                     WHERE bucket_id = ?1 AND tags_due = ?2 AND tags_due != 0",
+                    params![bucket_id, scan_id],
+                )?;
                 abandoned = Some(scan_id);
             }
             ScanPlan {

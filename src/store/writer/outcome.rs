@@ -41,7 +41,9 @@ pub(super) fn apply_head(
         HeadResult::Ok(f) => {
             tally.headed += 1;
             store_metadata(tx, ctx, id, &f, had_head, now)?;
-            if tags.is_none() && had_tags {
+            // Tags not read now (no --tags, or the read failed): those read before stay
+            // only while HEAD counts as many.
+            if had_tags && !matches!(tags, Some(TagsRead::Tags(_) | TagsRead::CountedNone)) {
                 forget_stale_tags(tx, id, f.tagging_count)?;
             }
             store_head(tx, ctx, id, &f, now)?;

@@ -439,7 +439,8 @@ fn writer_only(objects: usize, dir: &Path) -> Result<WriterFigures, String> {
         end_key: None,
     };
     let mut conn = s3meta::store::db::open_rw(&path).map_err(|e| e.to_string())?;
-    let plan = scans::begin(&mut conn, &target, false, false, None).map_err(|e| e.to_string())?;
+    let plan =
+        scans::begin(&mut conn, &target, false, false, (None, false)).map_err(|e| e.to_string())?;
     let ctx = Arc::new(WriterCtx {
         scan_id: plan.scan_id,
         bucket_id: plan.bucket_id,

@@ -46,6 +46,8 @@ WHERE etag GLOB '*-[1-9]*' AND substr(etag, instr(etag, '-') + 1) NOT GLOB '*[^0
 -- Which objects the scan reads the tags of (`--tags`): 'all', 'skip-unchanged', NULL (none),
 -- recorded with the scan row. A resume keeps its scan's choice.
 ALTER TABLE scans ADD COLUMN tags TEXT CHECK (tags IN ('all', 'skip-unchanged'));
+-- 1: `--trust-tag-count` (a HEAD without x-amz-tagging-count means no tags); kept by a resume.
+ALTER TABLE scans ADD COLUMN trust_tag_count INTEGER NOT NULL DEFAULT 0;
 -- GetObjectTagging requests (attempts), accumulated over every run as the other counters;
 -- tags_read: objects whose tags were read (or counted 0 by HEAD).
 ALTER TABLE scans ADD COLUMN tag_requests INTEGER NOT NULL DEFAULT 0;

@@ -714,3 +714,36 @@ async fn tag_changes_ride_on_the_change_that_says_more() {
         stderr(&out)
     );
 }
+
+/// A resume keeps the scan's `--trust-tag-count`, as it keeps `--tags`: the untagged objects
+/// it HEADs cost no GetObjectTagging even when the resuming command forgot the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_keeps_trusting_the_tag_count() {
+    let env = Env::new().await;
+    put_tag_objects(&env);
+    let s = env.state();
+    let trusting = ScanConfig {
+        trust_tag_count: true,
+        page_size: 3,
+        ..tags_cfg(&env, Some(TagsMode::All))
+    };
+    s.add_fault(Fault::list_page(2, Action::Status(403)));
+    assert!(env.scan(&trusting).await.is_err());
+    assert_eq!(column(&env.db, "SELECT trust_tag_count FROM scans"), ["1"]);
+    s.clear_faults();
+    let forgot = ScanConfig {
+        trust_tag_count: false,
+        ..trusting
+    };
+    let report = env.scan(&forgot).await.unwrap();
+    assert!(report.resumed);
+    assert_eq!(report.outcome, Outcome::Complete);
+    // The first run's page held only untagged objects (plain/0..2); the resume reads the four
+    // tagged ones and not plain/3, which HEAD counts nothing on.
+    assert_eq!(s.requests(Op::GetTagging), 4);
+    assert_eq!(
+        count(&env.db, "SELECT count(*) FROM v_objects WHERE tags = '{}'"),
+        6
+    );
+    assert_eq!(count(&env.db, "SELECT count(*) FROM tags"), 8);
+}

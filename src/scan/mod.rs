@@ -119,13 +119,14 @@ pub async fn run(
     // Before anything is written: a bucket s3meta cannot address is bad input, not a scan.
     let heads = s3.head_target(&cfg.target.bucket).await?;
     let (_lock, conn, plan) = begin(cfg, db_path).await?;
-    if plan.resumed && plan.tags != cfg.tags {
+    if plan.resumed && (plan.tags, plan.trust_tag_count) != (cfg.tags, cfg.trust_tag_count) {
         tracing::warn!(
             "resuming scan {}, which was started {}: it goes on so (--restart starts anew with the flags given)",
             plan.scan_id,
-            match plan.tags {
-                Some(mode) => format!("with --tags={mode}"),
-                None => "without --tags".to_string(),
+            match (plan.tags, plan.trust_tag_count) {
+                (Some(mode), true) => format!("with --tags={mode} --trust-tag-count"),
+                (Some(mode), false) => format!("with --tags={mode}"),
+                (None, _) => "without --tags".to_string(),
             }
         );
     }
@@ -217,7 +218,8 @@ async fn begin(
     db_path: &Path,
 ) -> Result<(lock::DbLock, rusqlite::Connection, ScanPlan), Error> {
     let (target, path) = (cfg.target.clone(), db_path.to_path_buf());
-    let (restart, full, cut_order, tags) = (cfg.restart, cfg.full, cfg.bounds_order, cfg.tags);
+    let (restart, full, cut_order) = (cfg.restart, cfg.full, cfg.bounds_order);
+    let tags = (cfg.tags, cfg.trust_tag_count);
     tokio::task::spawn_blocking(move || {
         let lock = lock::acquire(&path)?;
         let mut conn = db::open_rw(&path)?;
@@ -308,7 +310,7 @@ async fn run_pipeline(
         read_tags: tags.is_some(),
         tags_refused: Default::default(),
         checksum_refused: Default::default(),
-        trust_tag_count: cfg.trust_tag_count,
+        trust_tag_count: plan.trust_tag_count,
     });
     let heads = tokio::spawn(pool.run(jobs_rx, writer_tx.clone()));
 

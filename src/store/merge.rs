@@ -221,11 +221,11 @@ fn copy_scans(tx: &Connection) -> rusqlite::Result<()> {
             "INSERT INTO scans (bucket_id, prefix, start_after, end_key, mode, state, record_created,
                  started_at, updated_at, finished_at, objects_listed, heads_ok, heads_skipped,
                  objects_gone, objects_failed, list_requests, head_requests, retries, throttled, last_error,
-                 tags, tag_requests, tags_read)
+                 tags, tag_requests, tags_read, trust_tag_count)
              SELECT ?1, prefix, start_after, end_key, mode, state, record_created, started_at, updated_at,
                  finished_at, objects_listed, heads_ok, heads_skipped, objects_gone, objects_failed,
                  list_requests, head_requests, retries, throttled, last_error,
-                 tags, tag_requests, tags_read
+                 tags, tag_requests, tags_read, trust_tag_count
              FROM src.scans WHERE scan_id = ?2",
             params![out_b, id],
         )?;

@@ -42,7 +42,12 @@ pub struct ScanPlan {
     pub order: OrderFacts,
     /// Which objects the scan reads the tags of, as recorded when it started (a resume keeps it).
     pub tags: Option<TagsMode>,
+    /// `--trust-tag-count`, as recorded when it started.
+    pub trust_tag_count: bool,
 }
+
+/// A scan's `--tags` and `--trust-tag-count`, as recorded with it.
+type TagsChoice = (Option<TagsMode>, bool);
 
 /// What a scan starts knowing about the store's listing order (schema/0002_key_order.sql).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -69,15 +74,15 @@ pub fn begin(
     target: &Target,
     restart: bool,
     full: bool,
-    tags: Option<TagsMode>,
+    (tags, trust_tag_count): TagsChoice,
 ) -> rusqlite::Result<ScanPlan> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let bucket_id = crate::store::db::ensure_bucket(&tx, &target.store, &target.bucket)?;
     let now = timefmt::now();
-    let unfinished: Option<(i64, Mode, bool, Option<TagsMode>)> = tx
+    let unfinished: Option<(i64, Mode, bool, TagsChoice)> = tx
         .query_row(
             &format!(
-                "SELECT scan_id, mode, record_created, tags FROM scans
+                "SELECT scan_id, mode, record_created, tags, trust_tag_count FROM scans
                  WHERE bucket_id = ?1 AND prefix = ?2 AND start_after IS ?3 AND end_key IS ?4
                    AND state IN ({}, {})
                  ORDER BY scan_id DESC LIMIT 1",
@@ -85,7 +90,7 @@ pub fn begin(
                 ScanState::Interrupted.sql()
             ),
             params![bucket_id, target.prefix, target.start_after, target.end_key],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, (r.get(3)?, r.get(4)?))),
         )
         .optional()?;
     let mut abandoned = None;
@@ -107,7 +112,8 @@ pub fn begin(
                 abandoned,
                 ranges,
                 order: OrderFacts::default(),
-                tags: recorded_tags,
+                tags: recorded_tags.0,
+                trust_tag_count: recorded_tags.1,
             }
         }
         other => {
@@ -126,7 +132,7 @@ pub fn begin(
             }
             ScanPlan {
                 abandoned,
-                ..start(&tx, bucket_id, target, full, tags, &now)?
+                ..start(&tx, bucket_id, target, full, (tags, trust_tag_count), &now)?
             }
         }
     };
@@ -201,7 +207,7 @@ fn start(
     bucket_id: i64,
     target: &Target,
     full: bool,
-    tags: Option<TagsMode>,
+    (tags, trust_tag_count): TagsChoice,
     now: &str,
 ) -> rusqlite::Result<ScanPlan> {
     let covered = covered(tx, bucket_id, target)?;
@@ -211,9 +217,9 @@ fn start(
         Mode::Full
     };
     tx.execute(
-        "INSERT INTO scans (bucket_id, prefix, start_after, end_key, mode, state, record_created, started_at, updated_at, tags)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?8, ?6, ?7, ?7, ?9)",
-        params![bucket_id, target.prefix, target.start_after, target.end_key, mode, covered, now, ScanState::Running, tags],
+        "INSERT INTO scans (bucket_id, prefix, start_after, end_key, mode, state, record_created, started_at, updated_at, tags, trust_tag_count)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?8, ?6, ?7, ?7, ?9, ?10)",
+        params![bucket_id, target.prefix, target.start_after, target.end_key, mode, covered, now, ScanState::Running, tags, trust_tag_count],
     )?;
     let scan_id = tx.last_insert_rowid();
     tx.execute(
@@ -230,6 +236,7 @@ fn start(
         ranges: load_ranges(tx, scan_id)?,
         order: OrderFacts::default(),
         tags,
+        trust_tag_count,
     })
 }
 

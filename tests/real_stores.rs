@@ -194,6 +194,15 @@ async fn cuts_made_in_byte_order_are_refused_on_a_path_order_store() {
     env.state().set_path_order(false);
     env.state()
         .set_latency(Some(Op::List), Duration::from_millis(20));
+    // The listing's own pages (2 on) are slow, the splitter's one-key probes (first pages)
+    // are not: the scan is still listing when its first split is committed, however loaded
+    // the machine is.
+    for page in 2..=40 {
+        env.state().add_fault(Fault::list_page(
+            page,
+            Action::Delay(Duration::from_millis(300)),
+        ));
+    }
     // Under `logs` the keys differ first at `/`, `-` and `.`: the cuts hold such characters.
     let mut child = env
         .scan_cmd("s3://bkt/logs", &env.db)
@@ -208,6 +217,7 @@ async fn cuts_made_in_byte_order_are_refused_on_a_path_order_store() {
     .await;
     child.kill().unwrap();
     child.wait().unwrap();
+    env.state().clear_faults();
     let bounds = column(
         &env.db,
         "SELECT start_after FROM scan_ranges WHERE start_after IS NOT NULL",

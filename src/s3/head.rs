@@ -129,20 +129,17 @@ impl HeadPool {
         match job.work {
             Work::Head => {
                 let result = self.head(job, limiter).await?;
-                let count = match &result {
-                    HeadResult::Ok(f) if self.read_tags => f.tagging_count,
+                let HeadResult::Ok(f) = &result else {
+                    return Some((result, None));
+                };
+                let tags = match f.tagging_count {
                     // HEAD's count of 0 is free knowledge, with or without --tags.
-                    HeadResult::Ok(f) if f.tagging_count == Some(0) => {
-                        return Some((result, Some(TagsRead::CountedNone)));
-                    }
-                    _ => return Some((result, None)),
+                    Some(0) => Some(TagsRead::CountedNone),
+                    _ if !self.read_tags => None,
+                    None if self.trust_tag_count => Some(TagsRead::CountedNone),
+                    _ => Some(self.read_tags(job, limiter).await?),
                 };
-                let tags = match count {
-                    Some(0) => TagsRead::CountedNone,
-                    None if self.trust_tag_count => TagsRead::CountedNone,
-                    _ => self.read_tags(job, limiter).await?,
-                };
-                Some((result, Some(tags)))
+                Some((result, tags))
             }
             // Owed by a scan that no longer reads tags: nothing to ask (the owed mark is cleared).
             Work::Tags if !self.read_tags => Some((HeadResult::NotHeaded, None)),
@@ -153,37 +150,25 @@ impl HeadPool {
         }
     }
 
-    /// The object's tags, or why they could not be read; `None` when cancelled. A 404 is a
-    /// failure to read them, never a deletion: the listing tells that (the object was just
-    /// listed, or HEADed), not a store's answer to `?tagging`.
+    /// GetObjectTagging with retries: the object's tags, or why they could not be read;
+    /// `None` when cancelled. A 404 is a failure to read them, never a deletion: the listing
+    /// tells that (the object was just listed, or HEADed), not a store's answer to `?tagging`.
+    /// A 403 is reported once per scan: the credentials may lack `s3:GetObjectTagging`, and
+    /// each object records it.
     async fn read_tags(&self, job: &HeadJob, limiter: &Limiter) -> Option<TagsRead> {
-        Some(match self.tags(job, limiter).await? {
-            Outcome::Ok(Some(tags)) => TagsRead::Tags(tags),
-            Outcome::Ok(None) => TagsRead::Failed(Failure::from_status(
-                404,
-                Some("NoSuchKey".into()),
-                "GetObjectTagging answered 404 for a listed object".into(),
-            )),
-            Outcome::Failed { failure, .. } => TagsRead::Failed(failure),
-            Outcome::Cancelled => return None,
-        })
-    }
-
-    /// GetObjectTagging with retries; `None` when cancelled. A 403 is reported once per scan:
-    /// the credentials may lack `s3:GetObjectTagging`, and each object records it.
-    async fn tags(
-        &self,
-        job: &HeadJob,
-        limiter: &Limiter,
-    ) -> Option<Outcome<Option<Vec<(String, String)>>>> {
         let subject = format!("GetObjectTagging {:?}", job.key);
         let outcome = self
             .attempts(&self.stats.tag_requests, &subject, limiter, |wide| {
                 tags_once(&self.target, &job.key, wide)
             })
             .await;
-        match &outcome {
-            Outcome::Cancelled => return None,
+        Some(match outcome {
+            Outcome::Ok(Some(tags)) => TagsRead::Tags(tags),
+            Outcome::Ok(None) => TagsRead::Failed(Failure::from_status(
+                404,
+                Some("NoSuchKey".into()),
+                "GetObjectTagging answered 404 for a listed object".into(),
+            )),
             Outcome::Failed { failure, attempts } => {
                 if failure.status == Some(403) && !self.tags_refused.swap(true, Relaxed) {
                     tracing::warn!(
@@ -194,10 +179,10 @@ impl HeadPool {
                     "GetObjectTagging {:?} failed after {attempts} attempt(s): {failure}",
                     job.key
                 );
+                TagsRead::Failed(failure)
             }
-            Outcome::Ok(_) => {}
-        }
-        Some(outcome)
+            Outcome::Cancelled => return None,
+        })
     }
 
     /// Runs `attempt` with retries through the everyday pool, then, if the answer was over its

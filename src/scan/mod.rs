@@ -130,7 +130,6 @@ pub async fn run(
             }
         );
     }
-    let tags = plan.tags;
     match plan.abandoned {
         Some(old) if cfg.restart => {
             tracing::info!("abandoned unfinished scan {old} (--restart); its committed rows stay")
@@ -148,7 +147,7 @@ pub async fn run(
     let work = cancel.child_token();
     let order = Arc::new(order_of(cfg, &plan));
     let fatal = run_pipeline(
-        cfg, s3.client, heads, db_path, &plan, tags, &conn, &work, &stats, &order,
+        cfg, s3.client, heads, db_path, &plan, &conn, &work, &stats, &order,
     )
     .await;
     let keys = cfg.target.keys(order.current());
@@ -270,7 +269,6 @@ async fn run_pipeline(
     heads: HeadTarget,
     db_path: &Path,
     plan: &ScanPlan,
-    tags: Option<TagsMode>,
     conn: &tokio_rusqlite::Connection,
     work: &CancellationToken,
     stats: &Arc<Stats>,
@@ -281,7 +279,7 @@ async fn run_pipeline(
         bucket_id: plan.bucket_id,
         mode: plan.mode,
         record_created: plan.record_created,
-        tags,
+        tags: plan.tags,
         path: db_path.to_path_buf(),
         recorded_order: std::sync::Mutex::new(plan.order.known),
     });
@@ -307,7 +305,7 @@ async fn run_pipeline(
         cancel: work.clone(),
         rate: rate.clone(),
         grace: cfg.grace,
-        read_tags: tags.is_some(),
+        read_tags: plan.tags.is_some(),
         tags_refused: Default::default(),
         checksum_refused: Default::default(),
         trust_tag_count: plan.trust_tag_count,

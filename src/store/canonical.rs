@@ -2,9 +2,10 @@
 //!
 //! Receives: a database connection. Sends on: text, one JSON array per line, of every object
 //! (by store, bucket, key) with its listing and HEAD fields (schema 0003's too), state, owed
-//! HEAD and tags read, metadata, tags and error, and of every change. Invariant: it ignores what legitimately differs between an
-//! interrupted-and-resumed scan and an uninterrupted one — scan ids, timestamps, counters,
-//! attempt counts, rowids — and nothing else. Lines are sorted, so row order never matters.
+//! HEAD and tags read, metadata, tags and error, and of every change. Invariant: it ignores
+//! what legitimately differs between an interrupted-and-resumed scan and an uninterrupted
+//! one — scan ids, timestamps, counters, attempt counts, rowids — and nothing else. Lines are
+//! sorted, so row order never matters.
 
 use rusqlite::Connection;
 use serde_json::{Value, json};

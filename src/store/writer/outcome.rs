@@ -90,9 +90,9 @@ pub(super) fn apply_head(
     Ok(())
 }
 
-/// A HEAD without a tags read (no `--tags`) of an object whose tags were read before: they
-/// stay known only while HEAD counts as many (a rewrite replaces tags); otherwise they are
-/// not known any more, so no stale tag answers a `tag:` filter.
+/// A HEAD without a tags read (no `--tags`, or the read failed) of an object whose tags were
+/// read before: they stay known only while HEAD counts as many (a rewrite replaces tags);
+/// otherwise they are not known any more, so no stale tag answers a `tag:` filter.
 fn forget_stale_tags(tx: &Transaction, id: i64, count: Option<i64>) -> rusqlite::Result<()> {
     let stored: i64 = tx
         .prepare_cached("SELECT count(*) FROM tags WHERE object_id = ?1")?
@@ -110,8 +110,8 @@ fn forget_stale_tags(tx: &Transaction, id: i64, count: Option<i64>) -> rusqlite:
 /// Records what GetObjectTagging said (or HEAD's count of none). A change from tags read
 /// before goes on this scan's change row for the object (old and new tags; its kind stays:
 /// `created`, `modified`, `metadata` say more), else on a new row of kind `tags` (only the
-/// tags changed). A failure keeps the tags known
-/// before and records why they could not be read again.
+/// tags changed). A failure keeps the tags known before and records why they could not be
+/// read again.
 fn store_tags(
     tx: &Transaction,
     ctx: &WriterCtx,
@@ -136,35 +136,7 @@ fn store_tags(
          WHERE object_id = ?1",
     )?
     .execute(params![id, ctx.scan_id, new.len() as i64])?;
-    let old: Vec<(String, String)> = tx
-        .prepare_cached("SELECT key, value FROM tags WHERE object_id = ?1 ORDER BY key")?
-        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    if had_tags && old == new {
-        return Ok(());
-    }
-    if had_tags {
-        record_pairs_change(tx, ctx, id, Pairs::Tags, &old, &new, now)?;
-    } else if ctx.record_created {
-        tx.prepare_cached(
-            "UPDATE changes SET new_tags = ?3 WHERE scan_id = ?1 AND object_id = ?2 AND kind = ?4",
-        )?
-        .execute(params![
-            ctx.scan_id,
-            id,
-            json_object(&new),
-            ChangeKind::Created
-        ])?;
-    }
-    tx.prepare_cached("DELETE FROM tags WHERE object_id = ?1")?
-        .execute([id])?;
-    let mut insert = tx.prepare_cached(
-        "INSERT OR REPLACE INTO tags (object_id, key, value) VALUES (?1, ?2, ?3)",
-    )?;
-    for (key, value) in &new {
-        insert.execute(params![id, key, value])?;
-    }
-    Ok(())
+    replace_pairs(tx, ctx, id, &TAG_PAIRS, had_tags, &new, now)
 }
 
 /// A known object answered 404: this scan's change row for it (a `modified` one, if its
@@ -287,78 +259,113 @@ fn store_metadata(
     had_head: bool,
     now: &str,
 ) -> rusqlite::Result<()> {
-    if had_head {
-        let old: Vec<(String, String)> = tx
-            .prepare_cached("SELECT name, value FROM metadata WHERE object_id = ?1 ORDER BY name")?
-            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        if old == f.metadata {
-            return Ok(());
-        }
-        record_pairs_change(tx, ctx, id, Pairs::Metadata, &old, &f.metadata, now)?;
-        tx.prepare_cached("DELETE FROM metadata WHERE object_id = ?1")?
-            .execute([id])?;
-    } else if ctx.record_created {
-        tx.prepare_cached(
-            "UPDATE changes SET new_metadata = ?3 WHERE scan_id = ?1 AND object_id = ?2 AND kind = ?4",
-        )?
-        .execute(params![ctx.scan_id, id, json_object(&f.metadata), ChangeKind::Created])?;
-    }
-    let mut insert = tx.prepare_cached(
-        "INSERT OR REPLACE INTO metadata (object_id, name, value) VALUES (?1, ?2, ?3)",
-    )?;
-    for (name, value) in &f.metadata {
-        insert.execute(params![id, name, value])?;
-    }
-    Ok(())
+    replace_pairs(tx, ctx, id, &METADATA_PAIRS, had_head, &f.metadata, now)
 }
 
-/// Which pairs of a change row a metadata or tags change fills.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pairs {
-    Metadata,
-    Tags,
+/// The statements of one kind of (name, value) pairs of an object: its metadata or its tags.
+struct PairSql {
+    select: &'static str,
+    delete: &'static str,
+    insert: &'static str,
+    /// The new pairs on this scan's `created` row for the object.
+    on_created: &'static str,
+    /// The old and new pairs on this scan's change row for the object, which turns from
+    /// `modified` into `modified_becomes`.
+    on_change: &'static str,
+    /// A change row of the pairs' own kind, when the scan has none for the object.
+    new_change: &'static str,
+    kind: ChangeKind,
+    /// A metadata change makes a `modified` row a `metadata` one; a tags change leaves it
+    /// `modified` (the rewrite says more than the tags).
+    modified_becomes: ChangeKind,
 }
 
-/// Puts the old and new pairs on this scan's change row for the object, or on a new row of
-/// the pairs' own kind. A metadata change makes a `modified` row a `metadata` one; a tags
-/// change leaves the row's kind (only a row of its own is of kind `tags`).
-fn record_pairs_change(
+const METADATA_PAIRS: PairSql = PairSql {
+    select: "SELECT name, value FROM metadata WHERE object_id = ?1 ORDER BY name",
+    delete: "DELETE FROM metadata WHERE object_id = ?1",
+    insert: "INSERT OR REPLACE INTO metadata (object_id, name, value) VALUES (?1, ?2, ?3)",
+    on_created: "UPDATE changes SET new_metadata = ?3 WHERE scan_id = ?1 AND object_id = ?2 AND kind = ?4",
+    on_change: "UPDATE changes SET kind = CASE kind WHEN ?5 THEN ?6 ELSE kind END,
+                    old_metadata = ?3, new_metadata = ?4
+                WHERE scan_id = ?1 AND object_id = ?2",
+    new_change: "INSERT INTO changes (scan_id, object_id, kind, old_etag, old_size, old_modified,
+                     new_etag, new_size, new_modified, old_metadata, new_metadata, at)
+                 SELECT ?1, object_id, ?6, list_etag, list_size, list_modified,
+                     list_etag, list_size, list_modified, ?3, ?4, ?5
+                 FROM objects WHERE object_id = ?2",
+    kind: ChangeKind::Metadata,
+    modified_becomes: ChangeKind::Metadata,
+};
+
+const TAG_PAIRS: PairSql = PairSql {
+    select: "SELECT key, value FROM tags WHERE object_id = ?1 ORDER BY key",
+    delete: "DELETE FROM tags WHERE object_id = ?1",
+    insert: "INSERT OR REPLACE INTO tags (object_id, key, value) VALUES (?1, ?2, ?3)",
+    on_created: "UPDATE changes SET new_tags = ?3 WHERE scan_id = ?1 AND object_id = ?2 AND kind = ?4",
+    on_change: "UPDATE changes SET kind = CASE kind WHEN ?5 THEN ?6 ELSE kind END,
+                    old_tags = ?3, new_tags = ?4
+                WHERE scan_id = ?1 AND object_id = ?2",
+    new_change: "INSERT INTO changes (scan_id, object_id, kind, old_etag, old_size, old_modified,
+                     new_etag, new_size, new_modified, old_tags, new_tags, at)
+                 SELECT ?1, object_id, ?6, list_etag, list_size, list_modified,
+                     list_etag, list_size, list_modified, ?3, ?4, ?5
+                 FROM objects WHERE object_id = ?2",
+    kind: ChangeKind::Tags,
+    modified_becomes: ChangeKind::Modified,
+};
+
+/// Replaces the object's pairs with `new`. When it had pairs read before (`had`) and they
+/// differ, the old and new go on this scan's change row for the object, or on a new row of
+/// the pairs' kind; when it had none and the scan records new objects, the new pairs go on
+/// its `created` row. (Objects never read have no rows: nothing to read or delete first.)
+fn replace_pairs(
     tx: &Transaction,
     ctx: &WriterCtx,
     id: i64,
-    pairs: Pairs,
-    old: &[(String, String)],
+    sql: &PairSql,
+    had: bool,
     new: &[(String, String)],
     now: &str,
 ) -> rusqlite::Result<()> {
-    let (old, new) = (json_object(old), json_object(new));
-    let (columns, kind, upgrade) = match pairs {
-        Pairs::Metadata => ("old_metadata, new_metadata", ChangeKind::Metadata, true),
-        Pairs::Tags => ("old_tags, new_tags", ChangeKind::Tags, false),
-    };
-    let (old_col, new_col) = columns.split_once(", ").expect("two columns");
-    let sql = format!(
-        "UPDATE changes SET {old_col} = ?3, {new_col} = ?4 WHERE scan_id = ?1 AND object_id = ?2"
-    );
-    let updated = tx
-        .prepare_cached(&sql)?
-        .execute(params![ctx.scan_id, id, old, new])?;
-    if updated > 0 && upgrade {
-        tx.prepare_cached(
-            "UPDATE changes SET kind = ?3 WHERE scan_id = ?1 AND object_id = ?2 AND kind = ?4",
-        )?
-        .execute(params![ctx.scan_id, id, kind, ChangeKind::Modified])?;
+    if had {
+        let old: Vec<(String, String)> = tx
+            .prepare_cached(sql.select)?
+            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        if old == new {
+            return Ok(());
+        }
+        let (old, new) = (json_object(&old), json_object(new));
+        let updated = tx.prepare_cached(sql.on_change)?.execute(params![
+            ctx.scan_id,
+            id,
+            old,
+            new,
+            ChangeKind::Modified,
+            sql.modified_becomes
+        ])?;
+        if updated == 0 {
+            tx.prepare_cached(sql.new_change)?.execute(params![
+                ctx.scan_id,
+                id,
+                old,
+                new,
+                now,
+                sql.kind
+            ])?;
+        }
+        tx.prepare_cached(sql.delete)?.execute([id])?;
+    } else if ctx.record_created {
+        tx.prepare_cached(sql.on_created)?.execute(params![
+            ctx.scan_id,
+            id,
+            json_object(new),
+            ChangeKind::Created
+        ])?;
     }
-    if updated == 0 {
-        tx.prepare_cached(&format!(
-            "INSERT INTO changes (scan_id, object_id, kind, old_etag, old_size, old_modified,
-                 new_etag, new_size, new_modified, {columns}, at)
-             SELECT ?1, object_id, ?6, list_etag, list_size, list_modified,
-                 list_etag, list_size, list_modified, ?3, ?4, ?5
-             FROM objects WHERE object_id = ?2"
-        ))?
-        .execute(params![ctx.scan_id, id, old, new, now, kind])?;
+    let mut insert = tx.prepare_cached(sql.insert)?;
+    for (name, value) in new {
+        insert.execute(params![id, name, value])?;
     }
     Ok(())
 }

@@ -437,6 +437,7 @@ fn writer_only(objects: usize, dir: &Path) -> Result<WriterFigures, String> {
         prefix: String::new(),
         start_after: None,
         end_key: None,
+        versions: false,
     };
     let mut conn = s3meta::store::db::open_rw(&path).map_err(|e| e.to_string())?;
     let plan =
@@ -447,6 +448,7 @@ fn writer_only(objects: usize, dir: &Path) -> Result<WriterFigures, String> {
         mode: plan.mode,
         record_created: plan.record_created,
         tags: None,
+        versions: false,
         path: path.clone(),
         recorded_order: Default::default(),
     });
@@ -474,6 +476,7 @@ fn writer_only(objects: usize, dir: &Path) -> Result<WriterFigures, String> {
                 keys: keys.clone(),
                 prev_last: prev_last.replace(last_key.clone().unwrap_or_default()),
                 last_key,
+                partial: None,
                 entries,
                 next_token: (!done).then(|| format!("token-{p}")),
                 done,
@@ -520,6 +523,7 @@ fn listed(i: usize) -> ListedObject {
         size: Some(16 + (i % 48) as i64),
         last_modified: Some("2026-11-26T15:39:21.000Z".into()),
         storage_class: Some("STANDARD".into()),
+        version: None,
     }
 }
 

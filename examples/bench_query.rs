@@ -117,6 +117,7 @@ fn time(
         limit,
         count,
         include_gone: false,
+        all_versions: false,
     };
     let mut times = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {

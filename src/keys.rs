@@ -79,7 +79,7 @@ impl KeyOrder {
     }
 
     /// A key as the column `column` holds it: the text, or its `path_key`.
-    fn sql_value(self, key: &str) -> Value {
+    pub fn sql_value(self, key: &str) -> Value {
         match self {
             KeyOrder::Byte => Value::Text(key.to_string()),
             KeyOrder::Path => Value::Blob(path_key(key)),

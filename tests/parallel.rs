@@ -303,6 +303,7 @@ fn lister(env: &Env, bucket: &str) -> Lister {
         rate: None,
         order: Arc::new(s3meta::s3::list::Order::new(None)),
         witnesses: Default::default(),
+        versions: false,
     }
 }
 

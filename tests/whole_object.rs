@@ -464,19 +464,25 @@ async fn merge_carries_headers_and_tags() {
     assert_eq!(count(&merged, "SELECT count(*) FROM tags"), 8);
 }
 
-/// Issue 16 §4: a database written by the previous release (schema 2, committed as
-/// `tests/fixtures/schema2.db`: two scans of five objects, a metadata change, a deletion, a
+/// Issue 16 §4: a database written by an earlier release (schema 2 and schema 3, committed as
+/// `tests/fixtures/schema{2,3}.db`: two scans of five objects, a metadata change, a deletion, a
 /// new key) is refused by readers with one line saying what upgrades it, then migrated in
 /// place by the first writer, every row kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_of_the_previous_release_is_migrated_in_place() {
+    for version in [2, 3] {
+        migrated_in_place(version).await;
+    }
+}
+
+async fn migrated_in_place(version: i64) {
     let env = Env::new().await;
     let db = env.dir.path().join("old.db");
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schema2.db"),
-        &db,
-    )
-    .unwrap();
+    let fixture = format!(
+        "{}/tests/fixtures/schema{version}.db",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::copy(&fixture, &db).unwrap();
     let before_objects = column(
         &db,
         "SELECT key || ' ' || state || ' ' || COALESCE(etag, '') FROM objects ORDER BY key",
@@ -489,7 +495,7 @@ async fn a_database_of_the_previous_release_is_migrated_in_place() {
         &db,
         "SELECT change_id || kind || COALESCE(new_metadata, '') FROM changes ORDER BY 1",
     );
-    assert_eq!(one(&db, "PRAGMA user_version"), "2");
+    assert_eq!(one(&db, "PRAGMA user_version"), version.to_string());
 
     let mut query = env.bin();
     query.args(["query", "--count", "--db"]).arg(&db);
@@ -498,12 +504,12 @@ async fn a_database_of_the_previous_release_is_migrated_in_place() {
     let err = stderr(&out);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
-        err.contains("schema version 2")
+        err.contains(&format!("schema version {version}"))
             && err.contains("`s3meta scan`")
             && err.contains("write access"),
         "{err}"
     );
-    assert_eq!(one(&db, "PRAGMA user_version"), "2");
+    assert_eq!(one(&db, "PRAGMA user_version"), version.to_string());
 
     // Any writer upgrades it: here a scan of another store into the same file.
     env.state().put_object("bkt", "k", b"v", &[]);
@@ -511,7 +517,10 @@ async fn a_database_of_the_previous_release_is_migrated_in_place() {
     scan.arg("-q");
     let out = output(scan).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(one(&db, "PRAGMA user_version"), "3");
+    assert_eq!(
+        one(&db, "PRAGMA user_version"),
+        s3meta::store::db::SCHEMA_VERSION.to_string()
+    );
     assert_integrity(&db);
     let after_objects = column(
         &db,

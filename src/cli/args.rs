@@ -172,6 +172,12 @@ pub struct ScanArgs {
     /// store that never sends the count this records every object as untagged.
     #[arg(long, requires = "tags")]
     pub trust_tag_count: bool,
+    /// Record every version and delete marker (ListObjectVersions; a HEAD with versionId per
+    /// version never seen before) instead of the current versions. A target of its own: plain
+    /// scans and --all-versions scans of one bucket share a database without touching each
+    /// other's rows; query them with `s3meta query --all-versions` or the view v_versions.
+    #[arg(long)]
+    pub all_versions: bool,
     /// Keys per LIST request, 1 to 1000 (S3 returns at most 1000).
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(i32).range(1..=1000))]
     pub page_size: i32,
@@ -334,7 +340,8 @@ pub struct QueryArgs {
         allow_hyphen_values = true
     )]
     pub filters: Vec<String>,
-    /// Run one read-only SQL statement instead (views: v_objects, v_metadata, v_changes).
+    /// Run one read-only SQL statement instead (views: v_objects, v_metadata, v_tags,
+    /// v_changes, v_versions, v_version_metadata, v_version_tags).
     #[arg(long, value_name = "SQL", conflicts_with_all = ["filters", "bucket", "prefix", "count", "include_gone"])]
     pub sql: Option<String>,
     /// Output format [default: table when stdout is a terminal, else jsonl].
@@ -349,6 +356,11 @@ pub struct QueryArgs {
     /// Include objects recorded as gone (deleted, or HEAD answered 404).
     #[arg(long)]
     pub include_gone: bool,
+    /// Every version and delete marker recorded by `s3meta scan --all-versions`, newest first
+    /// per key, with the fields is_latest and delete_marker (filters @version_id, @is_latest,
+    /// @delete_marker); without it, the current objects of plain scans.
+    #[arg(long)]
+    pub all_versions: bool,
 }
 
 #[derive(Debug, Args)]
@@ -467,6 +479,7 @@ impl QueryArgs {
             limit: self.limit,
             count: self.count,
             include_gone: self.include_gone,
+            all_versions: self.all_versions,
         }
     }
 }

@@ -94,9 +94,12 @@ async fn scan_once(
     let (url, range) = scan_target(args)?;
     let s3 = client::build(&args.conn.options()?).await?;
     let cfg = ScanConfig {
-        target: match &range {
-            Some(r) => r.target(&s3.store),
-            None => target_of(&url, &s3.store),
+        target: Target {
+            versions: args.all_versions,
+            ..match &range {
+                Some(r) => r.target(&s3.store),
+                None => target_of(&url, &s3.store),
+            }
         },
         concurrency: args.concurrency as usize,
         page_size: args.page_size,
@@ -261,6 +264,7 @@ fn lister_for(url: &S3Url, s3: client::S3, cancel: CancellationToken) -> Lister 
         rate: None,
         order: Arc::new(s3meta::s3::list::Order::new(None)),
         witnesses: Default::default(),
+        versions: false,
     }
 }
 
@@ -271,6 +275,7 @@ fn target_of(url: &S3Url, store: &str) -> Target {
         prefix: url.prefix.clone(),
         start_after: None,
         end_key: None,
+        versions: false,
     }
 }
 

@@ -33,6 +33,10 @@ pub struct Target {
     /// Optional key range (start_after, end_key] within the prefix (sharded scans).
     pub start_after: Option<String>,
     pub end_key: Option<String>,
+    /// Every version and delete marker (`--all-versions`, ListObjectVersions), recorded in
+    /// the `versions` table; else the current versions (`objects`). The two are separate
+    /// targets: neither's scans touch the other's rows.
+    pub versions: bool,
 }
 
 impl Target {
@@ -74,6 +78,17 @@ pub struct ListedObject {
     pub size: Option<i64>,
     pub last_modified: Option<String>,
     pub storage_class: Option<String>,
+    /// Listed by ListObjectVersions (`--all-versions`): which version this is.
+    pub version: Option<ListedVersion>,
+}
+
+/// What ListObjectVersions says of a version besides the listing fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedVersion {
+    pub version_id: String,
+    pub is_latest: bool,
+    /// A delete marker (no ETag, size, content or metadata).
+    pub delete_marker: bool,
 }
 
 /// One listing page and the checkpoint that follows it.
@@ -86,7 +101,13 @@ pub struct PageMsg {
     pub keys: Arc<KeyRange>,
     /// Last key of the previous page of this range (None: the range's start).
     pub prev_last: Option<String>,
+    /// The page's last key — in a versions scan, its last key whose versions are all listed
+    /// (the versions of a key can go on in the next page: see `partial`).
     pub last_key: Option<String>,
+    /// A versions scan's page that ends inside a key: that key's versions on it (the last
+    /// entries, after `last_key`) are recorded as listed by this scan, so the page that
+    /// lists its other versions knows them (`writer::versions`).
+    pub partial: Option<String>,
     pub entries: Vec<ListedObject>,
     pub next_token: Option<String>,
     /// The range is fully listed: stored keys after this page up to its end are gone.
@@ -121,6 +142,8 @@ pub enum WriterMsg {
 pub struct HeadJob {
     pub object_id: i64,
     pub key: String,
+    /// The version to HEAD (`versionId`), in a versions scan.
+    pub version_id: Option<String>,
     pub work: Work,
 }
 

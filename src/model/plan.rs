@@ -82,6 +82,7 @@ impl RangeLine {
             prefix: self.prefix.clone(),
             start_after: self.start_after.clone(),
             end_key: self.end.clone(),
+            versions: false,
         }
     }
 }

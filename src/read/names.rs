@@ -93,6 +93,7 @@ pub fn run(args: &NamesOptions, out: &mut dyn Write, terminal: bool) -> Result<(
         bucket: args.bucket.clone(),
         prefix: args.prefix.clone(),
         include_gone: false,
+        versions: false,
     };
     let sel = Selection::new(&scope, &[], Plan::Index);
     let mut emit = |s: &NameStats| w.write_row(&s.row(cut)).map_err(Error::Output);

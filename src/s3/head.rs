@@ -159,7 +159,7 @@ impl HeadPool {
         let subject = format!("GetObjectTagging {:?}", job.key);
         let outcome = self
             .attempts(&self.stats.tag_requests, &subject, limiter, |wide| {
-                tags_once(&self.target, &job.key, wide)
+                tags_once(&self.target, (&job.key, job.version_id.as_deref()), wide)
             })
             .await;
         Some(match outcome {
@@ -220,7 +220,11 @@ impl HeadPool {
         let requests = &self.stats.head_requests;
         let mut outcome = self
             .attempts(requests, &subject, limiter, |wide| async move {
-                read_head(self.target.head(&job.key, true, wide).await?)
+                read_head(
+                    self.target
+                        .head((&job.key, job.version_id.as_deref()), true, wide)
+                        .await?,
+                )
             })
             .await;
         // A 403 asking for the checksum may be the checksum's (AWS wants kms:Decrypt for it on
@@ -233,7 +237,11 @@ impl HeadPool {
             let earlier = *attempts;
             let again = self
                 .attempts(requests, &subject, limiter, |wide| async move {
-                    read_head(self.target.head(&job.key, false, wide).await?)
+                    read_head(
+                        self.target
+                            .head((&job.key, job.version_id.as_deref()), false, wide)
+                            .await?,
+                    )
                 })
                 .await;
             if matches!(again, Outcome::Ok(_)) && !self.checksum_refused.swap(true, Relaxed) {
@@ -286,7 +294,7 @@ pub fn within_a_second(last_modified: Option<&DateTime>, date: Option<&str>) -> 
 
 /// One HEAD attempt: the object's fields, `None` when it is gone (404), or the failure.
 pub async fn head_once(target: &HeadTarget, key: &str) -> Result<Option<HeadFields>, Failure> {
-    read_head(target.head(key, true, false).await?)
+    read_head(target.head((key, None), true, false).await?)
 }
 
 /// What one HEAD answer says.

@@ -11,12 +11,12 @@ use quick_xml::events::Event;
 
 use crate::model::Failure;
 use crate::s3::list::entity;
-use crate::s3::wire::HeadTarget;
+use crate::s3::wire::{HeadTarget, Versioned};
 
 /// One GetObjectTagging attempt (`wide`: through the pool for answers with many headers).
 pub async fn tags_once(
     target: &HeadTarget,
-    key: &str,
+    key: Versioned<'_>,
     wide: bool,
 ) -> Result<Option<Vec<(String, String)>>, Failure> {
     let answer = target.get_tagging(key, wide).await?;

@@ -109,6 +109,9 @@ struct Inner {
     timeout: Duration,
 }
 
+/// An object's key and, for one version of it (`--all-versions`), its version id.
+pub type Versioned<'a> = (&'a str, Option<&'a str>);
+
 /// What a request adds to the object's URL and headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Query {
@@ -177,7 +180,12 @@ impl HeadTarget {
     /// one: HEAD omits it unless asked; AWS then also wants `kms:Decrypt` for a KMS-encrypted
     /// object and answers 403 without it, see `HeadPool::head`). `wide`: through the pool that
     /// reads up to `MAX_HEADERS` (after a `Failure::wider`).
-    pub async fn head(&self, key: &str, checksum: bool, wide: bool) -> Result<Answer, Failure> {
+    pub async fn head(
+        &self,
+        key: Versioned<'_>,
+        checksum: bool,
+        wide: bool,
+    ) -> Result<Answer, Failure> {
         let query = if checksum {
             Query::Checksum
         } else {
@@ -188,7 +196,7 @@ impl HeadTarget {
 
     /// One GetObjectTagging request (`GET /KEY?tagging`); the body is read, up to
     /// `MAX_BODY_BYTES`.
-    pub async fn get_tagging(&self, key: &str, wide: bool) -> Result<Answer, Failure> {
+    pub async fn get_tagging(&self, key: Versioned<'_>, wide: bool) -> Result<Answer, Failure> {
         self.send(Method::GET, key, Query::Tagging, wide).await
     }
 
@@ -197,14 +205,22 @@ impl HeadTarget {
     async fn send(
         &self,
         method: Method,
-        key: &str,
+        (key, version): Versioned<'_>,
         query: Query,
         wide: bool,
     ) -> Result<Answer, Failure> {
         let inner = &*self.inner;
         let mut uri = format!("{}/{}", inner.base, utf8_percent_encode(key, KEY_ENCODE));
+        // Sorted as the signature's canonical query string has them.
+        let mut sep = '?';
         if query == Query::Tagging {
             uri.push_str("?tagging");
+            sep = '&';
+        }
+        if let Some(v) = version {
+            uri.push(sep);
+            uri.push_str("versionId=");
+            uri.extend(utf8_percent_encode(v, KEY_ENCODE));
         }
         let mut req = Request::builder()
             .method(method.clone())

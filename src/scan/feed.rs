@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::keys::KeyRange;
 use crate::model::{HeadJob, RangeState, Work};
+use crate::s3::list::VersionMarker;
 use crate::store::scans;
 
 /// How many owed HEADs the feeder reads per query.
@@ -25,6 +26,8 @@ pub(super) struct Owed {
     pub conn: tokio_rusqlite::Connection,
     pub db_path: PathBuf,
     pub bucket_id: i64,
+    /// A versions scan: the owed HEADs are of versions.
+    pub versions: bool,
     /// The scan whose owed tag reads are fed.
     pub scan_id: i64,
     /// The scan's keyspace, in the store's order.
@@ -38,10 +41,16 @@ impl Owed {
     pub async fn feed(self, ranges: &[RangeState]) -> Result<(), Error> {
         let order = self.keys.order;
         for range in ranges {
+            // A versions range's checkpoint can be inside a key (`PageMsg::partial`): the
+            // versions of that key it committed are owed too; its listing goes on after them.
+            let inside = match (&range.token, self.versions) {
+                (Some(token), true) => VersionMarker::decode(token).map(|m| m.key),
+                _ => None,
+            };
             let upto = if range.done {
                 range.end_key.as_ref()
             } else {
-                range.last_key.as_ref()
+                inside.as_ref().or(range.last_key.as_ref())
             };
             if !range.done && upto.is_none() {
                 continue;
@@ -63,14 +72,15 @@ impl Owed {
     /// Queues, in key order and a chunk at a time, the objects of `keys` still owed `work`;
     /// `false` once the scan is cancelled (or the pool gone).
     async fn feed_range(&self, keys: &KeyRange, work: Work) -> Result<bool, Error> {
-        let mut after: Option<String> = None;
+        let mut after: Option<(String, i64)> = None;
         loop {
             let (k, a, path) = (keys.clone(), after.clone(), self.db_path.clone());
-            let (bucket_id, scan_id) = (self.bucket_id, self.scan_id);
+            let (bucket_id, scan_id, versions) = (self.bucket_id, self.scan_id, self.versions);
             let chunk = self
                 .conn
                 .call(move |c| {
-                    scans::due_work(c, bucket_id, scan_id, &k, work, a.as_deref(), FEED_CHUNK)
+                    let a = a.as_ref().map(|(k, id)| (k.as_str(), *id));
+                    scans::due_work(c, versions, bucket_id, scan_id, &k, work, a, FEED_CHUNK)
                         .map_err(|e| Error::db(&path, e))
                 })
                 .await
@@ -78,7 +88,7 @@ impl Owed {
             let Some(last) = chunk.last() else {
                 return Ok(true);
             };
-            after = Some(last.key.clone());
+            after = Some((last.key.clone(), last.object_id));
             for job in chunk {
                 // Cancel safety: an unsent job stays `head_due` in the database.
                 tokio::select! {

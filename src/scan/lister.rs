@@ -201,10 +201,18 @@ async fn hand_over(
     if let Some(token) = next {
         pages.request(token);
     }
-    let last_key = page.entries.last().map(|o| o.key.clone());
-    if let Some(k) = &last_key {
-        range_ctl.position = Some(k.clone());
+    if let Some(o) = page.entries.last() {
+        range_ctl.position = Some(o.key.clone());
     }
+    // A versions page can end inside a key; the checkpoint's key is the last complete one.
+    let partial = if done { None } else { page.partial.take() };
+    let last_key = page
+        .entries
+        .iter()
+        .rev()
+        .map(|o| &o.key)
+        .find(|k| partial.as_ref() != Some(*k))
+        .cloned();
     range_ctl.pages += 1;
     range_ctl.done = done;
     let msg = PageMsg {
@@ -213,6 +221,7 @@ async fn hand_over(
         keys: range_ctl.keys.clone(),
         prev_last: at.prev_last.clone(),
         last_key: last_key.clone(),
+        partial,
         next_token: if done { None } else { page.next_token },
         entries: page.entries,
         done,

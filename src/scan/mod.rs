@@ -278,8 +278,9 @@ async fn run_pipeline(
         scan_id: plan.scan_id,
         bucket_id: plan.bucket_id,
         mode: plan.mode,
-        record_created: plan.record_created,
+        record_created: plan.record_created && !plan.versions,
         tags: plan.tags,
+        versions: plan.versions,
         path: db_path.to_path_buf(),
         recorded_order: std::sync::Mutex::new(plan.order.known),
     });
@@ -324,6 +325,7 @@ async fn run_pipeline(
         rate,
         order: order.clone(),
         witnesses: Default::default(),
+        versions: cfg.target.versions,
     });
     let produced = produce(cfg, plan, conn, db_path, lister, writer_tx, jobs_tx, work).await;
     if produced.is_err() {
@@ -362,7 +364,10 @@ async fn planned_cuts(
     db_path: &Path,
     lister: &Lister,
 ) -> Result<Option<(KeyOrder, Vec<scans::StoredCut>)>, Error> {
-    let fresh = plan.mode == Mode::Rescan && !plan.resumed && plan.ranges.len() == 1;
+    // A versions rescan starts whole (its stored rows are versions, not keys), and the
+    // splitter cuts it as a full scan's.
+    let fresh =
+        plan.mode == Mode::Rescan && !plan.resumed && plan.ranges.len() == 1 && !plan.versions;
     let (Some(order), true) = (lister.order.known(), fresh && !cfg.target.is_bounded()) else {
         return Ok(None);
     };
@@ -410,6 +415,7 @@ async fn produce(
         conn: conn.clone(),
         db_path: db_path.to_path_buf(),
         bucket_id: plan.bucket_id,
+        versions: plan.versions,
         scan_id: plan.scan_id,
         keys: cfg.target.keys(lister.order.current()),
         jobs: jobs_tx.clone(),

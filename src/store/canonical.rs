@@ -10,11 +10,12 @@
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use crate::store::{EXTRA_COLUMNS, TAG_COLUMNS, json};
+use crate::store::{EXTRA_COLUMNS, TAG_COLUMNS, for_versions, json};
 
 /// Dumps the database canonically; compare two dumps with `==`.
 pub fn dump(conn: &Connection) -> rusqlite::Result<String> {
-    let mut lines = objects(conn)?;
+    let mut lines = objects(conn, false)?;
+    lines.extend(objects(conn, true)?);
     lines.extend(changes(conn)?);
     lines.sort_unstable();
     let mut out = lines.join("\n");
@@ -22,13 +23,21 @@ pub fn dump(conn: &Connection) -> rusqlite::Result<String> {
     Ok(out)
 }
 
-fn objects(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+/// The objects, or every version (`versions`: the same columns, then is-latest and
+/// delete-marker).
+fn objects(conn: &Connection, versions: bool) -> rusqlite::Result<Vec<String>> {
+    let version_columns: &[&str] = if versions {
+        &["is_latest", "delete_marker"]
+    } else {
+        &[]
+    };
     let extra: Vec<String> = EXTRA_COLUMNS
         .iter()
         .chain(&TAG_COLUMNS)
+        .chain(version_columns)
         .map(|c| format!("o.{c}"))
         .collect();
-    let mut stmt = conn.prepare(&format!(
+    let sql = format!(
         "SELECT b.store, b.name, o.key, o.state, o.head_due,
                 o.list_etag, o.list_size, o.list_modified, o.list_storage_class,
                 o.etag, o.size, o.last_modified, o.content_type, o.cache_control,
@@ -44,10 +53,12 @@ fn objects(conn: &Connection) -> rusqlite::Result<Vec<String>> {
          FROM objects o JOIN buckets b USING (bucket_id)
          LEFT JOIN object_errors e USING (object_id)",
         extra.join(", ")
-    ))?;
+    );
+    let mut stmt = conn.prepare(&if versions { for_versions(&sql) } else { sql })?;
     let columns = stmt.column_count();
+    let kind = if versions { "version" } else { "object" };
     let rows = stmt.query_map([], |r| {
-        let mut fields = vec![json!("object")];
+        let mut fields = vec![json!(kind)];
         for i in 0..columns {
             fields.push(json::value(r.get_ref(i)?, false));
         }

@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../schema/0001_init.sql"),
     include_str!("../../schema/0002_key_order.sql"),
     include_str!("../../schema/0003_whole_object.sql"),
+    include_str!("../../schema/0004_versions.sql"),
 ];
 
 /// The schema version this build writes.

@@ -168,9 +168,9 @@ fn merge_one(conn: &mut Connection, input: &Path) -> rusqlite::Result<Merged> {
 fn keyspaces(conn: &Connection) -> rusqlite::Result<Vec<Keyspace>> {
     let mut stmt = conn.prepare(
         "SELECT b.store, b.name, s.prefix, s.start_after, s.end_key,
-                coalesce(max(s.key_order), b.key_order)
+                coalesce(max(s.key_order), b.key_order), s.versions
          FROM src.scans s JOIN src.buckets b USING (bucket_id)
-         GROUP BY b.store, b.name, s.prefix, s.start_after, s.end_key",
+         GROUP BY b.store, b.name, s.prefix, s.start_after, s.end_key, s.versions",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok(Keyspace {
@@ -180,6 +180,7 @@ fn keyspaces(conn: &Connection) -> rusqlite::Result<Vec<Keyspace>> {
                 prefix: r.get(2)?,
                 start_after: r.get(3)?,
                 end_key: r.get(4)?,
+                versions: r.get(6)?,
             },
             order: r.get(5)?,
         })

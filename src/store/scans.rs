@@ -14,7 +14,7 @@ use crate::keys::{KeyOrder, KeyRange};
 use crate::model::{
     HeadJob, Mode, ObjectState, RangeState, RangeStatus, ScanState, TagsMode, Target, Work, timefmt,
 };
-use crate::store::db;
+use crate::store::{db, for_versions};
 
 /// How many ranges a new rescan starts with: one per `keys_per_range` keys the database holds
 /// for the target, at most `max_ranges`. Each range past the first can cost one partial page
@@ -44,6 +44,8 @@ pub struct ScanPlan {
     pub tags: Option<TagsMode>,
     /// `--trust-tag-count`, as recorded when it started.
     pub trust_tag_count: bool,
+    /// A versions scan (`--all-versions`, `Target::versions`).
+    pub versions: bool,
 }
 
 /// A scan's `--tags` and `--trust-tag-count`, as recorded with it.
@@ -84,12 +86,18 @@ pub fn begin(
             &format!(
                 "SELECT scan_id, mode, record_created, tags, trust_tag_count FROM scans
                  WHERE bucket_id = ?1 AND prefix = ?2 AND start_after IS ?3 AND end_key IS ?4
-                   AND state IN ({}, {})
+                   AND versions = ?5 AND state IN ({}, {})
                  ORDER BY scan_id DESC LIMIT 1",
                 ScanState::Running.sql(),
                 ScanState::Interrupted.sql()
             ),
-            params![bucket_id, target.prefix, target.start_after, target.end_key],
+            params![
+                bucket_id,
+                target.prefix,
+                target.start_after,
+                target.end_key,
+                target.versions
+            ],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, (r.get(3)?, r.get(4)?))),
         )
         .optional()?;
@@ -114,6 +122,7 @@ pub fn begin(
                 order: OrderFacts::default(),
                 tags: recorded_tags.0,
                 trust_tag_count: recorded_tags.1,
+                versions: target.versions,
             }
         }
         other => {
@@ -124,8 +133,11 @@ pub fn begin(
                 )?;
                 // The tag reads it owed are owed by nobody now (the new scan owes its own).
                 tx.execute(
-                    "UPDATE objects INDEXED BY objects_tags_due SET tags_due = 0
-                     WHERE bucket_id = ?1 AND tags_due = ?2 AND tags_due != 0",
+                    &tables(
+                        target.versions,
+                        "UPDATE objects INDEXED BY objects_tags_due SET tags_due = 0
+                         WHERE bucket_id = ?1 AND tags_due = ?2 AND tags_due != 0",
+                    ),
                     params![bucket_id, scan_id],
                 )?;
                 abandoned = Some(scan_id);
@@ -171,7 +183,10 @@ fn order_facts(
     let (frag, mut args) = prefix.sql("key");
     args.push((":b", &bucket_id));
     let stored: bool = tx.query_row(
-        &format!("SELECT EXISTS (SELECT 1 FROM objects WHERE bucket_id = :b{frag})"),
+        &tables(
+            target.versions,
+            &format!("SELECT EXISTS (SELECT 1 FROM objects WHERE bucket_id = :b{frag})"),
+        ),
         args.as_slice(),
         |r| r.get(0),
     )?;
@@ -181,9 +196,12 @@ fn order_facts(
         let start = target.prefix.len() as i64 + 1;
         args.push((":start", &start));
         tx.query_row(
-            &format!(
-                "SELECT key FROM objects WHERE bucket_id = :b{frag}
-                   AND instr(substr(key, :start), '/') > 0 LIMIT 1"
+            &tables(
+                target.versions,
+                &format!(
+                    "SELECT key FROM objects WHERE bucket_id = :b{frag}
+                       AND instr(substr(key, :start), '/') > 0 LIMIT 1"
+                ),
             ),
             args.as_slice(),
             |r| r.get(0),
@@ -217,9 +235,9 @@ fn start(
         Mode::Full
     };
     tx.execute(
-        "INSERT INTO scans (bucket_id, prefix, start_after, end_key, mode, state, record_created, started_at, updated_at, tags, trust_tag_count)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?8, ?6, ?7, ?7, ?9, ?10)",
-        params![bucket_id, target.prefix, target.start_after, target.end_key, mode, covered, now, ScanState::Running, tags, trust_tag_count],
+        "INSERT INTO scans (bucket_id, prefix, start_after, end_key, mode, state, record_created, started_at, updated_at, tags, trust_tag_count, versions)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?8, ?6, ?7, ?7, ?9, ?10, ?11)",
+        params![bucket_id, target.prefix, target.start_after, target.end_key, mode, covered, now, ScanState::Running, tags, trust_tag_count, target.versions],
     )?;
     let scan_id = tx.last_insert_rowid();
     tx.execute(
@@ -237,6 +255,7 @@ fn start(
         order: OrderFacts::default(),
         tags,
         trust_tag_count,
+        versions: target.versions,
     })
 }
 
@@ -308,15 +327,30 @@ pub fn covered(conn: &Connection, bucket_id: i64, target: &Target) -> rusqlite::
     conn.query_row(
         &format!(
             "SELECT EXISTS (SELECT 1 FROM scans
-                 WHERE bucket_id = ?1 AND state = {}
+                 WHERE bucket_id = ?1 AND state = {} AND versions = ?5
                    AND substr(?2, 1, length(prefix)) = prefix
                    AND ((start_after IS NULL AND end_key IS NULL)
                         OR (prefix = ?2 AND start_after IS ?3 AND end_key IS ?4)))",
             ScanState::Complete.sql()
         ),
-        params![bucket_id, target.prefix, target.start_after, target.end_key],
+        params![
+            bucket_id,
+            target.prefix,
+            target.start_after,
+            target.end_key,
+            target.versions
+        ],
         |r| r.get(0),
     )
+}
+
+/// `sql` (written for `objects` and its tables) for a scan's table set (`store::for_versions`).
+fn tables(versions: bool, sql: &str) -> String {
+    if versions {
+        for_versions(sql)
+    } else {
+        sql.to_string()
+    }
 }
 
 fn load_ranges(conn: &Connection, scan_id: i64) -> rusqlite::Result<Vec<RangeState>> {
@@ -339,40 +373,54 @@ fn load_ranges(conn: &Connection, scan_id: i64) -> rusqlite::Result<Vec<RangeSta
     rows.collect()
 }
 
-/// Up to `limit` objects of `keys` owed `work` (a HEAD, or a tags read), after key `after`, in
-/// key order. The resume feeder pages through these with keyset pagination (the partial
-/// indexes make it cheap).
+/// Up to `limit` objects of `keys` owed `work` (a HEAD, or a tags read), after `after` (the
+/// key and id of the last one fed), in key order. The resume feeder pages through these with
+/// keyset pagination (the partial indexes make it cheap). In a versions scan one key can be
+/// owed many versions, so the page goes on after the (key, id) pair, not the key.
+#[allow(clippy::too_many_arguments)]
 pub fn due_work(
     conn: &Connection,
+    versions: bool,
     bucket_id: i64,
     scan_id: i64,
     keys: &KeyRange,
     work: Work,
-    after: Option<&str>,
+    after: Option<(&str, i64)>,
     limit: i64,
 ) -> rusqlite::Result<Vec<HeadJob>> {
     let window = match after {
-        Some(k) => keys.after(k),
-        None => keys.clone(),
+        Some((k, _)) if !versions => keys.after(k),
+        _ => keys.clone(),
     };
-    let (frag, mut args) = window.sql("key");
+    let column = keys.order.column("key");
+    let (mut frag, mut args) = window.sql("key");
+    let (after_key, after_id) = match after {
+        Some((k, id)) if versions => (Some(keys.order.sql_value(k)), id),
+        _ => (None, 0),
+    };
+    if let Some(k) = &after_key {
+        frag.push_str(&format!(" AND ({column}, object_id) > (:ak, :aid)"));
+        args.push((":ak", k));
+        args.push((":aid", &after_id));
+    }
+    let version = if versions { "version_id" } else { "NULL" };
     let sql = format!(
-        "SELECT object_id, key FROM objects INDEXED BY {}
-         WHERE bucket_id = :b AND {}{frag} ORDER BY {} LIMIT :n",
+        "SELECT object_id, key, {version} FROM objects INDEXED BY {}
+         WHERE bucket_id = :b AND {}{frag} ORDER BY {column}, object_id LIMIT :n",
         due_index(work, keys.order),
         due_test(work),
-        keys.order.column("key")
     );
     args.push((":b", &bucket_id));
     if work == Work::Tags {
         args.push((":scan", &scan_id));
     }
     args.push((":n", &limit));
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = conn.prepare_cached(&tables(versions, &sql))?;
     let rows = stmt.query_map(args.as_slice(), |r| {
         Ok(HeadJob {
             object_id: r.get(0)?,
             key: r.get(1)?,
+            version_id: r.get(2)?,
             work,
         })
     })?;
@@ -435,10 +483,13 @@ pub fn finish(
             args.push((":scan", &plan.scan_id));
         }
         due += tx.query_row(
-            &format!(
-                "SELECT count(*) FROM objects o INDEXED BY {} WHERE o.bucket_id = :b AND o.{}{frag}",
-                due_index(work, keys.order),
-                due_test(work),
+            &tables(
+                plan.versions,
+                &format!(
+                    "SELECT count(*) FROM objects o INDEXED BY {} WHERE o.bucket_id = :b AND o.{}{frag}",
+                    due_index(work, keys.order),
+                    due_test(work),
+                ),
             ),
             args.as_slice(),
             |r| r.get::<_, i64>(0),
@@ -447,10 +498,13 @@ pub fn finish(
     // CROSS JOIN: object_errors stays the outer loop (one row per object in error, usually a
     // few; the planner chose to walk every object of the bucket instead).
     let errors: i64 = tx.query_row(
-        &format!(
-            "SELECT count(*) FROM object_errors e CROSS JOIN objects o USING (object_id)
-             WHERE o.bucket_id = :b AND o.state = {}{frag}",
-            ObjectState::Error.sql()
+        &tables(
+            plan.versions,
+            &format!(
+                "SELECT count(*) FROM object_errors e CROSS JOIN objects o USING (object_id)
+                 WHERE o.bucket_id = :b AND o.state = {}{frag}",
+                ObjectState::Error.sql()
+            ),
         ),
         args.as_slice(),
         |r| r.get(0),

@@ -52,6 +52,7 @@ impl Env {
                 prefix: prefix.into(),
                 start_after: None,
                 end_key: None,
+                versions: false,
             },
             concurrency: 16,
             page_size: 100,

@@ -612,18 +612,129 @@ def skip(name, why):
 
 
 def scenario_moto_versioned(ctx):
-    """moto, issue 16 (placeholder): a versioned, tagged bucket vs `scan --all-versions --tags`.
-    moto has real versioning, tagging and x-amz-tagging-count.
-    Fixture and truth are ready (versioned_fixture, versioned_truth); the comparison is written
-    when `scan --all-versions --tags` exists and its query fields are known."""
+    """moto, issue 16 §3: a versioned, tagged bucket (2-3 versions a key, delete markers) vs
+    `scan --all-versions --tags` (pages of 7 entries, so keys' versions span pages), then a
+    night of changes (new versions, versions deleted for good, new markers) vs its rescan,
+    which must HEAD only the new versions; and a plain scan into the same database, which
+    must see the current versions only."""
     if not has_feature(ctx, "scan", "--all-versions"):
         return skip("moto-versioned", "the binary has no `scan --all-versions` yet (issue 16 §3)")
     sc = Scenario("moto-versioned")
     server = ctx.servers["moto"]
-    tr = versioned_fixture(server, "conf-moto-versioned", random.Random(161))
-    sc.step("versioned + tagged bucket vs index", ["comparison not written yet: extend scenario_moto_versioned "
-            "with `scan --all-versions --tags` and compare with versioned_truth()"],
-            f"{len(tr['versions'])} versions, {len(tr['tags'])} tagged versions")
+    env, d = server.env(), scenario_dir(ctx, sc)
+    log = os.path.join(d, "s3meta.log")
+    bucket = "conf-moto-versioned"
+    rng = random.Random(161)
+    tr = versioned_fixture(server, bucket, rng)
+    db = os.path.join(d, "index.db")
+    ep = ["--endpoint-url", server.endpoint]
+    scan = ["scan", f"s3://{bucket}", *ep, "--db", db, "--all-versions", "--tags", "--page-size", "7"]
+
+    def index():
+        r = c.s3meta(ctx.bin, ["query", "--db", db, "--all-versions", "--format", "jsonl"], env)
+        if r.rc != 0:
+            raise RuntimeError(f"s3meta query --all-versions: {r.brief()}")
+        rows = {}
+        for line in r.out.splitlines():
+            if line.strip():
+                row = json.loads(line)
+                rows[(row["key"], row["version_id"])] = row
+        return rows
+
+    def compare(tr, rows):
+        probs = []
+        for (key, vid), want in tr["versions"].items():
+            got = rows.get((key, vid))
+            if got is None:
+                probs.append(f"version {key!r} {vid}: not in the index")
+                continue
+            if got["delete_marker"] != 0 or bool(got["is_latest"]) != want["is_latest"]:
+                probs.append(f"version {key!r} {vid}: is_latest {want['is_latest']}, index {got['is_latest']}")
+            for field in ("size", "etag", "metadata"):
+                if got.get(field) != want[field]:
+                    probs.append(f"version {key!r} {vid} {field}: store {c._short(want[field])}, index {c._short(got.get(field))}")
+            tags = tr["tags"].get((key, vid), {})
+            if (got.get("tags") or {}) != tags:
+                probs.append(f"version {key!r} {vid} tags: store {tags}, index {got.get('tags')}")
+        for (key, vid), want in tr["markers"].items():
+            got = rows.get((key, vid))
+            if got is None or got["delete_marker"] != 1 or bool(got["is_latest"]) != want["is_latest"]:
+                probs.append(f"delete marker {key!r} {vid}: store latest={want['is_latest']}, index {got and {k: got[k] for k in ('delete_marker', 'is_latest')}}")
+        extra = set(rows) - set(tr["versions"]) - set(tr["markers"])
+        if extra:
+            probs.append(f"{len(extra)} versions in the index the store does not list: {c._first(sorted(extra))}")
+        return probs[:20]
+
+    def step(what, r, tr):
+        probs = [f"{what}: {r.brief()}"] if r.rc != 0 else []
+        try:
+            rows = index()
+        except RuntimeError as e:
+            rows, probs = {}, probs + [str(e)]
+        return rows, probs + compare(tr, rows)
+
+    r = c.s3meta(ctx.bin, scan, env, log, os.path.join(d, "scan1.json"))
+    rows, probs = step("scan --all-versions", r, tr)
+    heads = ((r.summary or {}).get("requests") or {}).get("head")
+    if heads is not None and heads != len(tr["versions"]):
+        probs.append(f"{heads} HEADs for {len(tr['versions'])} versions")
+    sc.step("scan --all-versions --tags records every version and delete marker as boto3 reads them", probs,
+            f"{len(tr['versions'])} versions, {len(tr['markers'])} markers, {len(tr['tags'])} tagged; "
+            f"{len(rows)} rows, {heads} HEADs, exit {r.rc}")
+
+    # A night: new versions of some keys, versions deleted for good, new delete markers.
+    s3 = server.client()
+    keys = sorted({k for k, _ in tr["versions"]} | {k for k, _ in tr["markers"]})
+    new_versions, purged = 0, set()
+    for i, key in enumerate(keys):
+        if i % 6 == 0:
+            b = body(rng, key, 9)
+            s3.put_object(Bucket=bucket, Key=key, Body=b, Metadata=metadata(rng, b, 9))
+            new_versions += 1
+        elif i % 6 == 1:
+            vids = sorted(v for k, v in tr["versions"] if k == key)
+            if vids:
+                s3.delete_object(Bucket=bucket, Key=key, VersionId=vids[0])
+                purged.add((key, vids[0]))
+        elif i % 6 == 2:
+            s3.delete_object(Bucket=bucket, Key=key)
+    tr2 = versioned_truth(server, bucket)
+    r2 = c.s3meta(ctx.bin, scan, env, log, os.path.join(d, "scan2.json"))
+    rows2, probs = step("rescan --all-versions", r2, tr2)
+    heads = ((r2.summary or {}).get("requests") or {}).get("head")
+    if (r2.summary or {}).get("mode") not in (None, "rescan"):
+        probs.append(f"second scan ran as {(r2.summary or {}).get('mode')!r}, not as a rescan")
+    if heads is not None and heads != new_versions:
+        probs.append(f"the rescan sent {heads} HEADs for {new_versions} new versions")
+    try:
+        r = c.s3meta(ctx.bin, ["query", "--db", db, "--all-versions", "--format", "jsonl",
+                               "-w", "@state=gone"], env)
+        gone = {(row["key"], row["version_id"]) for row in map(json.loads, filter(str.strip, r.out.splitlines()))}
+    except (RuntimeError, ValueError) as e:
+        gone = set()
+        probs.append(str(e))
+    if gone != purged:
+        probs.append(f"versions recorded gone: {c._first(sorted(gone))}, deleted for good: {c._first(sorted(purged))}")
+    sc.step("a rescan HEADs only the new versions and records the purged ones as gone", probs,
+            f"{new_versions} new versions, {len(purged)} purged, {heads} HEADs, exit {r2.rc}")
+
+    # A plain scan into the same database: current versions only, the versions untouched.
+    r3 = c.s3meta(ctx.bin, ["scan", f"s3://{bucket}", *ep, "--db", db], env, log, os.path.join(d, "scan3.json"))
+    probs = [f"plain scan: {r3.brief()}"] if r3.rc != 0 else []
+    current = {k: v for (k, _), v in tr2["versions"].items() if v["is_latest"]}
+    try:
+        plain = c.index_objects(ctx.bin, db, bucket, env)
+        if set(plain) != set(current):
+            probs.append(f"plain scan indexed {len(plain)} keys, the store has {len(current)} current "
+                         f"(only in index: {c._first(sorted(set(plain) - set(current)))}; "
+                         f"missing: {c._first(sorted(set(current) - set(plain)))})")
+        if len(index()) != len(rows2):
+            probs.append("the plain scan changed the versions' rows")
+    except RuntimeError as e:
+        probs.append(str(e))
+    sc.step("a plain scan of the same bucket into the same database sees the current versions only", probs,
+            f"{len(current)} current keys, exit {r3.rc}")
+    sc.note(f"{len(tr2['versions'])} versions, {len(tr2['markers'])} markers after the night")
     return sc.finish()
 
 

@@ -116,9 +116,13 @@ impl S3 for Backend {
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
-        let obj = self.lookup(&req.input.bucket, &req.input.key)?;
+        let input = &req.input;
+        let obj = self.lookup_version(&input.bucket, &input.key, input.version_id.as_deref())?;
         let details = obj.details();
-        let output = head_output(&obj, &details);
+        let output = HeadObjectOutput {
+            version_id: input.version_id.clone(),
+            ..head_output(&obj, &details)
+        };
         let checksums = req.input.checksum_mode.is_some();
         Ok(S3Response::with_headers(
             output,
@@ -158,7 +162,8 @@ impl S3 for Backend {
         &self,
         req: S3Request<GetObjectTaggingInput>,
     ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
-        let obj = self.lookup(&req.input.bucket, &req.input.key)?;
+        let input = &req.input;
+        let obj = self.lookup_version(&input.bucket, &input.key, input.version_id.as_deref())?;
         let tag_set = obj
             .details()
             .tags
@@ -261,6 +266,30 @@ impl S3 for Backend {
 }
 
 impl Backend {
+    /// The object, or with `versionId` that version of it.
+    fn lookup_version(&self, bucket: &str, key: &str, version: Option<&str>) -> S3Result<Obj> {
+        let Some(id) = version else {
+            return self.lookup(bucket, key);
+        };
+        if !self.state.store.bucket_exists(bucket) {
+            return Err(s3_error!(
+                NoSuchBucket,
+                "The specified bucket does not exist"
+            ));
+        }
+        match self.state.store.version(bucket, key, id) {
+            Some(Some(obj)) => Ok(obj),
+            Some(None) => Err(s3_error!(
+                MethodNotAllowed,
+                "The specified method is not allowed against this resource."
+            )),
+            None => Err(s3_error!(
+                NoSuchVersion,
+                "The specified version does not exist."
+            )),
+        }
+    }
+
     fn lookup(&self, bucket: &str, key: &str) -> S3Result<Obj> {
         self.state
             .store
@@ -475,7 +504,7 @@ pub(crate) fn rfc2047(value: &str) -> Option<HeaderValue> {
     HeaderValue::try_from(encoded).ok()
 }
 
-fn timestamp(ms: i64) -> Timestamp {
+pub(crate) fn timestamp(ms: i64) -> Timestamp {
     let since = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     Timestamp::from(UNIX_EPOCH + since)
 }

@@ -37,11 +37,13 @@ pub enum Op {
     CreateBucket,
     /// `GET /bucket/key?tagging` (GetObjectTagging).
     GetTagging,
+    /// `GET /bucket?versions` (ListObjectVersions).
+    ListVersions,
     /// Anything else (HeadBucket, sub-resources, unknown paths).
     Other,
 }
 
-const OPS: usize = 9;
+const OPS: usize = 10;
 
 impl Op {
     /// Every op, in a stable order (the order of the admin JSON).
@@ -54,6 +56,7 @@ impl Op {
         Op::Copy,
         Op::CreateBucket,
         Op::GetTagging,
+        Op::ListVersions,
         Op::Other,
     ];
 
@@ -68,6 +71,7 @@ impl Op {
             Op::Copy => "copy",
             Op::CreateBucket => "create_bucket",
             Op::GetTagging => "get_tagging",
+            Op::ListVersions => "list_versions",
             Op::Other => "other",
         }
     }

@@ -90,6 +90,8 @@ impl Frontend {
         req: Request<Incoming>,
     ) -> Result<Response<RespBody>, BoxError> {
         match self.apply_rules(info, req.method() == Method::HEAD).await {
+            // s3s would write a page's versions and its delete markers as two lists.
+            Verdict::Forward if info.op == Op::ListVersions => Ok(self.list_versions(info, &req)),
             Verdict::Forward => self.forward(req).await,
             Verdict::Answer(resp) => Ok(resp),
             Verdict::Drop => Err("injected fault: connection dropped".into()),
@@ -136,6 +138,43 @@ impl Frontend {
             Some(Action::CutBody) => Verdict::ForwardCut,
             Some(Action::RefuseChecksumMode) => {
                 Verdict::Answer(error_response(403, info, head, true))
+            }
+        }
+    }
+
+    /// A ListObjectVersions page, written here (`versions`).
+    fn list_versions(&self, info: &RequestInfo, req: &Request<Incoming>) -> Response<RespBody> {
+        let query = query_pairs(req.uri().query().unwrap_or_default());
+        let param = |name: &str| {
+            query
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let bucket = info.bucket.as_deref().unwrap_or_default();
+        let max_keys = param("max-keys")
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(crate::listing::MAX_KEYS)
+            .min(crate::listing::MAX_KEYS);
+        let prefix = param("prefix").unwrap_or_default();
+        let markers = (param("key-marker"), param("version-id-marker"));
+        let url = param("encoding-type") == Some("url");
+        match self
+            .state
+            .store
+            .versions_page(bucket, prefix, markers, max_keys)
+        {
+            Err(_) => error_response(404, info, false, false),
+            Ok(page) => {
+                let xml = crate::versions::xml(&page, bucket, prefix, url);
+                Response::builder()
+                    .header(header::CONTENT_TYPE, "application/xml")
+                    .body(
+                        Full::new(Bytes::from(xml))
+                            .map_err(|never| match never {})
+                            .boxed_unsync(),
+                    )
+                    .unwrap_or_default()
             }
         }
     }
@@ -188,8 +227,10 @@ pub(crate) fn classify<B>(req: &Request<B>) -> RequestInfo {
     let query = query_pairs(req.uri().query().unwrap_or_default());
     let sub = query.iter().any(|(k, _)| !is_plain_param(k));
     let tagging = query.iter().any(|(k, _)| k == "tagging");
+    let versions = query.iter().any(|(k, _)| k == "versions");
     let op = match (req.method(), bucket.is_some(), key.is_some(), sub) {
         (&Method::GET, true, true, true) if tagging => Op::GetTagging,
+        (&Method::GET, true, false, true) if versions => Op::ListVersions,
         (&Method::GET, true, false, false) => Op::List,
         (&Method::HEAD, true, true, false) => Op::Head,
         (&Method::GET, true, true, false) => Op::Get,

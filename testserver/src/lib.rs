@@ -26,6 +26,7 @@ mod listing;
 mod server;
 mod state;
 mod store;
+mod versions;
 
 pub use admin::cpu_seconds;
 pub use control::{Action, Fault, Gate, Op, STALL_CAP};

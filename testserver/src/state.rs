@@ -92,6 +92,23 @@ impl State {
         self.store.set_tags(bucket, key, tags).unwrap_or(false)
     }
 
+    /// Turns versioning on for `bucket`: from now on a put adds a version and a delete a
+    /// delete marker; the objects already there are their key's `null` version.
+    pub fn enable_versioning(&self, bucket: &str) {
+        self.store.enable_versioning(bucket);
+    }
+
+    /// Deletes one version of a key for good (a lifecycle expiry); the key's newest remaining
+    /// version becomes current. Whether it existed.
+    pub fn delete_version(&self, bucket: &str, key: &str, version_id: &str) -> bool {
+        self.store.delete_version(bucket, key, version_id)
+    }
+
+    /// A key's version ids, newest first (empty in a bucket without versioning).
+    pub fn version_ids(&self, bucket: &str, key: &str) -> Vec<String> {
+        self.store.version_ids(bucket, key)
+    }
+
     /// Removes an object; whether it existed.
     pub fn delete_object(&self, bucket: &str, key: &str) -> bool {
         self.store.delete(bucket, key).unwrap_or(false)

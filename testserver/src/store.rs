@@ -9,12 +9,14 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use md5::{Digest, Md5};
+
+use crate::versions::{History, Version};
 
 /// Content-Type S3 stores when a PUT names none.
 pub const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
@@ -204,6 +206,10 @@ pub(crate) struct Store {
     whole_seconds: AtomicBool,
     /// A frozen clock (ms since the epoch), or 0 for the real one (`State::set_clock`).
     clock_ms: AtomicI64,
+    /// The versions of the buckets with versioning enabled (`enable_versioning`); taken
+    /// after `buckets` whenever both are.
+    history: RwLock<HashMap<String, History>>,
+    next_version: AtomicU64,
 }
 
 impl Default for Store {
@@ -213,6 +219,8 @@ impl Default for Store {
             age_ms: AtomicI64::new(DEFAULT_AGE_MS),
             whole_seconds: AtomicBool::new(false),
             clock_ms: AtomicI64::new(0),
+            history: RwLock::default(),
+            next_version: AtomicU64::new(1),
         }
     }
 }
@@ -278,9 +286,135 @@ impl Store {
         {
             lm = lm.max(old.last_modified_ms + 1);
         }
+        if let Some(h) = self.history_mut().get_mut(bucket) {
+            let id = self.new_version_id();
+            let versions = h.entry(key.into()).or_default();
+            // Later than the key's delete marker too.
+            if let (Some(last), false) =
+                (versions.last(), self.whole_seconds.load(Ordering::SeqCst))
+            {
+                lm = lm.max(last.last_modified_ms + 1);
+            }
+            obj.last_modified_ms = lm;
+            versions.push(Version {
+                id,
+                obj: Some(obj.clone()),
+                last_modified_ms: lm,
+            });
+        }
         obj.last_modified_ms = lm;
         objects.insert(key.into(), obj);
         Ok(lm)
+    }
+
+    fn new_version_id(&self) -> String {
+        let n = self.next_version.fetch_add(1, Ordering::SeqCst);
+        format!("v{n:08}.{:x}", splitmix64(n) & 0xffff_ffff)
+    }
+
+    /// Turns versioning on: objects already there become their key's `null` version.
+    pub fn enable_versioning(&self, bucket: &str) {
+        let buckets = self.read();
+        let mut history = self.history_mut();
+        let h = history.entry(bucket.to_owned()).or_default();
+        for (key, obj) in buckets.get(bucket).into_iter().flatten() {
+            h.entry(key.clone()).or_insert_with(|| {
+                vec![Version {
+                    id: "null".into(),
+                    obj: Some(obj.clone()),
+                    last_modified_ms: obj.last_modified_ms,
+                }]
+            });
+        }
+    }
+
+    /// One version of a key: `Some(None)` for a delete marker. In a bucket without
+    /// versioning the current object is the `null` version.
+    pub fn version(&self, bucket: &str, key: &str, id: &str) -> Option<Option<Obj>> {
+        match self.read_history().get(bucket) {
+            Some(h) => h
+                .get(key)?
+                .iter()
+                .find(|v| v.id == id)
+                .map(|v| v.obj.clone()),
+            None if id == "null" => self.get(bucket, key).ok().flatten().map(Some),
+            None => None,
+        }
+    }
+
+    /// Deletes one version for good (a lifecycle expiry, `DeleteObject` with `versionId`):
+    /// the key's newest remaining version becomes its current state. Whether it existed.
+    pub fn delete_version(&self, bucket: &str, key: &str, id: &str) -> bool {
+        let mut buckets = self.write();
+        let mut history = self.history_mut();
+        let Some(versions) = history.get_mut(bucket).and_then(|h| h.get_mut(key)) else {
+            return false;
+        };
+        let before = versions.len();
+        versions.retain(|v| v.id != id);
+        if versions.len() == before {
+            return false;
+        }
+        let current = versions.last().and_then(|v| v.obj.clone());
+        if versions.is_empty() {
+            history.get_mut(bucket).map(|h| h.remove(key));
+        }
+        if let Some(objects) = buckets.get_mut(bucket) {
+            match current {
+                Some(obj) => objects.insert(key.into(), obj),
+                None => objects.remove(key),
+            };
+        }
+        true
+    }
+
+    /// The version ids of a key, newest first (empty without versioning).
+    pub fn version_ids(&self, bucket: &str, key: &str) -> Vec<String> {
+        self.read_history()
+            .get(bucket)
+            .and_then(|h| h.get(key))
+            .map(|vs| vs.iter().rev().map(|v| v.id.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// A ListObjectVersions page (see `versions::page`); a bucket without versioning lists
+    /// its objects as `null` versions.
+    pub fn versions_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        markers: (Option<&str>, Option<&str>),
+        max_keys: usize,
+    ) -> Result<crate::versions::VersionsPage, NoSuchBucket> {
+        let buckets = self.read();
+        let objects = buckets.get(bucket).ok_or(NoSuchBucket)?;
+        let history = self.read_history();
+        let page = |h: &History| crate::versions::page(h, prefix, markers.0, markers.1, max_keys);
+        Ok(match history.get(bucket) {
+            Some(h) => page(h),
+            None => {
+                let h: History = objects
+                    .iter()
+                    .map(|(k, o)| {
+                        let v = Version {
+                            id: "null".into(),
+                            obj: Some(o.clone()),
+                            last_modified_ms: o.last_modified_ms,
+                        };
+                        (k.clone(), vec![v])
+                    })
+                    .collect();
+                page(&h)
+            }
+        })
+    }
+
+    fn read_history(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, History>> {
+        self.history.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn history_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, History>> {
+        self.history.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Replaces an object's tags; whether the key exists.
@@ -294,7 +428,16 @@ impl Store {
         let objects = buckets.get_mut(bucket).ok_or(NoSuchBucket)?;
         match objects.get_mut(key) {
             Some(obj) => {
-                obj.set_tags(tags);
+                obj.set_tags(tags.clone());
+                let mut history = self.history_mut();
+                let latest = history
+                    .get_mut(bucket)
+                    .and_then(|h| h.get_mut(key))
+                    .and_then(|vs| vs.last_mut())
+                    .and_then(|v| v.obj.as_mut());
+                if let Some(v) = latest {
+                    v.set_tags(tags);
+                }
                 Ok(true)
             }
             None => Ok(false),
@@ -305,7 +448,22 @@ impl Store {
     pub fn delete(&self, bucket: &str, key: &str) -> Result<bool, NoSuchBucket> {
         let mut buckets = self.write();
         let objects = buckets.get_mut(bucket).ok_or(NoSuchBucket)?;
-        Ok(objects.remove(key).is_some())
+        let existed = objects.remove(key).is_some();
+        if let Some(h) = self.history_mut().get_mut(bucket) {
+            // A delete marker becomes the key's current version, whether it had one or not.
+            let lm = self.stamp();
+            let id = self.new_version_id();
+            let versions = h.entry(key.into()).or_default();
+            let lm = versions
+                .last()
+                .map_or(lm, |v| lm.max(v.last_modified_ms + 1));
+            versions.push(Version {
+                id,
+                obj: None,
+                last_modified_ms: lm,
+            });
+        }
+        Ok(existed)
     }
 
     pub fn get(&self, bucket: &str, key: &str) -> Result<Option<Obj>, NoSuchBucket> {

@@ -69,6 +69,10 @@ pub enum Field {
     WebsiteRedirect,
     PartsCount,
     TaggingCount,
+    /// `--all-versions` only: the key's current version (or delete marker).
+    IsLatest,
+    /// `--all-versions` only: a delete marker.
+    DeleteMarker,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +83,7 @@ pub enum Kind {
 }
 
 impl Field {
-    const ALL: [(Field, &'static str); 22] = [
+    const ALL: [(Field, &'static str); 24] = [
         (Field::Key, "key"),
         (Field::Size, "size"),
         (Field::Modified, "modified"),
@@ -102,6 +106,8 @@ impl Field {
         (Field::WebsiteRedirect, "website_redirect"),
         (Field::PartsCount, "parts_count"),
         (Field::TaggingCount, "tagging_count"),
+        (Field::IsLatest, "is_latest"),
+        (Field::DeleteMarker, "delete_marker"),
     ];
 
     pub fn name(self) -> &'static str {
@@ -123,7 +129,11 @@ impl Field {
 
     pub fn kind(self) -> Kind {
         match self {
-            Field::Size | Field::PartsCount | Field::TaggingCount => Kind::Int,
+            Field::Size
+            | Field::PartsCount
+            | Field::TaggingCount
+            | Field::IsLatest
+            | Field::DeleteMarker => Kind::Int,
             Field::Modified | Field::LockRetainUntil => Kind::Time,
             _ => Kind::Text,
         }
@@ -321,6 +331,11 @@ fn parse_field(rest: &str) -> Result<Filter, String> {
 
 fn operand(field: Field, text: &str) -> Result<Operand, String> {
     match field.kind() {
+        Kind::Int if matches!(field, Field::IsLatest | Field::DeleteMarker) => match text {
+            "1" | "true" => Ok(Operand::Int(1)),
+            "0" | "false" => Ok(Operand::Int(0)),
+            _ => Err(format!("`{text}` is not true or false (1 or 0)")),
+        },
         Kind::Int if field != Field::Size => text
             .parse()
             .map(Operand::Int)

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::keys::{KeyOrder, KeyRange};
 use crate::model::ObjectState;
 use crate::read::output::{Format, RowWriter};
-use crate::store::{db, json};
+use crate::store::{db, for_versions, json};
 use filter::{Field, Filter, MetaTest, Op, Operand};
 
 /// The fields of a record, in output order, with the SQL that reads each from
@@ -88,8 +88,31 @@ pub const RECORD: [(&str, &str); 44] = [
     ("tags_error", "o.tags_error"),
 ];
 
+/// The fields a record of a version has besides `RECORD`'s (`--all-versions`; read from
+/// `versions o`, whose other columns are `objects`'s).
+pub const VERSION_RECORD: [(&str, &str); 2] = [
+    ("is_latest", "o.is_latest"),
+    ("delete_marker", "o.delete_marker"),
+];
+
+/// The fields of a record: `RECORD`, and for versions `VERSION_RECORD` after it.
+pub fn record(versions: bool) -> Vec<(&'static str, &'static str)> {
+    let extra: &[(&str, &str)] = if versions { &VERSION_RECORD } else { &[] };
+    RECORD.iter().chain(extra).copied().collect()
+}
+
 /// The columns a table shows (a terminal is narrow); the other formats show all of `RECORD`.
 const TABLE: [&str; 5] = ["bucket", "key", "size", "last_modified", "metadata"];
+/// The same for versions: which version, and whether it is the current one.
+const TABLE_VERSIONS: [&str; 7] = [
+    "bucket",
+    "key",
+    "version_id",
+    "is_latest",
+    "size",
+    "last_modified",
+    "metadata",
+];
 const TABLE_ERRORS: [&str; 5] = [
     "bucket",
     "key",
@@ -105,6 +128,8 @@ pub struct Scope {
     pub prefix: Option<String>,
     /// Objects recorded as gone count too.
     pub include_gone: bool,
+    /// Every version recorded by `--all-versions` scans (`versions`), not the current ones.
+    pub versions: bool,
 }
 
 /// What `s3meta query` is asked: filters or one SQL statement, over a scope, in a format.
@@ -121,6 +146,8 @@ pub struct QueryOptions {
     pub limit: Option<u64>,
     pub count: bool,
     pub include_gone: bool,
+    /// Versions (`--all-versions`) instead of current objects.
+    pub all_versions: bool,
 }
 
 /// How SQLite finds the objects of a query. Without ANALYZE statistics its planner cannot tell
@@ -144,6 +171,15 @@ const INDEX_PLAN_MAX: i64 = 20_000;
 /// Picks the plan for listing records: `Index` when some metadata or tag test (not `!name`)
 /// matches at most `INDEX_PLAN_MAX` index entries, counted with a bounded index probe.
 pub fn choose_plan(conn: &Connection, filters: &[Filter]) -> rusqlite::Result<Plan> {
+    choose_plan_in(conn, filters, false)
+}
+
+/// `choose_plan` over the current objects' tables, or the versions' (`versions`).
+pub fn choose_plan_in(
+    conn: &Connection,
+    filters: &[Filter],
+    versions: bool,
+) -> rusqlite::Result<Plan> {
     for f in filters {
         let (table, column, name, test) = match f {
             Filter::Meta { name, test } => ("metadata", "name", name, test),
@@ -160,6 +196,7 @@ pub fn choose_plan(conn: &Connection, filters: &[Filter]) -> rusqlite::Result<Pl
         let sql = format!(
             "SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {column} = ?1 {cond} LIMIT ?3)"
         );
+        let sql = if versions { for_versions(&sql) } else { sql };
         let n: i64 = conn.query_row(
             &sql,
             rusqlite::params![name, value, INDEX_PLAN_MAX + 1],
@@ -183,6 +220,7 @@ enum Pairs {
 #[derive(Debug)]
 pub struct Selection {
     plan: Plan,
+    versions: bool,
     clauses: String,
     params: Vec<(String, SqlValue)>,
     keys: KeyRange,
@@ -192,6 +230,7 @@ impl Selection {
     pub fn new(scope: &Scope, filters: &[Filter], plan: Plan) -> Selection {
         let mut sel = Selection {
             plan,
+            versions: scope.versions,
             clauses: String::new(),
             params: Vec::new(),
             keys: KeyRange::prefix(KeyOrder::Byte, scope.prefix.as_deref().unwrap_or("")),
@@ -319,6 +358,7 @@ fn field_sql(field: Field) -> &'static str {
     };
     RECORD
         .iter()
+        .chain(&VERSION_RECORD)
         .find(|(n, _)| *n == name)
         .map_or("NULL", |(_, sql)| sql)
 }
@@ -337,7 +377,7 @@ fn sql_op(op: Op) -> &'static str {
 
 /// The statement listing the records of a selection, in (store, bucket, key) order.
 pub fn records_sql(sel: &Selection, limit: Option<u64>) -> String {
-    let cols: Vec<&str> = RECORD.iter().map(|(_, sql)| *sql).collect();
+    let cols: Vec<&str> = record(sel.versions).iter().map(|(_, sql)| *sql).collect();
     let (conds, _) = sel.render();
     let limit = limit.map_or(String::new(), |n| format!(" LIMIT {n}"));
     // CROSS JOIN fixes the loop order: buckets by (store, name), then each bucket's keys by
@@ -346,16 +386,36 @@ pub fn records_sql(sel: &Selection, limit: Option<u64>) -> String {
         Plan::Index => "objects o JOIN buckets b USING (bucket_id)",
         Plan::KeyOrder => "buckets b CROSS JOIN objects o ON o.bucket_id = b.bucket_id",
     };
-    format!(
+    // A key's versions newest first, as ListObjectVersions lists them.
+    let versions = if sel.versions {
+        ", o.list_modified DESC, o.object_id DESC"
+    } else {
+        ""
+    };
+    let sql = format!(
         "SELECT {} FROM {from} LEFT JOIN object_errors e ON e.object_id = o.object_id \
-         WHERE 1{conds} ORDER BY b.store, b.name, o.key{limit}",
+         WHERE 1{conds} ORDER BY b.store, b.name, o.key{versions}{limit}",
         cols.join(", ")
-    )
+    );
+    sel.tables(sql)
 }
 
 pub fn count_sql(sel: &Selection) -> String {
     let (conds, _) = sel.render();
-    format!("SELECT count(*) FROM objects o JOIN buckets b USING (bucket_id) WHERE 1{conds}")
+    sel.tables(format!(
+        "SELECT count(*) FROM objects o JOIN buckets b USING (bucket_id) WHERE 1{conds}"
+    ))
+}
+
+impl Selection {
+    /// `sql`, written for the current objects' tables, for the selection's.
+    fn tables(&self, sql: String) -> String {
+        if self.versions {
+            for_versions(&sql)
+        } else {
+            sql
+        }
+    }
 }
 
 /// Runs `s3meta query`, writing to `out` (a terminal gets a table unless `--format` says).
@@ -375,38 +435,52 @@ pub fn run(args: &QueryOptions, out: &mut dyn Write, terminal: bool) -> Result<(
         bucket: args.bucket.clone(),
         prefix: args.prefix.clone(),
         include_gone: args.include_gone,
+        versions: args.all_versions,
     };
+    let version_only = filters.iter().find_map(|f| match f {
+        Filter::Field {
+            field: field @ (Field::IsLatest | Field::DeleteMarker),
+            ..
+        } if !args.all_versions => Some(field.name()),
+        _ => None,
+    });
+    if let Some(name) = version_only {
+        return Err(Error::BadInput(format!(
+            "@{name} is a field of versions: add --all-versions (versions recorded by `s3meta scan --all-versions`)"
+        )));
+    }
     let db = |e| Error::db(path, e);
     if args.count {
         // No order to keep: the planner may start from whichever index it likes.
         let n = count(&conn, &Selection::new(&scope, &filters, Plan::Index)).map_err(db)?;
         return writeln!(out, "{n}").map_err(Error::Output);
     }
-    let sel = Selection::new(&scope, &filters, choose_plan(&conn, &filters).map_err(db)?);
-    let table = if filters.contains(&Filter::Error) {
+    let plan = choose_plan_in(&conn, &filters, args.all_versions).map_err(db)?;
+    let sel = Selection::new(&scope, &filters, plan);
+    let fields = record(args.all_versions);
+    let table: &[&str] = if filters.contains(&Filter::Error) {
         &TABLE_ERRORS
+    } else if args.all_versions {
+        &TABLE_VERSIONS
     } else {
         &TABLE
     };
     let shown: Vec<usize> = match format {
         Format::Table => table
             .iter()
-            .filter_map(|c| RECORD.iter().position(|(n, _)| n == c))
+            .filter_map(|c| fields.iter().position(|(n, _)| n == c))
             .collect(),
-        _ => (0..RECORD.len()).collect(),
+        _ => (0..fields.len()).collect(),
     };
+    let names = shown.iter().map(|&i| fields[i].0.to_string()).collect();
     write_records(
         &conn,
         path,
         &sel,
         args.limit,
         &shown,
-        RowWriter::new(format, names(&shown), out),
+        RowWriter::new(format, names, out),
     )
-}
-
-fn names(shown: &[usize]) -> Vec<String> {
-    shown.iter().map(|&i| RECORD[i].0.to_string()).collect()
 }
 
 /// The number of objects a selection matches.
@@ -426,6 +500,7 @@ fn write_records<W: Write>(
 ) -> Result<()> {
     let db = |e| Error::db(path, e);
     let (_, params) = sel.render();
+    let fields = record(sel.versions);
     let mut stmt = conn.prepare(&records_sql(sel, limit)).map_err(db)?;
     let mut rows = stmt.query(params.as_slice()).map_err(db)?;
     let mut values = Vec::with_capacity(shown.len());
@@ -434,7 +509,7 @@ fn write_records<W: Write>(
         for &i in shown {
             values.push(json::value(
                 row.get_ref(i).map_err(db)?,
-                matches!(RECORD[i].0, "metadata" | "tags"),
+                matches!(fields[i].0, "metadata" | "tags"),
             ));
         }
         w.write_row(&values).map_err(Error::Output)?;

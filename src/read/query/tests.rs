@@ -186,6 +186,7 @@ fn scope_uses_key_comparisons_and_excludes_gone() {
             bucket: bucket.map(String::from),
             prefix: Some(prefix.into()),
             include_gone,
+            versions: false,
         };
         count(&conn, &Selection::new(&scope, &[], Plan::Index)).unwrap()
     };
@@ -274,6 +275,7 @@ fn args(db: &Path, filters: &[&str], sql: Option<&str>, format: Format) -> Query
         limit: None,
         count: false,
         include_gone: false,
+        all_versions: false,
     }
 }
 

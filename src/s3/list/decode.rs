@@ -26,12 +26,14 @@ pub(super) fn decode_page(out: ListObjectsV2Output) -> Result<Page, String> {
                 size: o.size(),
                 last_modified: o.last_modified().map(timefmt::from_smithy),
                 storage_class: o.storage_class().map(|s| s.as_str().to_string()),
+                version: None,
             })
         })
         .collect::<Result<_, String>>()?;
     decode_keys(xml::RawPage {
         entries,
         next_token: out.next_continuation_token().map(str::to_string),
+        next_version: None,
         // Garage, SeaweedFS, moto and AWS always send it; without it a page cannot be told
         // from the last one.
         truncated: out
@@ -55,7 +57,60 @@ pub(super) fn decode_keys(raw: xml::RawPage) -> Result<Page, String> {
         next_token: raw.next_token,
         truncated: raw.truncated,
         from_start_after: false,
+        partial: None,
     })
+}
+
+/// A ListObjectVersions page with its keys decoded; its token is the position after it (the
+/// NextKeyMarker and NextVersionIdMarker pair, `VersionMarker`), and `partial` the key it
+/// may end inside.
+pub(super) fn decode_versions(raw: xml::RawPage) -> Result<Page, String> {
+    let key_marker = match (&raw.next_token, raw.url_encoded) {
+        (Some(k), true) => Some(
+            url_decode(k)
+                .ok_or_else(|| format!("the store sent an undecodable NextKeyMarker {k:?}"))?,
+        ),
+        (k, _) => k.clone(),
+    };
+    let version_marker = raw.next_version.clone();
+    let mut page = decode_keys(raw)?;
+    if !page.truncated {
+        page.next_token = None;
+        return Ok(page);
+    }
+    let Some(key) = key_marker else {
+        return Err("a truncated ListObjectVersions page without a NextKeyMarker".into());
+    };
+    // The lister keeps it only if the page (in listing order) ends with that key.
+    page.partial = version_marker.is_some().then(|| key.clone());
+    page.next_token = Some(
+        VersionMarker {
+            key,
+            version_id: version_marker,
+        }
+        .encode(),
+    );
+    Ok(page)
+}
+
+/// Where a ListObjectVersions listing goes on: after `version_id` of `key` (or, without
+/// one, after the key), as a page's `NextKeyMarker` and `NextVersionIdMarker` said; kept in
+/// a range's checkpoint as its token, a JSON pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionMarker {
+    pub key: String,
+    pub version_id: Option<String>,
+}
+
+impl VersionMarker {
+    pub fn encode(&self) -> String {
+        serde_json::json!([self.key, self.version_id]).to_string()
+    }
+
+    pub fn decode(token: &str) -> Option<VersionMarker> {
+        let (key, version_id): (String, Option<String>) = serde_json::from_str(token).ok()?;
+        Some(VersionMarker { key, version_id })
+    }
 }
 
 /// `url_decode` that keeps the key's allocation when it has nothing to decode; gives the key

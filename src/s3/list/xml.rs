@@ -35,19 +35,25 @@ use http_body::{Body, Frame};
 use quick_xml::Reader;
 use quick_xml::events::{BytesRef, BytesStart, Event};
 
-use crate::model::{ListedObject, strip_quotes, timefmt};
+use crate::model::{ListedObject, ListedVersion, strip_quotes, timefmt};
 
 /// Why a listing body is refused before any parser reads it.
 const INCOMPLETE: &str = "the ListObjectsV2 answer is not a complete XML document (its root element is not closed): cut short on the way";
 
 /// What the SDK deserializes instead of a page the fast path has taken.
 const TAKEN: &[u8] = b"<ListBucketResult></ListBucketResult>";
+/// The same for a ListObjectVersions page.
+const TAKEN_VERSIONS: &[u8] = b"<ListVersionsResult></ListVersionsResult>";
 
 /// One page as the store sent it: keys still URL-encoded when `url_encoded`.
 #[derive(Debug, Default)]
 pub(super) struct RawPage {
     pub entries: Vec<ListedObject>,
+    /// ListObjectsV2's NextContinuationToken; ListObjectVersions' NextKeyMarker (URL-encoded
+    /// as the keys).
     pub next_token: Option<String>,
+    /// ListObjectVersions' NextVersionIdMarker.
+    pub next_version: Option<String>,
     pub truncated: bool,
     /// `EncodingType` was `url`.
     pub url_encoded: bool,
@@ -60,9 +66,19 @@ pub(super) type Slot = Arc<Mutex<Option<RawPage>>>;
 #[derive(Debug, Default)]
 pub(super) struct Skim {
     slot: Slot,
+    /// A ListObjectVersions request (`parse_versions`).
+    versions: bool,
 }
 
 impl Skim {
+    /// For a ListObjectVersions request.
+    pub fn versions() -> Skim {
+        Skim {
+            versions: true,
+            ..Skim::default()
+        }
+    }
+
     pub fn slot(&self) -> Slot {
         self.slot.clone()
     }
@@ -88,6 +104,7 @@ impl Intercept for Skim {
             inner,
             buf: Vec::new(),
             slot: self.slot.clone(),
+            versions: self.versions,
             finished: false,
         });
         Ok(())
@@ -100,6 +117,7 @@ struct SkimBody {
     inner: SdkBody,
     buf: Vec<u8>,
     slot: Slot,
+    versions: bool,
     finished: bool,
 }
 
@@ -127,10 +145,15 @@ impl Body for SkimBody {
                 None => {
                     this.finished = true;
                     let body = std::mem::take(&mut this.buf);
-                    let out = match parse(&body) {
+                    let (parsed, taken) = if this.versions {
+                        (parse_versions(&body), TAKEN_VERSIONS)
+                    } else {
+                        (parse(&body), TAKEN)
+                    };
+                    let out = match parsed {
                         Some(page) => {
                             *this.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(page);
-                            Bytes::from_static(TAKEN)
+                            Bytes::from_static(taken)
                         }
                         // The SDK's reader takes a document cut short for a shorter page (a
                         // proxy that cut bodies with a matching Content-Length made pages lose
@@ -150,13 +173,63 @@ impl Body for SkimBody {
 
 /// The page in a ListObjectsV2 body, or `None` to leave the body to the SDK.
 pub(super) fn parse(body: &[u8]) -> Option<RawPage> {
+    document(body, b"ListBucketResult", known_top, |r, name, page| {
+        match name {
+            b"Contents" => page.entries.push(object(r)?),
+            b"NextContinuationToken" => page.next_token = Some(text(r)?.into_owned()),
+            _ => return Some(false),
+        }
+        Some(true)
+    })
+}
+
+/// The page in a ListObjectVersions body — versions and delete markers in the order sent
+/// (the SDK's output keeps them in two lists, losing it) — or `None` when the body holds
+/// anything the fast path does not read (`parse`).
+pub(super) fn parse_versions(body: &[u8]) -> Option<RawPage> {
+    let known = |name: &[u8]| {
+        matches!(
+            name,
+            b"Version"
+                | b"DeleteMarker"
+                | b"IsTruncated"
+                | b"NextKeyMarker"
+                | b"NextVersionIdMarker"
+                | b"EncodingType"
+        )
+    };
+    document(body, b"ListVersionsResult", known, |r, name, page| {
+        match name {
+            b"Version" | b"DeleteMarker" => {
+                let mut o = object(r)?;
+                let v = o.version.as_mut()?;
+                v.delete_marker = name == b"DeleteMarker";
+                page.entries.push(o);
+            }
+            b"NextKeyMarker" => page.next_token = Some(text(r)?.into_owned()),
+            b"NextVersionIdMarker" => page.next_version = Some(text(r)?.into_owned()),
+            _ => return Some(false),
+        }
+        Some(true)
+    })
+}
+
+/// Walks a listing document whose root is `root`: `field` reads the top-level elements it
+/// knows (`Some(false)`: skip it), this the truncation and encoding; `known` names the
+/// top-level elements that must not come empty.
+fn document(
+    body: &[u8],
+    root: &[u8],
+    known: fn(&[u8]) -> bool,
+    mut field: impl FnMut(&mut Reader<&[u8]>, &[u8], &mut RawPage) -> Option<bool>,
+) -> Option<RawPage> {
     // The SDK reads the body as one `str`.
     std::str::from_utf8(body).ok()?;
     let mut r = Reader::from_reader(body);
     let mut first = true;
     loop {
         match r.read_event().ok()? {
-            Event::Start(e) if e.local_name().as_ref() == b"ListBucketResult" => {
+            Event::Start(e) if e.local_name().as_ref() == root => {
                 attributes_ok(&e)?;
                 break;
             }
@@ -174,7 +247,6 @@ pub(super) fn parse(body: &[u8]) -> Option<RawPage> {
     loop {
         match r.read_event().ok()? {
             Event::Start(e) => match attributes_ok(&e)?.local_name().as_ref() {
-                b"Contents" => page.entries.push(object(&mut r)?),
                 b"IsTruncated" => {
                     truncated = match &*text(&mut r)? {
                         "true" => Some(true),
@@ -182,11 +254,14 @@ pub(super) fn parse(body: &[u8]) -> Option<RawPage> {
                         _ => return None,
                     }
                 }
-                b"NextContinuationToken" => page.next_token = Some(text(&mut r)?.into_owned()),
                 b"EncodingType" => page.url_encoded = text(&mut r)? == "url",
-                _ => skip(&mut r)?,
+                name => {
+                    if !field(&mut r, name, &mut page)? {
+                        skip(&mut r)?
+                    }
+                }
             },
-            Event::Empty(e) if known_top(e.local_name().as_ref()) => return None,
+            Event::Empty(e) if known(e.local_name().as_ref()) => return None,
             Event::Empty(e) => drop(attributes_ok(&e)?),
             Event::Text(_) | Event::Comment(_) => {}
             Event::GeneralRef(g) => drop(entity(&g)?),
@@ -278,15 +353,18 @@ fn known_top(name: &[u8]) -> bool {
     )
 }
 
-/// One `<Contents>` element, its start already read; `None` without a key.
+/// One `<Contents>` (or `<Version>`, `<DeleteMarker>`: with a `VersionId`) element, its
+/// start already read; `None` without a key.
 fn object(r: &mut Reader<&[u8]>) -> Option<ListedObject> {
     let mut key = None;
+    let (mut version_id, mut is_latest) = (None, false);
     let mut o = ListedObject {
         key: String::new(),
         etag: None,
         size: None,
         last_modified: None,
         storage_class: None,
+        version: None,
     };
     loop {
         match r.read_event().ok()? {
@@ -299,12 +377,26 @@ fn object(r: &mut Reader<&[u8]>) -> Option<ListedObject> {
                     o.last_modified = Some(timefmt::from_smithy(&t));
                 }
                 b"StorageClass" => o.storage_class = Some(text(r)?.into_owned()),
+                b"VersionId" => version_id = Some(text(r)?.into_owned()),
+                b"IsLatest" => {
+                    is_latest = match &*text(r)? {
+                        "true" => true,
+                        "false" => false,
+                        _ => return None,
+                    }
+                }
                 _ => skip(r)?,
             },
             Event::Empty(e)
                 if matches!(
                     e.local_name().as_ref(),
-                    b"Key" | b"ETag" | b"Size" | b"LastModified" | b"StorageClass"
+                    b"Key"
+                        | b"ETag"
+                        | b"Size"
+                        | b"LastModified"
+                        | b"StorageClass"
+                        | b"VersionId"
+                        | b"IsLatest"
                 ) =>
             {
                 return None;
@@ -314,6 +406,11 @@ fn object(r: &mut Reader<&[u8]>) -> Option<ListedObject> {
             Event::GeneralRef(g) => drop(entity(&g)?),
             Event::End(_) => {
                 o.key = key?;
+                o.version = version_id.map(|version_id| ListedVersion {
+                    version_id,
+                    is_latest,
+                    delete_marker: false,
+                });
                 return Some(o);
             }
             _ => return None,
@@ -363,6 +460,7 @@ mod tests {
                     size: Some(42),
                     last_modified: Some("2024-05-01T10:20:30.123Z".into()),
                     storage_class: Some("STANDARD".into()),
+                    version: None,
                 },
                 ListedObject {
                     key: "cAB".into(),
@@ -370,6 +468,7 @@ mod tests {
                     size: Some(0),
                     last_modified: None,
                     storage_class: None,
+                    version: None,
                 }
             ]
         );

@@ -10,6 +10,7 @@
 
 mod outcome;
 mod page;
+mod versions;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,6 +51,9 @@ pub struct WriterCtx {
     pub record_created: bool,
     /// Which objects this scan reads the tags of (`--tags`); `None`: none.
     pub tags: Option<TagsMode>,
+    /// A versions scan (`--all-versions`): its rows are in `versions` (`writer::versions`),
+    /// and versions have no change rows.
+    pub versions: bool,
     pub path: PathBuf,
     /// The listing order last recorded for the bucket and the scan (the writer records it
     /// with the first page that carries it).
@@ -80,6 +84,7 @@ pub async fn run(
     let path = ctx.path.clone();
     conn.call(move |c| {
         c.pragma_update(None, "ignore_check_constraints", true)
+            .and_then(|()| c.execute_batch(versions::LISTED_TABLE))
             .map_err(|e| Error::db(&path, e))
     })
     .await
@@ -193,7 +198,11 @@ fn apply_batch(
                 if let Some(order) = page.order {
                     record_order(tx, ctx, order)?;
                 }
-                let jobs = page::apply_page(tx, ctx, &page, &now, &mut tally)?;
+                let jobs = if ctx.versions {
+                    versions::apply_page(tx, ctx, &page, &mut tally)?
+                } else {
+                    page::apply_page(tx, ctx, &page, &now, &mut tally)?
+                };
                 replies.push((page.reply, jobs));
             }
             WriterMsg::Head(outcome) => outcome::apply_head(tx, ctx, outcome, &now, &mut tally)?,

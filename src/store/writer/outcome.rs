@@ -14,7 +14,7 @@ use super::{Tally, WriterCtx, json_object};
 use crate::model::{
     ChangeKind, ExtraHeaders, HeadFields, HeadOutcome, HeadResult, ObjectState, TagsRead,
 };
-use crate::store::EXTRA_COLUMNS;
+use crate::store::{EXTRA_COLUMNS, table_sql};
 
 /// Commits one HEAD outcome against the object's previous state, read from the database (not
 /// carried in the job), so a resumed scan decides exactly as an uninterrupted one.
@@ -27,9 +27,10 @@ pub(super) fn apply_head(
 ) -> rusqlite::Result<()> {
     let id = outcome.object_id;
     let prior: Option<(ObjectState, bool, bool)> = tx
-        .prepare_cached(
-            "SELECT state, headed_scan IS NOT NULL, tags_scan IS NOT NULL FROM objects WHERE object_id = ?1",
-        )?
+        .prepare_cached(table_sql!(
+            ctx.versions,
+            "SELECT state, headed_scan IS NOT NULL, tags_scan IS NOT NULL FROM objects WHERE object_id = ?1"
+        ))?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     let Some((state, had_head, had_tags)) = prior else {
@@ -44,21 +45,26 @@ pub(super) fn apply_head(
             // Tags not read now (no --tags, or the read failed): those read before stay
             // only while HEAD counts as many.
             if had_tags && !matches!(tags, Some(TagsRead::Tags(_) | TagsRead::CountedNone)) {
-                forget_stale_tags(tx, id, f.tagging_count)?;
+                forget_stale_tags(tx, ctx, id, f.tagging_count)?;
             }
             store_head(tx, ctx, id, &f, now)?;
-            clear_error(tx, id, state)?;
+            clear_error(tx, ctx, id, state)?;
             tally.heads_ok += 1;
             tally.with_metadata += i64::from(!f.metadata.is_empty());
         }
         HeadResult::NotHeaded => {
-            tx.prepare_cached("UPDATE objects SET tags_due = 0 WHERE object_id = ?1")?
-                .execute([id])?;
+            tx.prepare_cached(table_sql!(
+                ctx.versions,
+                "UPDATE objects SET tags_due = 0 WHERE object_id = ?1"
+            ))?
+            .execute([id])?;
         }
         HeadResult::Gone => {
             tally.headed += 1;
             tags = None;
-            if matches!(state, ObjectState::Ok | ObjectState::Error) {
+            if ctx.versions {
+                // A version has no change rows: `gone_scan` records its end.
+            } else if matches!(state, ObjectState::Ok | ObjectState::Error) {
                 record_deleted_on_head(tx, ctx, id, now)?;
             } else {
                 // New in this scan (or back from gone): its `created` row is void.
@@ -66,20 +72,22 @@ pub(super) fn apply_head(
                     .execute(params![ctx.scan_id, id])?;
             }
             mark_gone(tx, ctx, id)?;
-            clear_error(tx, id, state)?;
+            clear_error(tx, ctx, id, state)?;
             tally.gone += 1;
         }
         HeadResult::Failed { failure, attempts } => {
             tally.headed += 1;
             tags = None;
-            tx.prepare_cached(
-                "UPDATE objects SET state = ?2, head_due = 0, tags_due = 0 WHERE object_id = ?1",
-            )?
+            tx.prepare_cached(table_sql!(
+                ctx.versions,
+                "UPDATE objects SET state = ?2, head_due = 0, tags_due = 0 WHERE object_id = ?1"
+            ))?
             .execute(params![id, ObjectState::Error])?;
-            tx.prepare_cached(
+            tx.prepare_cached(table_sql!(
+                ctx.versions,
                 "INSERT OR REPLACE INTO object_errors (object_id, scan_id, status, code, message, attempts, at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+            ))?
             .execute(params![id, ctx.scan_id, failure.status, failure.code, failure.message, attempts, now])?;
             tally.failed += 1;
         }
@@ -93,17 +101,31 @@ pub(super) fn apply_head(
 /// A HEAD without a tags read (no `--tags`, or the read failed) of an object whose tags were
 /// read before: they stay known only while HEAD counts as many (a rewrite replaces tags);
 /// otherwise they are not known any more, so no stale tag answers a `tag:` filter.
-fn forget_stale_tags(tx: &Transaction, id: i64, count: Option<i64>) -> rusqlite::Result<()> {
+fn forget_stale_tags(
+    tx: &Transaction,
+    ctx: &WriterCtx,
+    id: i64,
+    count: Option<i64>,
+) -> rusqlite::Result<()> {
     let stored: i64 = tx
-        .prepare_cached("SELECT count(*) FROM tags WHERE object_id = ?1")?
+        .prepare_cached(table_sql!(
+            ctx.versions,
+            "SELECT count(*) FROM tags WHERE object_id = ?1"
+        ))?
         .query_row([id], |r| r.get(0))?;
     if count == Some(stored) {
         return Ok(());
     }
-    tx.prepare_cached("DELETE FROM tags WHERE object_id = ?1")?
-        .execute([id])?;
-    tx.prepare_cached("UPDATE objects SET tags_scan = NULL WHERE object_id = ?1")?
-        .execute([id])?;
+    tx.prepare_cached(table_sql!(
+        ctx.versions,
+        "DELETE FROM tags WHERE object_id = ?1"
+    ))?
+    .execute([id])?;
+    tx.prepare_cached(table_sql!(
+        ctx.versions,
+        "UPDATE objects SET tags_scan = NULL WHERE object_id = ?1"
+    ))?
+    .execute([id])?;
     Ok(())
 }
 
@@ -125,18 +147,27 @@ fn store_tags(
         TagsRead::Tags(tags) => tags,
         TagsRead::CountedNone => Vec::new(),
         TagsRead::Failed(failure) => {
-            tx.prepare_cached("UPDATE objects SET tags_error = ?2 WHERE object_id = ?1")?
-                .execute(params![id, failure.to_string()])?;
+            tx.prepare_cached(table_sql!(
+                ctx.versions,
+                "UPDATE objects SET tags_error = ?2 WHERE object_id = ?1"
+            ))?
+            .execute(params![id, failure.to_string()])?;
             return Ok(());
         }
     };
     tally.tags_read += 1;
-    tx.prepare_cached(
+    tx.prepare_cached(table_sql!(
+        ctx.versions,
         "UPDATE objects SET tags_scan = ?2, tags_error = NULL, tags_due = 0, tagging_count = ?3
-         WHERE object_id = ?1",
-    )?
+         WHERE object_id = ?1"
+    ))?
     .execute(params![id, ctx.scan_id, new.len() as i64])?;
-    replace_pairs(tx, ctx, id, &TAG_PAIRS, had_tags, &new, now)
+    let pairs = if ctx.versions {
+        &VERSION_TAG_PAIRS
+    } else {
+        &TAG_PAIRS
+    };
+    replace_pairs(tx, ctx, id, pairs, had_tags, &new, now)
 }
 
 /// A known object answered 404: this scan's change row for it (a `modified` one, if its
@@ -171,10 +202,18 @@ fn record_deleted_on_head(
     Ok(())
 }
 
-fn clear_error(tx: &Transaction, id: i64, state: ObjectState) -> rusqlite::Result<()> {
+fn clear_error(
+    tx: &Transaction,
+    ctx: &WriterCtx,
+    id: i64,
+    state: ObjectState,
+) -> rusqlite::Result<()> {
     if state == ObjectState::Error {
-        tx.prepare_cached("DELETE FROM object_errors WHERE object_id = ?1")?
-            .execute([id])?;
+        tx.prepare_cached(table_sql!(
+            ctx.versions,
+            "DELETE FROM object_errors WHERE object_id = ?1"
+        ))?
+        .execute([id])?;
     }
     Ok(())
 }
@@ -186,21 +225,25 @@ fn store_head(
     f: &HeadFields,
     now: &str,
 ) -> rusqlite::Result<()> {
-    static SQL: LazyLock<String> = LazyLock::new(|| {
+    // A version's id is what the listing said (HEAD asked for it): only an object's is HEAD's.
+    static SQL: LazyLock<[String; 2]> = LazyLock::new(|| {
         let extra: Vec<String> = EXTRA_COLUMNS
             .iter()
             .enumerate()
             .map(|(i, c)| format!("{c} = ?{}", i + 19))
             .collect();
-        format!(
-            "UPDATE objects SET state = ?17, head_due = 0, etag = ?2, size = ?3, last_modified = ?4,
-                 content_type = ?5, cache_control = ?6, content_encoding = ?7, content_language = ?8,
-                 content_disposition = ?9, expires = ?10, storage_class = ?11, version_id = ?12,
-                 missing_meta = ?13, headed_scan = ?14, headed_at = ?15, recheck = ?16,
-                 tagging_count = ?18, tags_due = 0, {}
-             WHERE object_id = ?1",
-            extra.join(", ")
-        )
+        let sql = |table: &str, version: &str| {
+            format!(
+                "UPDATE {table} SET state = ?17, head_due = 0, etag = ?2, size = ?3, last_modified = ?4,
+                     content_type = ?5, cache_control = ?6, content_encoding = ?7, content_language = ?8,
+                     content_disposition = ?9, expires = ?10, storage_class = ?11, {version}
+                     missing_meta = ?13, headed_scan = ?14, headed_at = ?15, recheck = ?16,
+                     tagging_count = ?18, tags_due = 0, {}
+                 WHERE object_id = ?1",
+                extra.join(", ")
+            )
+        };
+        [sql("objects", "version_id = ?12,"), sql("versions", "")]
     });
     let state = ObjectState::Ok;
     let mut values: Vec<&dyn ToSql> = vec![
@@ -224,7 +267,8 @@ fn store_head(
         &f.tagging_count,
     ];
     values.extend(extra_values(&f.extra));
-    tx.prepare_cached(&SQL)?.execute(values.as_slice())?;
+    tx.prepare_cached(&SQL[usize::from(ctx.versions)])?
+        .execute(values.as_slice())?;
     Ok(())
 }
 
@@ -259,7 +303,12 @@ fn store_metadata(
     had_head: bool,
     now: &str,
 ) -> rusqlite::Result<()> {
-    replace_pairs(tx, ctx, id, &METADATA_PAIRS, had_head, &f.metadata, now)
+    let pairs = if ctx.versions {
+        &VERSION_METADATA_PAIRS
+    } else {
+        &METADATA_PAIRS
+    };
+    replace_pairs(tx, ctx, id, pairs, had_head, &f.metadata, now)
 }
 
 /// The statements of one kind of (name, value) pairs of an object: its metadata or its tags.
@@ -314,6 +363,31 @@ const TAG_PAIRS: PairSql = PairSql {
     modified_becomes: ChangeKind::Modified,
 };
 
+/// A version's metadata: a version never changes, so it has no change rows (a HEAD again
+/// after an error replaces what is stored).
+const VERSION_METADATA_PAIRS: PairSql = PairSql {
+    select: "",
+    delete: "DELETE FROM version_metadata WHERE object_id = ?1",
+    insert: "INSERT OR REPLACE INTO version_metadata (object_id, name, value) VALUES (?1, ?2, ?3)",
+    on_created: "",
+    on_change: "",
+    new_change: "",
+    kind: ChangeKind::Metadata,
+    modified_becomes: ChangeKind::Metadata,
+};
+
+/// A version's tags (`VERSION_METADATA_PAIRS`).
+const VERSION_TAG_PAIRS: PairSql = PairSql {
+    select: "",
+    delete: "DELETE FROM version_tags WHERE object_id = ?1",
+    insert: "INSERT OR REPLACE INTO version_tags (object_id, key, value) VALUES (?1, ?2, ?3)",
+    on_created: "",
+    on_change: "",
+    new_change: "",
+    kind: ChangeKind::Tags,
+    modified_becomes: ChangeKind::Modified,
+};
+
 /// Replaces the object's pairs with `new`. When it had pairs read before (`had`) and they
 /// differ, the old and new go on this scan's change row for the object, or on a new row of
 /// the pairs' kind; when it had none and the scan records new objects, the new pairs go on
@@ -327,7 +401,9 @@ fn replace_pairs(
     new: &[(String, String)],
     now: &str,
 ) -> rusqlite::Result<()> {
-    if had {
+    if had && ctx.versions {
+        tx.prepare_cached(sql.delete)?.execute([id])?;
+    } else if had {
         let old: Vec<(String, String)> = tx
             .prepare_cached(sql.select)?
             .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?

@@ -78,6 +78,7 @@ impl Stored {
             size: self.size,
             last_modified: self.modified.clone(),
             storage_class: self.storage_class.clone(),
+            version: None,
         }
     }
 }
@@ -124,6 +125,7 @@ pub(super) fn apply_page(
             jobs.push(HeadJob {
                 object_id,
                 key: e.key.clone(),
+                version_id: None,
                 work,
             });
         }
@@ -132,6 +134,18 @@ pub(super) fn apply_page(
         tally.gone += unlisted(tx, ctx, &k, &s, now)?;
         next = advance(tx, &mut rows)?;
     }
+    record_checkpoint(tx, ctx, page)?;
+    tally.listed += page.entries.len() as i64;
+    Ok(jobs)
+}
+
+/// Moves the page's range checkpoint on: the token of the next page, the last key listed,
+/// whether the range is done.
+pub(super) fn record_checkpoint(
+    tx: &Transaction,
+    ctx: &WriterCtx,
+    page: &PageMsg,
+) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "UPDATE scan_ranges SET token = ?3, last_key = COALESCE(?4, last_key), state = ?5,
              pages = pages + 1, keys_listed = keys_listed + ?6
@@ -149,8 +163,7 @@ pub(super) fn apply_page(
         },
         page.entries.len() as i64
     ])?;
-    tally.listed += page.entries.len() as i64;
-    Ok(jobs)
+    Ok(())
 }
 
 /// Records one listed object against its stored row; returns its id and the work it needs
@@ -319,9 +332,10 @@ pub(crate) fn page_window(page: &PageMsg) -> Option<KeyRange> {
 
 /// Marks an object deleted by this scan.
 pub(super) fn mark_gone(tx: &Transaction, ctx: &WriterCtx, object_id: i64) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "UPDATE objects SET state = ?3, head_due = 0, tags_due = 0, gone_scan = ?2 WHERE object_id = ?1",
-    )?
+    tx.prepare_cached(crate::store::table_sql!(
+        ctx.versions,
+        "UPDATE objects SET state = ?3, head_due = 0, tags_due = 0, gone_scan = ?2 WHERE object_id = ?1"
+    ))?
     .execute(params![object_id, ctx.scan_id, ObjectState::Gone])?;
     Ok(())
 }

@@ -1,0 +1,376 @@
+//! Issue 16 §3: versioned buckets. `scan --all-versions` records every version and delete
+//! marker (ListObjectVersions, a HEAD with versionId per version never seen), rescans HEAD
+//! only new version ids and record vanished ones as gone, a kill -9 resumes to the
+//! uninterrupted result, and plain and versions scans share one database in either order.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::*;
+use s3meta::model::Mode;
+use s3meta::scan::{Outcome, ScanConfig};
+
+fn versions_cfg(env: &Env, page_size: i32) -> ScanConfig {
+    let mut cfg = env.config("bkt", "");
+    cfg.target.versions = true;
+    cfg.page_size = page_size;
+    cfg
+}
+
+/// `a` has three versions (metadata changing), `b` two and a delete marker on top, `c` one,
+/// `old` was written before versioning (its `null` version), `d` was deleted and written
+/// again. Returns the number of versions (markers excluded) and of markers.
+fn put_history(env: &Env) -> (i64, i64) {
+    let s = env.state();
+    s.put_object("bkt", "old", b"before versioning", &[("era", "old")]);
+    s.enable_versioning("bkt");
+    for i in 0..3 {
+        let v = i.to_string();
+        s.put_object("bkt", "a", v.as_bytes(), &[("rev", &v)]);
+    }
+    s.put_object("bkt", "b", b"b1", &[]);
+    s.put_object("bkt", "b", b"b2", &[("owner", "bo")]);
+    assert!(s.delete_object("bkt", "b"));
+    s.put_object("bkt", "c", b"c", &[("owner", "cy")]);
+    s.put_object("bkt", "d", b"d1", &[]);
+    assert!(s.delete_object("bkt", "d"));
+    s.put_object("bkt", "d", b"d2", &[]);
+    (3 + 2 + 1 + 1 + 2, 2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_version_and_delete_marker_is_recorded() {
+    let env = Env::new().await;
+    let (versions, markers) = put_history(&env);
+    // Pages of two entries: a's three versions and b's three entries span pages.
+    let report = env.scan(&versions_cfg(&env, 2)).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Complete);
+    let s = env.state();
+    assert_eq!(s.requests(Op::ListVersions), 6, "11 entries, 2 a page");
+    assert_eq!(s.requests(Op::List), 0);
+    assert_eq!(s.requests(Op::Head), versions as u64);
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT count(*) FROM versions WHERE NOT delete_marker AND state = 'ok'"
+        ),
+        versions
+    );
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT count(*) FROM versions WHERE delete_marker AND state = 'ok' AND head_due = 0"
+        ),
+        markers
+    );
+    // Each key's versions as the store has them, newest first, the newest one latest.
+    for key in ["a", "b", "c", "d", "old"] {
+        let got = column(
+            &env.db,
+            &format!(
+                "SELECT version_id FROM versions WHERE key = '{key}' ORDER BY list_modified DESC, object_id DESC"
+            ),
+        );
+        assert_eq!(got, s.version_ids("bkt", key), "{key}");
+        let latest = column(
+            &env.db,
+            &format!("SELECT version_id FROM versions WHERE key = '{key}' AND is_latest"),
+        );
+        assert_eq!(latest, s.version_ids("bkt", key)[..1], "{key}");
+    }
+    assert_eq!(
+        column(&env.db, "SELECT version_id FROM versions WHERE key = 'old'"),
+        ["null"]
+    );
+    // Each version's own metadata, read with versionId.
+    assert_eq!(
+        column(
+            &env.db,
+            "SELECT m.value FROM version_metadata m JOIN versions v USING (object_id)
+             WHERE v.key = 'a' AND m.name = 'rev' ORDER BY v.list_modified"
+        ),
+        ["0", "1", "2"]
+    );
+    // A plain scan's tables are untouched.
+    assert_eq!(count(&env.db, "SELECT count(*) FROM objects"), 0);
+
+    // The query side: current versions by default, every version with --all-versions.
+    let out = run(&env, "query", &["--all-versions", "--count"]).await;
+    assert_eq!(stdout(&out).trim(), (versions + markers).to_string());
+    let out = run(
+        &env,
+        "query",
+        &[
+            "--all-versions",
+            "-w",
+            "@delete_marker=true",
+            "--format",
+            "csv",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let out = run(
+        &env,
+        "query",
+        &[
+            "--all-versions",
+            "-w",
+            "@key=a",
+            "-w",
+            "@is_latest=false",
+            "-w",
+            "rev",
+            "--format",
+            "jsonl",
+        ],
+    )
+    .await;
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["metadata"]["rev"], "1", "newest first");
+    assert_eq!(lines[0]["is_latest"], 0);
+    let out = run(&env, "query", &["-w", "@is_latest=true"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--all-versions"), "{}", stderr(&out));
+    let out = run(
+        &env,
+        "query",
+        &[
+            "--sql",
+            "SELECT count(*) AS n FROM v_versions WHERE is_latest AND NOT delete_marker",
+            "--format",
+            "csv",
+        ],
+    )
+    .await;
+    assert_eq!(stdout(&out).lines().nth(1), Some("4"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rescan_heads_only_new_versions_and_records_vanished_ones() {
+    let env = Env::new().await;
+    let (versions, _) = put_history(&env);
+    let cfg = versions_cfg(&env, 2);
+    env.scan(&cfg).await.unwrap();
+    let s = env.state();
+    // A night: a new version of `c`, `a`'s oldest version expires, the marker on `b` is
+    // removed (b2 is current again).
+    s.put_object("bkt", "c", b"c2", &[("owner", "cy2")]);
+    let a_oldest = s.version_ids("bkt", "a")[2].clone();
+    assert!(s.delete_version("bkt", "a", &a_oldest));
+    let b_marker = s.version_ids("bkt", "b")[0].clone();
+    assert!(s.delete_version("bkt", "b", &b_marker));
+    let heads = s.requests(Op::Head);
+    let report = env.scan(&cfg).await.unwrap();
+    assert_eq!(report.mode, Mode::Rescan);
+    assert_eq!(report.outcome, Outcome::Complete);
+    assert_eq!(s.requests(Op::Head) - heads, 1, "only the new version of c");
+    assert_eq!(report.stats.gone, 2);
+    assert_eq!(
+        column(
+            &env.db,
+            &format!("SELECT state FROM versions WHERE version_id IN ('{a_oldest}', '{b_marker}')")
+        ),
+        ["gone", "gone"]
+    );
+    assert_eq!(
+        column(
+            &env.db,
+            "SELECT count(*) FROM versions WHERE key = 'c' AND is_latest"
+        ),
+        ["1"]
+    );
+    assert_eq!(
+        column(
+            &env.db,
+            "SELECT m.value FROM version_metadata m JOIN versions v USING (object_id)
+             WHERE v.key = 'c' AND v.is_latest"
+        ),
+        ["cy2"]
+    );
+    // b2 is latest again; nothing else changed: the database is what a fresh scan gives,
+    // gone rows aside.
+    let fresh = env.dir.path().join("fresh.db");
+    env.scan_into(&cfg, &fresh).await.unwrap();
+    let live = |db: &std::path::Path| {
+        column(
+            db,
+            "SELECT key || ' ' || version_id || ' ' || is_latest || ' ' || delete_marker || ' '
+                    || COALESCE(etag, '') || ' ' || COALESCE((SELECT group_concat(name || '=' || value)
+                       FROM version_metadata m WHERE m.object_id = v.object_id), '')
+             FROM versions v WHERE state != 'gone' ORDER BY 1",
+        )
+    };
+    assert_eq!(live(&env.db), live(&fresh));
+    assert_eq!(live(&fresh).len() as i64, versions + 2 + 1 - 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_versions_scan_resumes_to_the_uninterrupted_result() {
+    let env = Env::new().await;
+    let s = env.state();
+    s.enable_versioning("bkt");
+    // 60 keys of up to 7 versions each, some deleted: pages of 5 end inside keys.
+    for i in 0..60 {
+        let key = format!("k/{i:03}");
+        for v in 0..=(i % 7) {
+            s.put_object(
+                "bkt",
+                &key,
+                format!("{i}.{v}").as_bytes(),
+                &[("v", &v.to_string())],
+            );
+        }
+        if i % 5 == 0 {
+            s.delete_object("bkt", &key);
+        }
+    }
+    let reference = env.dir.path().join("reference.db");
+    env.scan_into(&versions_cfg(&env, 5), &reference)
+        .await
+        .unwrap();
+    s.set_latency(Some(Op::ListVersions), std::time::Duration::from_millis(5));
+    let scan = || {
+        let mut cmd = env.bin();
+        cmd.args([
+            "scan",
+            "s3://bkt",
+            "--all-versions",
+            "--page-size",
+            "5",
+            "--backoff-ms",
+            "1",
+            "--db",
+        ])
+        .arg(&env.db);
+        cmd
+    };
+    for kill_at in [8, 8, 8] {
+        let before = s.requests(Op::ListVersions);
+        let mut child = scan().stderr(Stdio::null()).spawn().unwrap();
+        s.wait_for_requests(Some(Op::ListVersions), before + kill_at)
+            .await;
+        child.kill().unwrap();
+        assert!(
+            child.wait().unwrap().code().is_none(),
+            "killed, not finished"
+        );
+    }
+    let out = output(scan()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("resumed"), "{}", stderr(&out));
+    assert_same_db(&env.db, &reference);
+    // And a rescan after a night of changes, killed and resumed, too.
+    for i in (0..60).step_by(4) {
+        s.put_object("bkt", &format!("k/{i:03}"), b"night", &[("v", "night")]);
+    }
+    let oldest = s.version_ids("bkt", "k/006").pop().unwrap();
+    assert!(s.delete_version("bkt", "k/006", &oldest));
+    env.scan_into(&versions_cfg(&env, 5), &reference)
+        .await
+        .unwrap();
+    let before = s.requests(Op::ListVersions);
+    let mut child = scan().stderr(Stdio::null()).spawn().unwrap();
+    s.wait_for_requests(Some(Op::ListVersions), before + 30)
+        .await;
+    child.kill().unwrap();
+    assert!(
+        child.wait().unwrap().code().is_none(),
+        "killed, not finished"
+    );
+    let out = output(scan()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_same_db(&env.db, &reference);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_and_versions_scans_share_a_database_in_either_order() {
+    for versions_first in [false, true] {
+        let env = Env::new().await;
+        let (versions, markers) = put_history(&env);
+        let plain = env.config("bkt", "");
+        let all = versions_cfg(&env, 3);
+        let (first, second) = if versions_first {
+            (&all, &plain)
+        } else {
+            (&plain, &all)
+        };
+        let a = env.scan(first).await.unwrap();
+        let b = env.scan(second).await.unwrap();
+        // Two targets: the second is a full scan of its own, not a rescan of the first.
+        assert_eq!((a.mode, b.mode), (Mode::Full, Mode::Full));
+        let current = count(&env.db, "SELECT count(*) FROM objects WHERE state = 'ok'");
+        assert_eq!(current, 4, "old, a, c, d");
+        assert_eq!(
+            count(&env.db, "SELECT count(*) FROM versions"),
+            versions + markers
+        );
+        // Each one's rescan is a rescan of its own rows only.
+        let heads = env.state().requests(Op::Head);
+        let again = env.scan(first).await.unwrap();
+        let again2 = env.scan(second).await.unwrap();
+        assert_eq!((again.mode, again2.mode), (Mode::Rescan, Mode::Rescan));
+        assert_eq!(env.state().requests(Op::Head), heads, "nothing changed");
+        assert_eq!(
+            count(&env.db, "SELECT count(*) FROM scans WHERE versions = 1"),
+            2
+        );
+        let out = run(&env, "query", &["--count"]).await;
+        assert_eq!(stdout(&out).trim(), "4");
+    }
+}
+
+/// Parallel key ranges: a versions scan split while it lists (the splitter's probes list
+/// current keys; a key whose versions span pages stays in one range) gives the database one
+/// stream gives, and so does its rescan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_versions_scan_equals_one_stream() {
+    let env = Env::new().await;
+    let s = env.state();
+    s.enable_versioning("bkt");
+    for i in 0..400 {
+        let key = format!("p{}/k{i:04}", i % 4);
+        for v in 0..=(i % 3) {
+            s.put_object(
+                "bkt",
+                &key,
+                format!("{v}").as_bytes(),
+                &[("v", &v.to_string())],
+            );
+        }
+        if i % 9 == 0 {
+            s.delete_object("bkt", &key);
+        }
+    }
+    let reference = env.dir.path().join("reference.db");
+    env.scan_into(&versions_cfg(&env, 7), &reference)
+        .await
+        .unwrap();
+    let mut parallel = versions_cfg(&env, 7);
+    parallel.list_parallelism = 8;
+    parallel.splits = s3meta::scan::Splits::Always;
+    let report = env.scan(&parallel).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Complete);
+    assert!(
+        count(&env.db, "SELECT count(*) FROM scan_ranges") > 1,
+        "the scan was split"
+    );
+    assert_same_db(&env.db, &reference);
+    for i in (0..400).step_by(11) {
+        s.put_object("bkt", &format!("p{}/k{i:04}", i % 4), b"new", &[]);
+    }
+    env.scan_into(&versions_cfg(&env, 7), &reference)
+        .await
+        .unwrap();
+    let report = env.scan(&parallel).await.unwrap();
+    assert_eq!(report.mode, Mode::Rescan);
+    assert_same_db(&env.db, &reference);
+}

@@ -374,3 +374,58 @@ async fn a_split_versions_scan_equals_one_stream() {
     assert_eq!(report.mode, Mode::Rescan);
     assert_same_db(&env.db, &reference);
 }
+
+/// `plan` + `scan --range-json LINE --all-versions` per range + `merge` gives the database
+/// one versions scan gives, beside a plain scan of the same bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merged_versions_shards_equal_one_versions_scan() {
+    let env = Env::new().await;
+    let s = env.state();
+    s.enable_versioning("bkt");
+    for i in 0..90 {
+        let key = format!("m/{i:03}");
+        for v in 0..=(i % 3) {
+            s.put_object(
+                "bkt",
+                &key,
+                format!("{v}").as_bytes(),
+                &[("v", &v.to_string())],
+            );
+        }
+        if i % 8 == 0 {
+            s.delete_object("bkt", &key);
+        }
+    }
+    let whole = env.dir.path().join("whole.db");
+    env.scan_into(&versions_cfg(&env, 10), &whole)
+        .await
+        .unwrap();
+    env.scan_into(&env.config("bkt", ""), &whole).await.unwrap();
+    let mut plan = env.bin();
+    plan.args(["plan", "s3://bkt", "--ranges", "3"]);
+    let out = output(plan).await;
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", stderr(&out));
+    let mut shards = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let db = env.dir.path().join(format!("shard{i}.db"));
+        for versions in [true, false] {
+            let mut cmd = env.bin();
+            cmd.args(["scan", "--range-json", line, "--db"]).arg(&db);
+            if versions {
+                cmd.arg("--all-versions");
+            }
+            let out = output(cmd).await;
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        }
+        shards.push(db);
+    }
+    let merged = env.dir.path().join("merged.db");
+    let mut merge = env.bin();
+    merge.arg("merge").arg(&merged).args(&shards);
+    let out = output(merge).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_same_db(&merged, &whole);
+    assert!(count(&merged, "SELECT count(*) FROM versions") > 150);
+}

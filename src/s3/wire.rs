@@ -68,6 +68,10 @@ const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~')
     .remove(b'/');
 
+/// The same for a query value (a version id): `/` is escaped too, as SigV4's canonical query
+/// string has it.
+const VALUE_ENCODE: &AsciiSet = &KEY_ENCODE.add(b'/');
+
 /// SHA-256 of the empty body: HEAD has none, and S3 wants the payload hash signed.
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
@@ -220,7 +224,7 @@ impl HeadTarget {
         if let Some(v) = version {
             uri.push(sep);
             uri.push_str("versionId=");
-            uri.extend(utf8_percent_encode(v, KEY_ENCODE));
+            uri.extend(utf8_percent_encode(v, VALUE_ENCODE));
         }
         let mut req = Request::builder()
             .method(method.clone())

@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::keys::{KeyOrder, KeyRange};
 use crate::model::{ScanState, Target};
 use crate::store::lock::DbLock;
-use crate::store::{EXTRA_COLUMNS, TAG_COLUMNS, db, lock};
+use crate::store::{EXTRA_COLUMNS, TAG_COLUMNS, db, for_versions, lock};
 
 /// What one merge did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -114,6 +114,7 @@ impl Keyspace {
         self == other
             || (self.target.store == other.target.store
                 && self.target.bucket == other.target.bucket
+                && self.target.versions == other.target.versions
                 && !self.target.is_bounded()
                 && other.target.prefix.starts_with(&self.target.prefix))
     }
@@ -135,8 +136,15 @@ fn merge_one(conn: &mut Connection, input: &Path) -> rusqlite::Result<Merged> {
         for k in &spaces {
             let out_b = bucket_id(&tx, "main", k)?;
             tx.execute(
-                "DELETE FROM scans WHERE bucket_id = ?1 AND prefix = ?2 AND start_after IS ?3 AND end_key IS ?4",
-                params![out_b, k.target.prefix, k.target.start_after, k.target.end_key],
+                "DELETE FROM scans WHERE bucket_id = ?1 AND prefix = ?2 AND start_after IS ?3 AND end_key IS ?4
+                   AND versions = ?5",
+                params![
+                    out_b,
+                    k.target.prefix,
+                    k.target.start_after,
+                    k.target.end_key,
+                    k.target.versions
+                ],
             )?;
         }
         copy_scans(&tx)?;
@@ -152,11 +160,15 @@ fn merge_one(conn: &mut Connection, input: &Path) -> rusqlite::Result<Merged> {
             let keys = k.keys();
             let (frag, mut args) = keys.sql("key");
             args.push((":b", &out_b));
+            let versions = k.target.versions;
             tx.execute(
-                &format!("DELETE FROM objects WHERE bucket_id = :b{frag}"),
+                &tables(
+                    versions,
+                    format!("DELETE FROM objects WHERE bucket_id = :b{frag}"),
+                ),
                 args.as_slice(),
             )?;
-            merged.objects += copy_objects(&tx, &keys, out_b, src_b)?;
+            merged.objects += copy_objects(&tx, &keys, (out_b, src_b), versions)?;
         }
         tx.commit()?;
         Ok(merged)
@@ -222,11 +234,11 @@ fn copy_scans(tx: &Connection) -> rusqlite::Result<()> {
             "INSERT INTO scans (bucket_id, prefix, start_after, end_key, mode, state, record_created,
                  started_at, updated_at, finished_at, objects_listed, heads_ok, heads_skipped,
                  objects_gone, objects_failed, list_requests, head_requests, retries, throttled, last_error,
-                 tags, tag_requests, tags_read, trust_tag_count)
+                 tags, tag_requests, tags_read, trust_tag_count, versions)
              SELECT ?1, prefix, start_after, end_key, mode, state, record_created, started_at, updated_at,
                  finished_at, objects_listed, heads_ok, heads_skipped, objects_gone, objects_failed,
                  list_requests, head_requests, retries, throttled, last_error,
-                 tags, tag_requests, tags_read, trust_tag_count
+                 tags, tag_requests, tags_read, trust_tag_count, versions
              FROM src.scans WHERE scan_id = ?2",
             params![out_b, id],
         )?;
@@ -245,15 +257,38 @@ fn copy_scans(tx: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Copies the keyspace's objects, then their metadata, errors and changes, matched by key.
-fn copy_objects(tx: &Connection, keys: &KeyRange, out_b: i64, src_b: i64) -> rusqlite::Result<i64> {
+/// `sql`, written for the objects' tables, for a keyspace's (`store::for_versions`).
+fn tables(versions: bool, sql: String) -> String {
+    if versions { for_versions(&sql) } else { sql }
+}
+
+/// Copies the keyspace's objects, then their metadata, errors and changes, matched by key —
+/// or, for a versions keyspace, its versions with their metadata, tags and errors, matched by
+/// key and version id (versions have no changes).
+fn copy_objects(
+    tx: &Connection,
+    keys: &KeyRange,
+    (out_b, src_b): (i64, i64),
+    versions: bool,
+) -> rusqlite::Result<i64> {
     let (frag, mut args) = keys.sql("s.key");
     args.push((":out", &out_b));
     args.push((":src", &src_b));
     let map = |col: &str| format!("(SELECT new FROM temp.scan_map WHERE old = s.{col})");
-    let extra: Vec<&str> = EXTRA_COLUMNS.iter().chain(&TAG_COLUMNS).copied().collect();
+    let own: &[&str] = if versions {
+        &["is_latest", "delete_marker"]
+    } else {
+        &[]
+    };
+    let extra: Vec<&str> = EXTRA_COLUMNS
+        .iter()
+        .chain(&TAG_COLUMNS)
+        .chain(own)
+        .copied()
+        .collect();
+    let sql = |s: String| tables(versions, s);
     let n = tx.execute(
-        &format!(
+        &sql(format!(
             "INSERT INTO objects (bucket_id, key, state, head_due, list_etag, list_size, list_modified,
                  list_storage_class, etag, size, last_modified, content_type, cache_control,
                  content_encoding, content_language, content_disposition, expires, storage_class,
@@ -271,30 +306,35 @@ fn copy_objects(tx: &Connection, keys: &KeyRange, out_b: i64, src_b: i64) -> rus
             map("gone_scan"),
             map("tags_scan"),
             extra.join(", s.")
-        ),
+        )),
         args.as_slice(),
     )? as i64;
+    let same_version = if versions {
+        " AND o.version_id = s.version_id"
+    } else {
+        ""
+    };
     let join = format!(
-        "FROM src.objects s JOIN main.objects o ON o.bucket_id = :out AND o.key = s.key
+        "FROM src.objects s JOIN main.objects o ON o.bucket_id = :out AND o.key = s.key{same_version}
          WHERE s.bucket_id = :src{frag}"
     );
     tx.execute(
-        &format!("INSERT INTO metadata (object_id, name, value) SELECT o.object_id, m.name, m.value {join_m}",
-            join_m = join.replace("FROM src.objects s", "FROM src.metadata m JOIN src.objects s USING (object_id)")),
+        &sql(format!("INSERT INTO metadata (object_id, name, value) SELECT o.object_id, m.name, m.value {join_m}",
+            join_m = join.replace("FROM src.objects s", "FROM src.metadata m JOIN src.objects s USING (object_id)"))),
         args.as_slice(),
     )?;
     tx.execute(
-        &format!(
+        &sql(format!(
             "INSERT INTO tags (object_id, key, value) SELECT o.object_id, t.key, t.value {}",
             join.replace(
                 "FROM src.objects s",
                 "FROM src.tags t JOIN src.objects s USING (object_id)"
             )
-        ),
+        )),
         args.as_slice(),
     )?;
     tx.execute(
-        &format!(
+        &sql(format!(
             "INSERT INTO object_errors (object_id, scan_id, status, code, message, attempts, at)
              SELECT o.object_id, coalesce((SELECT new FROM temp.scan_map WHERE old = e.scan_id), 0),
                  e.status, e.code, e.message, e.attempts, e.at {}",
@@ -302,9 +342,12 @@ fn copy_objects(tx: &Connection, keys: &KeyRange, out_b: i64, src_b: i64) -> rus
                 "FROM src.objects s",
                 "FROM src.object_errors e JOIN src.objects s USING (object_id)"
             )
-        ),
+        )),
         args.as_slice(),
     )?;
+    if versions {
+        return Ok(n);
+    }
     tx.execute(
         &format!(
             "INSERT INTO changes (scan_id, object_id, kind, old_etag, old_size, old_modified, new_etag,

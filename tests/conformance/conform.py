@@ -16,6 +16,7 @@ SKIP until the binary has the feature they need.
 """
 
 import argparse
+import json
 import datetime as dt
 import os
 import random

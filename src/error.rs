@@ -150,6 +150,18 @@ pub enum Error {
         detail: String,
     },
 
+    /// A versions scan's ListObjectVersions listing missed current objects that ListObjectsV2
+    /// lists (SeaweedFS 4.48 loses keys when it pages versions).
+    #[error(
+        "s3://{bucket} at {store}: ListObjectVersions skipped {missing} key(s) that ListObjectsV2 lists (first: {first:?}), so its versions listing cannot be trusted; the versions recorded are kept, but the scan is not complete. A plain scan (without --all-versions) indexes every current object"
+    )]
+    VersionsIncomplete {
+        bucket: String,
+        store: String,
+        missing: usize,
+        first: String,
+    },
+
     /// The store lists keys in an order s3meta cannot work with (issue 12).
     #[error("s3://{bucket} at {store} cannot be scanned safely: {detail}")]
     ListingOrder {

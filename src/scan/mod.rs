@@ -390,6 +390,65 @@ async fn planned_cuts(
     Ok((!cuts.is_empty()).then_some((order, cuts)))
 }
 
+/// A versions scan's check of the store: every current object ListObjectsV2 lists has a
+/// version in the index (issue 16 §3: SeaweedFS 4.48 loses keys, and with them all their
+/// versions, when it pages ListObjectVersions — through any client). One more pass of
+/// ListObjectsV2 pages (a thousand keys each, a fraction of the versions listing's).
+async fn versions_cover_current(
+    cfg: &ScanConfig,
+    plan: &ScanPlan,
+    conn: &tokio_rusqlite::Connection,
+    db_path: &Path,
+    lister: &Lister,
+) -> Result<(), Error> {
+    // Membership only, in whatever order the pages come (SeaweedFS 4.48 lists a versioned
+    // bucket's objects in neither order), from the first page to the last, through the
+    // target's keys.
+    let keys = cfg.target.keys(lister.order.current());
+    let (mut missing, mut first) = (0, None);
+    let mut cursor = Some(crate::s3::list::Cursor::default());
+    while let Some(at) = cursor.take() {
+        let page = lister.fetch_current(at).await?;
+        if page.truncated {
+            match page.next_token {
+                Some(token) => cursor = Some(crate::s3::list::Cursor::token(token)),
+                None => {
+                    return Err(Error::BadListing(
+                        "a truncated page without a continuation token".into(),
+                    ));
+                }
+            }
+        }
+        let keys: Vec<(String, Option<String>)> = page
+            .entries
+            .into_iter()
+            .filter(|o| keys.contains(&o.key))
+            .map(|o| (o.key, o.last_modified))
+            .collect();
+        let (scan_id, bucket_id, path) = (plan.scan_id, plan.bucket_id, db_path.to_path_buf());
+        let lost = conn
+            .call(move |c| {
+                scans::unrecorded_current(c, scan_id, bucket_id, &keys)
+                    .map_err(|e| Error::db(&path, e))
+            })
+            .await
+            .map_err(|e| Error::from_async_db(db_path, e))?;
+        missing += lost.len();
+        if first.is_none() {
+            first = lost.into_iter().next();
+        }
+    }
+    match first {
+        None => Ok(()),
+        Some(first) => Err(Error::VersionsIncomplete {
+            bucket: cfg.target.bucket.clone(),
+            store: cfg.target.store.clone(),
+            missing,
+            first,
+        }),
+    }
+}
+
 /// Feeds the HEADs a resumed scan still owes, then lists every unfinished range.
 #[allow(clippy::too_many_arguments)]
 async fn produce(
@@ -433,6 +492,9 @@ async fn produce(
     // The HEADs a resumed scan owes and the next pages go on together (issue 14): listing
     // never waits for HEADs, the owed ones included. Both send into the one bounded queue.
     tokio::try_join!(owed.feed(&ranges), listing.run(ranges.clone()))?;
+    if plan.versions && !work.is_cancelled() {
+        versions_cover_current(cfg, plan, conn, db_path, &lister).await?;
+    }
     // A large target whose listing did not show the order: learn it now, so its next rescan
     // does not have to (issue 15: LIST requests of a rescan within 1.1× the pages). Optional:
     // a failure here costs the next rescan its probes, never this scan.

@@ -447,6 +447,37 @@ fn due_index(work: Work, order: KeyOrder) -> &'static str {
     }
 }
 
+/// Of current keys ListObjectsV2 listed (with their Last-Modified), those a versions scan has
+/// no version of (a live one, not a delete marker), unless written after the scan began (its
+/// listing may have passed them before): what the store's ListObjectVersions skipped.
+pub fn unrecorded_current(
+    conn: &Connection,
+    scan_id: i64,
+    bucket_id: i64,
+    keys: &[(String, Option<String>)],
+) -> rusqlite::Result<Vec<String>> {
+    let started: String = conn.query_row(
+        "SELECT started_at FROM scans WHERE scan_id = ?1",
+        [scan_id],
+        |r| r.get(0),
+    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT EXISTS (SELECT 1 FROM versions WHERE bucket_id = ?1 AND key = ?2
+             AND NOT delete_marker AND state != {})",
+        ObjectState::Gone.sql()
+    ))?;
+    let mut missing = Vec::new();
+    for (key, modified) in keys {
+        if modified.as_deref().is_some_and(|m| m >= started.as_str()) {
+            continue;
+        }
+        if !stmt.query_row(params![bucket_id, key], |r| r.get::<_, bool>(0))? {
+            missing.push(key.clone());
+        }
+    }
+    Ok(missing)
+}
+
 /// How a run of the scan ended, as `finish` records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finished {

@@ -159,11 +159,13 @@ impl Frontend {
         let prefix = param("prefix").unwrap_or_default();
         let markers = (param("key-marker"), param("version-id-marker"));
         let url = param("encoding-type") == Some("url");
-        match self
-            .state
-            .store
-            .versions_page(bucket, prefix, markers, max_keys)
-        {
+        match self.state.store.versions_page(
+            bucket,
+            prefix,
+            markers,
+            max_keys,
+            self.state.lossy_version_pages(),
+        ) {
             Err(_) => error_response(404, info, false, false),
             Ok(page) => {
                 let xml = crate::versions::xml(&page, bucket, prefix, url);

@@ -21,6 +21,8 @@ pub struct State {
     pub(crate) control: Control,
     listing_etags: AtomicBool,
     path_order: AtomicBool,
+    /// See `set_lossy_version_pages`.
+    lossy_version_pages: AtomicBool,
     token_epoch: AtomicU64,
     signatures: Mutex<BTreeMap<Signature, u64>>,
 }
@@ -42,6 +44,7 @@ impl State {
             control: Control::new(),
             listing_etags: AtomicBool::new(true),
             path_order: AtomicBool::new(false),
+            lossy_version_pages: AtomicBool::new(false),
             token_epoch: AtomicU64::new(0),
             signatures: Mutex::new(BTreeMap::new()),
         })
@@ -102,6 +105,16 @@ impl State {
     /// version becomes current. Whether it existed.
     pub fn delete_version(&self, bucket: &str, key: &str, version_id: &str) -> bool {
         self.store.delete_version(bucket, key, version_id)
+    }
+
+    /// `true`: every continued ListObjectVersions page skips the first key it would list
+    /// (all its versions), as SeaweedFS 4.48 loses keys when it pages versions.
+    pub fn set_lossy_version_pages(&self, on: bool) {
+        self.lossy_version_pages.store(on, Ordering::SeqCst);
+    }
+
+    pub(crate) fn lossy_version_pages(&self) -> bool {
+        self.lossy_version_pages.load(Ordering::SeqCst)
     }
 
     /// A key's version ids, newest first (empty in a bucket without versioning).

@@ -40,8 +40,11 @@ pub(crate) fn page(
     key_marker: Option<&str>,
     version_marker: Option<&str>,
     max_keys: usize,
+    lossy: bool,
 ) -> VersionsPage {
     let mut page = VersionsPage::default();
+    // `State::set_lossy_version_pages`: a continued page drops the first key it reaches.
+    let mut drop_next_key = lossy && key_marker.is_some();
     let lower = match (key_marker, version_marker) {
         (Some(k), Some(_)) => Bound::Included(k),
         (Some(k), None) => Bound::Excluded(k),
@@ -56,6 +59,10 @@ pub(crate) fn page(
     for (key, versions) in history.range::<str, _>((lower, Bound::Unbounded)) {
         if !key.starts_with(prefix) {
             break;
+        }
+        if drop_next_key && key_marker != Some(&**key) {
+            drop_next_key = false;
+            continue;
         }
         let newest_first = versions.iter().rev().enumerate();
         // Inside the marker's key: only the versions after (older than) the marker.

@@ -380,6 +380,12 @@ impl Lister {
         Ok(page.entries.into_iter().next().map(|o| o.key))
     }
 
+    /// One ListObjectsV2 page as the store sent it, its order not checked (a versions scan's
+    /// check that every current key was recorded needs only membership).
+    pub async fn fetch_current(&self, cursor: Cursor) -> Result<Page, Error> {
+        self.fetch(cursor).await.map_err(|e| self.fatal(e))
+    }
+
     /// A range's next page: ListObjectsV2, or ListObjectVersions in a versions scan.
     pub fn spawn_fetch(self: Arc<Self>, cursor: Cursor) -> JoinHandle<Result<Page, ListError>> {
         tokio::spawn(async move {

@@ -11,6 +11,28 @@ use common::*;
 use s3meta::model::Mode;
 use s3meta::scan::{Outcome, ScanConfig};
 
+/// Turns versioning on and writes `n` keys, key `i` with `i % versions + 1` versions (metadata
+/// `v` = its number), every `delete_every`-th then deleted (a delete marker on top).
+fn fill_versions(
+    s: &State,
+    n: usize,
+    key: impl Fn(usize) -> String,
+    versions: usize,
+    delete_every: usize,
+) {
+    s.enable_versioning("bkt");
+    for i in 0..n {
+        let key = key(i);
+        for v in 0..=(i % versions) {
+            let body = format!("{i}.{v}");
+            s.put_object("bkt", &key, body.as_bytes(), &[("v", &v.to_string())]);
+        }
+        if i % delete_every == 0 {
+            s.delete_object("bkt", &key);
+        }
+    }
+}
+
 fn versions_cfg(env: &Env, page_size: i32) -> ScanConfig {
     let mut cfg = env.config("bkt", "");
     cfg.target.versions = true;
@@ -218,22 +240,8 @@ async fn a_rescan_heads_only_new_versions_and_records_vanished_ones() {
 async fn a_killed_versions_scan_resumes_to_the_uninterrupted_result() {
     let env = Env::new().await;
     let s = env.state();
-    s.enable_versioning("bkt");
     // 60 keys of up to 7 versions each, some deleted: pages of 5 end inside keys.
-    for i in 0..60 {
-        let key = format!("k/{i:03}");
-        for v in 0..=(i % 7) {
-            s.put_object(
-                "bkt",
-                &key,
-                format!("{i}.{v}").as_bytes(),
-                &[("v", &v.to_string())],
-            );
-        }
-        if i % 5 == 0 {
-            s.delete_object("bkt", &key);
-        }
-    }
+    fill_versions(s, 60, |i| format!("k/{i:03}"), 7, 5);
     let reference = env.dir.path().join("reference.db");
     env.scan_into(&versions_cfg(&env, 5), &reference)
         .await
@@ -336,21 +344,7 @@ async fn plain_and_versions_scans_share_a_database_in_either_order() {
 async fn a_split_versions_scan_equals_one_stream() {
     let env = Env::new().await;
     let s = env.state();
-    s.enable_versioning("bkt");
-    for i in 0..400 {
-        let key = format!("p{}/k{i:04}", i % 4);
-        for v in 0..=(i % 3) {
-            s.put_object(
-                "bkt",
-                &key,
-                format!("{v}").as_bytes(),
-                &[("v", &v.to_string())],
-            );
-        }
-        if i % 9 == 0 {
-            s.delete_object("bkt", &key);
-        }
-    }
+    fill_versions(s, 400, |i| format!("p{}/k{i:04}", i % 4), 3, 9);
     let reference = env.dir.path().join("reference.db");
     env.scan_into(&versions_cfg(&env, 7), &reference)
         .await
@@ -382,21 +376,7 @@ async fn a_split_versions_scan_equals_one_stream() {
 async fn merged_versions_shards_equal_one_versions_scan() {
     let env = Env::new().await;
     let s = env.state();
-    s.enable_versioning("bkt");
-    for i in 0..90 {
-        let key = format!("m/{i:03}");
-        for v in 0..=(i % 3) {
-            s.put_object(
-                "bkt",
-                &key,
-                format!("{v}").as_bytes(),
-                &[("v", &v.to_string())],
-            );
-        }
-        if i % 8 == 0 {
-            s.delete_object("bkt", &key);
-        }
-    }
+    fill_versions(s, 90, |i| format!("m/{i:03}"), 3, 8);
     let whole = env.dir.path().join("whole.db");
     env.scan_into(&versions_cfg(&env, 10), &whole)
         .await

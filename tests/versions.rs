@@ -456,3 +456,27 @@ async fn a_store_losing_keys_in_versions_pages_fails_the_scan_loudly() {
         11
     );
 }
+
+/// `forget` removes a bucket's versions with its objects (the bucket row goes too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_removes_versions_too() {
+    let env = Env::new().await;
+    put_history(&env);
+    env.scan(&versions_cfg(&env, 3)).await.unwrap();
+    env.scan(&env.config("bkt", "")).await.unwrap();
+    let out = run(&env, "forget", &["s3://bkt"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for table in [
+        "versions",
+        "version_metadata",
+        "objects",
+        "scans",
+        "buckets",
+    ] {
+        assert_eq!(
+            count(&env.db, &format!("SELECT count(*) FROM {table}")),
+            0,
+            "{table}"
+        );
+    }
+}

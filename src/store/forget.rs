@@ -153,16 +153,20 @@ pub fn forget_prefix(
         "DELETE FROM objects WHERE object_id IN
            (SELECT object_id FROM objects WHERE bucket_id = :b{frag} LIMIT :n)"
     );
-    loop {
-        let n = conn.execute(&sql, args.as_slice())? as i64;
-        out.objects += n;
-        if n < CHUNK {
-            break;
+    // The current objects, then the versions of `--all-versions` scans (with their rows).
+    for sql in [sql.clone(), crate::store::for_versions(&sql)] {
+        loop {
+            let n = conn.execute(&sql, args.as_slice())? as i64;
+            out.objects += n;
+            if n < CHUNK {
+                break;
+            }
         }
     }
     conn.execute(
         "DELETE FROM buckets WHERE bucket_id = ?1
            AND NOT EXISTS (SELECT 1 FROM objects WHERE bucket_id = ?1)
+           AND NOT EXISTS (SELECT 1 FROM versions WHERE bucket_id = ?1)
            AND NOT EXISTS (SELECT 1 FROM scans WHERE bucket_id = ?1)",
         [bucket_id],
     )?;

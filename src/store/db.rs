@@ -202,22 +202,28 @@ pub fn record_key_order(
     if order != KeyOrder::Path {
         return Ok(());
     }
-    // A chunk at a time, so memory stays flat over a large bucket.
-    let mut missing = conn.prepare_cached(
-        "SELECT object_id, key FROM objects WHERE bucket_id = ?1 AND path_key IS NULL LIMIT 10000",
-    )?;
-    let mut set = conn.prepare_cached("UPDATE objects SET path_key = ?2 WHERE object_id = ?1")?;
-    loop {
-        let rows: Vec<(i64, String)> = missing
-            .query_map([bucket_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        if rows.is_empty() {
-            return Ok(());
-        }
-        for (id, key) in rows {
-            set.execute(rusqlite::params![id, path_key(&key)])?;
+    // A chunk at a time, so memory stays flat over a large bucket; the versions of
+    // `--all-versions` scans too (their ranges and sweeps are read in it as well).
+    for table in ["objects", "versions"] {
+        let mut missing = conn.prepare_cached(&format!(
+            "SELECT object_id, key FROM {table} WHERE bucket_id = ?1 AND path_key IS NULL LIMIT 10000"
+        ))?;
+        let mut set = conn.prepare_cached(&format!(
+            "UPDATE {table} SET path_key = ?2 WHERE object_id = ?1"
+        ))?;
+        loop {
+            let rows: Vec<(i64, String)> = missing
+                .query_map([bucket_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            if rows.is_empty() {
+                break;
+            }
+            for (id, key) in rows {
+                set.execute(rusqlite::params![id, path_key(&key)])?;
+            }
         }
     }
+    Ok(())
 }
 
 /// Applies the missing migrations in one exclusive transaction.

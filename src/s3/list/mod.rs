@@ -477,7 +477,11 @@ impl Lister {
                 std::cmp::Ordering::Equal
             }
         };
-        if page.entries.windows(2).any(|w| cmp(&w[0], &w[1]).is_gt()) {
+        // While the order is not known, a page in path order is left as it came (sorting it
+        // in byte order would teach the wrong order): only one in neither order is sorted.
+        let in_order = |o: KeyOrder| page.entries.windows(2).all(|w| !o.lt(&w[1].key, &w[0].key));
+        let path_ordered = self.order.known().is_none() && in_order(KeyOrder::Path);
+        if !path_ordered && page.entries.windows(2).any(|w| cmp(&w[0], &w[1]).is_gt()) {
             // Stable: each key's entries keep the order they came in.
             page.entries.sort_by(cmp);
         }

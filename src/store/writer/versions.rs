@@ -53,13 +53,9 @@ pub(super) fn apply_page(
                 }
             }
             Some(s) => {
-                let same = s.listing
-                    == (
-                        e.etag.clone(),
-                        e.size,
-                        e.last_modified.clone(),
-                        e.storage_class.clone(),
-                    );
+                let (etag, size, modified, class) = &s.listing;
+                let same = (etag, size, modified, class)
+                    == (&e.etag, &e.size, &e.last_modified, &e.storage_class);
                 // Immutable: HEADed once, unless a full scan asks again, the HEAD is still
                 // owed or failed, or a lifecycle transition changed its storage class.
                 let head = !v.delete_marker

@@ -480,3 +480,113 @@ async fn forget_removes_versions_too() {
         );
     }
 }
+
+/// `estimate --all-versions` counts what a versions scan sends: its ListObjectVersions pages
+/// plus the ListObjectsV2 pass over the current keys, a HEAD per version (markers none), and
+/// for a rescan the HEADs of the version ids never seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn estimate_counts_what_a_versions_scan_sends() {
+    let env = Env::new().await;
+    fill_versions(env.state(), 700, |i| format!("k{i:04}"), 3, 5);
+    let estimate = || {
+        let mut cmd = env.bin();
+        cmd.args(["estimate", "s3://bkt", "--all-versions", "--format", "json"])
+            .arg("--db")
+            .arg(&env.db);
+        async {
+            let out = output(cmd).await;
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        }
+    };
+    let e = estimate().await;
+    let (versions, markers) = ((0..700u64).map(|i| i % 3 + 1).sum::<u64>(), 140);
+    assert_eq!(
+        (
+            e["objects"].as_u64(),
+            e["delete_markers"].as_u64(),
+            e["full_heads"].as_u64(),
+            e["list_requests"].as_u64(),
+            e["next_scan"].as_str(),
+        ),
+        (
+            Some(versions + markers),
+            Some(markers),
+            Some(versions),
+            Some(2 + 1),
+            Some("full")
+        )
+    );
+    assert_eq!(env.state().requests(Op::Head), 0, "estimate never HEADs");
+
+    let cfg = versions_cfg(&env, 1000);
+    env.state().reset_counters();
+    env.scan(&cfg).await.unwrap();
+    let sent = |op| env.state().requests(op);
+    assert_eq!(
+        (sent(Op::ListVersions) + sent(Op::List), sent(Op::Head)),
+        (3, versions),
+        "the scan sends what estimate said"
+    );
+
+    for i in [1, 2, 3] {
+        env.state()
+            .put_object("bkt", &format!("k{i:04}"), b"new", &[]);
+    }
+    let e = estimate().await;
+    assert_eq!(
+        (e["rescan_heads"].as_u64(), e["next_scan"].as_str()),
+        (Some(3), Some("rescan"))
+    );
+    env.state().reset_counters();
+    env.scan(&cfg).await.unwrap();
+    assert_eq!(
+        env.state().requests(Op::Head),
+        3,
+        "the rescan sends what estimate said"
+    );
+}
+
+/// `status` says a scan is a versions scan and lists its versions in error (with the
+/// version id), counted with the current objects'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_versions_scans_and_their_errors() {
+    let env = Env::new().await;
+    fill_versions(env.state(), 20, |i| format!("k{i:02}"), 2, 100);
+    env.state()
+        .add_fault(Fault::head("k03", Action::Status(403)));
+    env.scan(&versions_cfg(&env, 7)).await.unwrap();
+    let ids = env.state().version_ids("bkt", "k03");
+    let mut cmd = env.bin();
+    cmd.args(["status", "--format", "json", "--db"])
+        .arg(&env.db);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["scans"][0]["versions"], true);
+    assert_eq!(s["scans"][0]["objects_in_error"], ids.len());
+    assert_eq!(s["errors_total"], ids.len());
+    let mut listed: Vec<String> = s["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["version_id"].as_str().unwrap().to_string())
+        .collect();
+    listed.sort();
+    let mut ids = ids;
+    ids.sort();
+    assert_eq!(listed, ids);
+
+    let mut cmd = env.bin();
+    cmd.args(["status", "--db"]).arg(&env.db);
+    let out = output(cmd).await;
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("full scan, every version, complete"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("s3://bkt/k03 (version {})", ids[0])),
+        "{text}"
+    );
+}

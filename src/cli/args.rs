@@ -214,6 +214,10 @@ pub struct EstimateArgs {
     pub db: DbArgs,
     #[command(flatten)]
     pub conn: ConnectionArgs,
+    /// What `scan --all-versions` would send: every version and delete marker
+    /// (ListObjectVersions), HEADs of versions never HEADed before.
+    #[arg(long)]
+    pub all_versions: bool,
     /// Price of 1,000 LIST requests in USD, 0 to 1000 (default: AWS S3 Standard).
     #[arg(long, value_name = "USD", default_value_t = s3meta::read::estimate::LIST_PRICE, value_parser = price)]
     pub list_price: f64,

@@ -287,8 +287,14 @@ fn policy(max_attempts: u32, backoff_ms: u64) -> Policy {
 pub async fn estimate(args: &EstimateArgs, cancel: CancellationToken) -> Result<u8, Error> {
     let url = S3Url::parse(&args.url)?;
     let s3 = client::build(&args.conn.options()?).await?;
-    let target = target_of(&url, &s3.store);
-    let lister = Arc::new(lister_for(&url, s3, cancel));
+    let target = Target {
+        versions: args.all_versions,
+        ..target_of(&url, &s3.store)
+    };
+    let lister = Arc::new(Lister {
+        versions: args.all_versions,
+        ..lister_for(&url, s3, cancel)
+    });
     let e = estimate::run(
         lister,
         &target,
@@ -306,9 +312,17 @@ pub async fn estimate(args: &EstimateArgs, cancel: CancellationToken) -> Result<
 
 fn estimate_text(url: &S3Url, e: &estimate::Estimate) -> String {
     let n = progress::thousands;
+    let listed = if e.all_versions {
+        format!(
+            "{} versions ({} of them delete markers)",
+            n(e.objects),
+            n(e.delete_markers)
+        )
+    } else {
+        format!("{} objects", n(e.objects))
+    };
     let mut out = format!(
-        "{url}: {} objects in {} LIST requests\nfull scan: {} LIST + {} HEAD requests, ${:.4}",
-        n(e.objects),
+        "{url}: {listed} in {} LIST requests\nfull scan: {} LIST + {} HEAD requests, ${:.4}",
         n(e.list_requests),
         n(e.list_requests),
         n(e.full_heads),

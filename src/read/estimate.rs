@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::model::{ListedObject, Target};
 use crate::s3::list::{Lister, Pages};
 use crate::store::db;
-use crate::store::writer::stored;
+use crate::store::writer::{stored, version_rescan_heads};
 
 /// AWS S3 Standard request prices in USD per 1,000 requests (us-east-1, 2026).
 pub const LIST_PRICE: f64 = 0.005;
@@ -24,9 +24,17 @@ pub const HEAD_PRICE: f64 = 0.0004;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Estimate {
+    /// Entries listed: objects, or with `--all-versions` versions and delete markers.
     pub objects: u64,
+    /// `--all-versions`: the entries are versions, listed with ListObjectVersions.
+    pub all_versions: bool,
+    /// Of `objects`, delete markers (never HEADed); 0 without `--all-versions`.
+    pub delete_markers: u64,
+    /// LIST requests of the scan: its listing's pages, and with `--all-versions` also the
+    /// ListObjectsV2 pass over the current keys that checks the versions listing
+    /// (`VersionsIncomplete`), at 1,000 keys a page.
     pub list_requests: u64,
-    /// HEADs of a full scan (every object).
+    /// HEADs of a full scan (every object, or every version that is not a marker).
     pub full_heads: u64,
     /// HEADs of a rescan against the database: new, changed or never successfully HEADed
     /// objects. `None` when no completed scan covers the target (the next scan is full).
@@ -58,10 +66,14 @@ pub async fn run(
     let (path, t) = (db_path.to_path_buf(), target.clone());
     let mut known = blocking(move || open_known(&path, &t)).await?;
     let covered = known.as_ref().is_some_and(|k| k.covered);
-    let (mut objects, mut to_head) = (0u64, 0u64);
+    let (mut objects, mut to_head, mut markers, mut current) = (0u64, 0u64, 0u64, 0u64);
     let mut pages = Pages::new(&lister, target);
     while let Some(entries) = pages.next().await? {
         objects += entries.len() as u64;
+        for v in entries.iter().filter_map(|e| e.version.as_ref()) {
+            markers += u64::from(v.delete_marker);
+            current += u64::from(v.is_latest && !v.delete_marker);
+        }
         if let Some(k) = known.take() {
             let (k, n) = blocking(move || {
                 let n = k.to_head(&entries);
@@ -72,18 +84,26 @@ pub async fn run(
             to_head += n;
         }
     }
-    let pages = pages.requests;
+    let mut pages = pages.requests;
+    if target.versions {
+        pages += current.div_ceil(1000).max(1);
+    }
+    let full_heads = objects - markers;
     let (list_price, head_price) = prices;
     let cost = |heads: u64| (pages as f64 * list_price + heads as f64 * head_price) / 1000.0;
     Ok(Estimate {
         objects,
+        all_versions: target.versions,
+        delete_markers: markers,
         list_requests: pages,
-        full_heads: objects,
+        full_heads,
         rescan_heads: covered.then_some(to_head),
-        full_cost_usd: cost(objects),
+        full_cost_usd: cost(full_heads),
         rescan_cost_usd: covered.then(|| cost(to_head)),
-        tags_full: objects,
-        tags_rescan: covered.then_some(objects),
+        tags_full: full_heads,
+        // Versions are immutable, their tags are not: a versions rescan reads the tags of
+        // the versions it HEADs only.
+        tags_rescan: covered.then_some(if target.versions { to_head } else { objects }),
         tags_rescan_skip_unchanged: covered.then_some(to_head),
         head_price,
         next_scan: if covered { "rescan" } else { "full" },
@@ -97,16 +117,22 @@ struct Known {
     bucket_id: i64,
     /// A completed scan covers the target.
     covered: bool,
+    /// The target is a versions target (`--all-versions`).
+    versions: bool,
 }
 
 impl Known {
     /// How many of `entries` a rescan would HEAD (the writer's own rule).
     fn to_head(&self, entries: &[ListedObject]) -> Result<u64, Error> {
         let mut n = 0;
+        let dbe = |err| Error::db(&self.path, err);
         for e in entries {
-            let s = stored(&self.conn, self.bucket_id, &e.key)
-                .map_err(|err| Error::db(&self.path, err))?;
-            n += u64::from(!s.is_some_and(|s| s.unchanged(e)));
+            n += u64::from(if self.versions {
+                version_rescan_heads(&self.conn, self.bucket_id, e).map_err(dbe)?
+            } else {
+                let s = stored(&self.conn, self.bucket_id, &e.key).map_err(dbe)?;
+                !s.is_some_and(|s| s.unchanged(e))
+            });
         }
         Ok(n)
     }
@@ -138,5 +164,6 @@ fn open_known(db_path: &Path, target: &Target) -> Result<Option<Known>, Error> {
         conn,
         bucket_id,
         covered,
+        versions: target.versions,
     }))
 }

@@ -37,6 +37,8 @@ pub struct ScanStatus {
     pub prefix: String,
     pub start_after: Option<String>,
     pub end_key: Option<String>,
+    /// A versions scan (`--all-versions`): its counts are versions and delete markers.
+    pub versions: bool,
     pub mode: Mode,
     /// As recorded, except that a `running` scan no process holds the lock of is `interrupted`.
     pub state: ScanState,
@@ -74,6 +76,8 @@ pub struct ObjectError {
     pub store: String,
     pub bucket: String,
     pub key: String,
+    /// The version in error (`--all-versions` scans); null for a current object.
+    pub version_id: Option<String>,
     pub status: Option<i64>,
     pub code: Option<String>,
     pub message: String,
@@ -123,9 +127,14 @@ pub fn read(
                 CAST(round((julianday('now') - julianday(s.updated_at)) * 86400) AS INTEGER),
                 s.objects_listed, s.heads_ok, s.heads_skipped, s.objects_gone, s.objects_failed,
                 s.list_requests, s.head_requests, s.retries, s.throttled,
-                (SELECT count(*) FROM object_errors e CROSS JOIN objects o USING (object_id)
-                  WHERE e.scan_id = s.scan_id AND o.state = {error}),
-                s.last_error, s.tags, s.tag_requests, s.tags_read
+                CASE WHEN s.versions THEN
+                    (SELECT count(*) FROM version_errors e CROSS JOIN versions o USING (object_id)
+                      WHERE e.scan_id = s.scan_id AND o.state = {error})
+                ELSE
+                    (SELECT count(*) FROM object_errors e CROSS JOIN objects o USING (object_id)
+                      WHERE e.scan_id = s.scan_id AND o.state = {error})
+                END,
+                s.last_error, s.tags, s.tag_requests, s.tags_read, s.versions
          FROM scans s JOIN buckets b USING (bucket_id) ORDER BY s.scan_id",
     ))?;
     let mut scans = stmt
@@ -150,14 +159,25 @@ pub fn read(
     // CROSS JOIN keeps object_errors (one row per object in error, usually a few) the outer
     // loop; the planner would otherwise walk every object.
     let errors_total = conn.query_row(
-        &format!("SELECT count(*) FROM object_errors CROSS JOIN objects USING (object_id) WHERE state = {error}"),
+        &format!(
+            "SELECT (SELECT count(*) FROM object_errors CROSS JOIN objects USING (object_id) WHERE state = {error})
+                  + (SELECT count(*) FROM version_errors CROSS JOIN versions USING (object_id) WHERE state = {error})"
+        ),
         [],
         |r| r.get(0),
     )?;
     let mut stmt = conn.prepare(&format!(
-        "SELECT b.store, b.name, o.key, e.status, e.code, e.message, e.attempts, e.at, e.scan_id
-         FROM object_errors e CROSS JOIN objects o USING (object_id) JOIN buckets b USING (bucket_id)
-         WHERE o.state = {error} ORDER BY b.store, b.name, o.key LIMIT ?1",
+        "SELECT * FROM (
+             SELECT b.store, b.name, o.key, NULL AS version_id, e.status, e.code, e.message,
+                    e.attempts, e.at, e.scan_id
+             FROM object_errors e CROSS JOIN objects o USING (object_id) JOIN buckets b USING (bucket_id)
+             WHERE o.state = {error}
+             UNION ALL
+             SELECT b.store, b.name, o.key, o.version_id, e.status, e.code, e.message,
+                    e.attempts, e.at, e.scan_id
+             FROM version_errors e CROSS JOIN versions o USING (object_id) JOIN buckets b USING (bucket_id)
+             WHERE o.state = {error})
+         ORDER BY 1, 2, 3, 4 LIMIT ?1",
     ))?;
     let errors = stmt
         .query_map([max_errors as i64], error_row)?
@@ -200,6 +220,7 @@ fn scan_row(r: &Row<'_>) -> rusqlite::Result<ScanStatus> {
         tags: r.get(23)?,
         tag_requests: r.get(24)?,
         tags_read: r.get(25)?,
+        versions: r.get(26)?,
     })
 }
 
@@ -208,12 +229,13 @@ fn error_row(r: &Row<'_>) -> rusqlite::Result<ObjectError> {
         store: r.get(0)?,
         bucket: r.get(1)?,
         key: r.get(2)?,
-        status: r.get(3)?,
-        code: r.get(4)?,
-        message: r.get(5)?,
-        attempts: r.get(6)?,
-        at: r.get(7)?,
-        scan_id: r.get(8)?,
+        version_id: r.get(3)?,
+        status: r.get(4)?,
+        code: r.get(5)?,
+        message: r.get(6)?,
+        attempts: r.get(7)?,
+        at: r.get(8)?,
+        scan_id: r.get(9)?,
     })
 }
 
@@ -234,9 +256,12 @@ fn write_table(r: &Report, out: &mut dyn Write) -> std::io::Result<()> {
     )?;
     for e in &r.errors {
         let status = e.status.map_or("-".to_string(), |s| s.to_string());
+        let version = e.version_id.as_deref().map_or(String::new(), |v| {
+            format!(" (version {})", escape_controls(v))
+        });
         writeln!(
             out,
-            "  s3://{}/{}  {status} {}  {}",
+            "  s3://{}/{}{version}  {status} {}  {}",
             e.bucket,
             escape_controls(&e.key),
             e.code.as_deref().unwrap_or("-"),
@@ -276,7 +301,8 @@ fn write_scan(s: &ScanStatus, out: &mut dyn Write) -> std::io::Result<()> {
         "scan {}  s3://{}/{}{range}  at {}",
         s.scan_id, s.bucket, s.prefix, s.store
     )?;
-    writeln!(out, "  {} scan, {state}", s.mode)?;
+    let what = if s.versions { ", every version" } else { "" };
+    writeln!(out, "  {} scan{what}, {state}", s.mode)?;
     let finished = s
         .finished_at
         .as_deref()

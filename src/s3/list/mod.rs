@@ -169,7 +169,10 @@ impl<'a> Pages<'a> {
             return Ok(None);
         };
         let lister = self.lister;
-        let mut page = lister.fetch(cursor).await.map_err(|e| lister.fatal(e))?;
+        let mut page = lister
+            .fetch_page(cursor)
+            .await
+            .map_err(|e| lister.fatal(e))?;
         self.requests += 1;
         lister
             .settle(&mut page, self.prev.as_deref(), self.first)
@@ -181,8 +184,11 @@ impl<'a> Pages<'a> {
             token: Some(token),
             ..Cursor::default()
         });
-        if let Some(last) = page.entries.last() {
-            self.prev = Some(last.key.clone());
+        // A versions page can end inside a key: the next page lists it again.
+        let partial = page.partial.take();
+        let last_complete = page.entries.iter().rev().map(|o| &o.key);
+        if let Some(last) = last_complete.clone().find(|k| partial.as_ref() != Some(*k)) {
+            self.prev = Some(last.clone());
         }
         Ok(Some(page.entries))
     }
@@ -388,13 +394,17 @@ impl Lister {
 
     /// A range's next page: ListObjectsV2, or ListObjectVersions in a versions scan.
     pub fn spawn_fetch(self: Arc<Self>, cursor: Cursor) -> JoinHandle<Result<Page, ListError>> {
-        tokio::spawn(async move {
-            if self.versions {
-                self.fetch_versions(cursor).await
-            } else {
-                self.fetch(cursor).await
-            }
-        })
+        tokio::spawn(async move { self.fetch_page(cursor).await })
+    }
+
+    /// The next page of the target's listing: ListObjectsV2, or ListObjectVersions in a
+    /// versions scan.
+    async fn fetch_page(&self, cursor: Cursor) -> Result<Page, ListError> {
+        if self.versions {
+            self.fetch_versions(cursor).await
+        } else {
+            self.fetch(cursor).await
+        }
     }
 
     /// One ListObjectVersions page from a cursor: its token a `VersionMarker`, its StartAfter

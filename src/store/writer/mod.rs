@@ -277,6 +277,7 @@ fn record_order(tx: &Transaction, ctx: &WriterCtx, order: KeyOrder) -> rusqlite:
 }
 
 pub(crate) use page::stored;
+pub(crate) use versions::rescan_heads as version_rescan_heads;
 
 fn record_change(
     tx: &Transaction,

@@ -10,7 +10,7 @@
 //! key a page ends inside (`PageMsg::partial`) are marked listed by this scan in the page's
 //! transaction, so the page that completes the key — after a resume too — knows them.
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::page::{page_window, record_checkpoint};
 use super::{Tally, WriterCtx};
@@ -53,16 +53,8 @@ pub(super) fn apply_page(
                 }
             }
             Some(s) => {
-                let (etag, size, modified, class) = &s.listing;
-                let same = (etag, size, modified, class)
-                    == (&e.etag, &e.size, &e.last_modified, &e.storage_class);
-                // Immutable: HEADed once, unless a full scan asks again, the HEAD is still
-                // owed or failed, or a lifecycle transition changed its storage class.
-                let head = !v.delete_marker
-                    && (ctx.mode == Mode::Full
-                        || s.head_due
-                        || !same
-                        || !matches!(s.state, ObjectState::Ok));
+                let same = s.same_listing(e);
+                let head = s.needs_head(e, v, ctx.mode);
                 if head || partial || !same || s.is_latest != v.is_latest {
                     relist(tx, ctx, s.object_id, e, v, head)?;
                 } else {
@@ -109,8 +101,41 @@ fn job(object_id: i64, e: &ListedObject, v: &ListedVersion) -> HeadJob {
     }
 }
 
+impl Stored {
+    fn same_listing(&self, e: &ListedObject) -> bool {
+        let (etag, size, modified, class) = &self.listing;
+        (etag, size, modified, class) == (&e.etag, &e.size, &e.last_modified, &e.storage_class)
+    }
+
+    /// Immutable: HEADed once, unless a full scan asks again, the HEAD is still owed or
+    /// failed, or a lifecycle transition changed its storage class. Markers are never HEADed.
+    fn needs_head(&self, e: &ListedObject, v: &ListedVersion, mode: Mode) -> bool {
+        !v.delete_marker
+            && (mode == Mode::Full
+                || self.head_due
+                || !self.same_listing(e)
+                || !matches!(self.state, ObjectState::Ok))
+    }
+}
+
+/// Whether a rescan would HEAD this listed version (the writer's own rule, for `estimate`):
+/// a version never seen, or one `Stored::needs_head` says. A delete marker never.
+pub(crate) fn rescan_heads(
+    conn: &Connection,
+    bucket_id: i64,
+    e: &ListedObject,
+) -> rusqlite::Result<bool> {
+    let Some(v) = &e.version else {
+        return Ok(false);
+    };
+    Ok(match stored(conn, bucket_id, &e.key, &v.version_id)? {
+        None => !v.delete_marker,
+        Some(s) => s.needs_head(e, v, Mode::Rescan),
+    })
+}
+
 fn stored(
-    tx: &Transaction,
+    tx: &Connection,
     bucket_id: i64,
     key: &str,
     version_id: &str,

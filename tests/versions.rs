@@ -590,3 +590,54 @@ async fn status_shows_versions_scans_and_their_errors() {
         "{text}"
     );
 }
+
+/// Tags change while a version does not (PutObjectTagging): a `--tags` (all) rescan of a
+/// versions scan reads the tags of every version again, `--tags=skip-unchanged` of none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tags_rescan_reads_the_tags_of_unchanged_versions() {
+    use s3meta::model::TagsMode;
+    let env = Env::new().await;
+    fill_versions(env.state(), 10, |i| format!("k{i}"), 2, 100);
+    let versions = (0..10).map(|i| i % 2 + 1).sum::<u64>();
+    let cfg = |mode| ScanConfig {
+        tags: Some(mode),
+        ..versions_cfg(&env, 4)
+    };
+    env.scan(&cfg(TagsMode::All)).await.unwrap();
+    let tag_of = |key: &str| -> Vec<(String, String)> {
+        let conn = rusqlite::Connection::open(&env.db).unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT t.tag, t.value FROM v_version_tags t JOIN versions v USING (key, version_id)
+                 WHERE t.key = ?1 AND v.is_latest ORDER BY 1",
+            )
+            .unwrap();
+        stmt.query_map([key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert!(tag_of("k2").is_empty());
+
+    assert!(env.state().set_tags("bkt", "k2", &[("team", "blue")]));
+    env.state().reset_counters();
+    env.scan(&cfg(TagsMode::All)).await.unwrap();
+    assert_eq!(
+        (
+            env.state().requests(Op::Head),
+            env.state().requests(Op::GetTagging)
+        ),
+        (0, versions),
+        "nothing new to HEAD; every version's tags read"
+    );
+    assert_eq!(tag_of("k2"), [("team".to_string(), "blue".to_string())]);
+
+    assert!(env.state().set_tags("bkt", "k3", &[("team", "red")]));
+    env.state().reset_counters();
+    env.scan(&cfg(TagsMode::SkipUnchanged)).await.unwrap();
+    assert_eq!(env.state().requests(Op::GetTagging), 0);
+    assert!(
+        tag_of("k3").is_empty(),
+        "skip-unchanged skips them, as named"
+    );
+}

@@ -101,9 +101,7 @@ pub async fn run(
         full_cost_usd: cost(full_heads),
         rescan_cost_usd: covered.then(|| cost(to_head)),
         tags_full: full_heads,
-        // Versions are immutable, their tags are not: a versions rescan reads the tags of
-        // the versions it HEADs only.
-        tags_rescan: covered.then_some(if target.versions { to_head } else { objects }),
+        tags_rescan: covered.then_some(full_heads),
         tags_rescan_skip_unchanged: covered.then_some(to_head),
         head_price,
         next_scan: if covered { "rescan" } else { "full" },

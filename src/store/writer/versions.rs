@@ -15,7 +15,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use super::page::{page_window, record_checkpoint};
 use super::{Tally, WriterCtx};
 use crate::keys::{KeyOrder, path_key};
-use crate::model::{HeadJob, ListedObject, ListedVersion, Mode, ObjectState, PageMsg, Work};
+use crate::model::{
+    HeadJob, ListedObject, ListedVersion, Mode, ObjectState, PageMsg, TagsMode, Work,
+};
 
 /// The per-connection table of the versions a page lists that were not written (unchanged):
 /// the window's sweep leaves them be. Emptied after every page.
@@ -49,7 +51,7 @@ pub(super) fn apply_page(
             None => {
                 let id = insert(tx, ctx, e, v, order)?;
                 if !v.delete_marker {
-                    jobs.push(job(id, e, v));
+                    jobs.push(job(id, e, v, Work::Head));
                 }
             }
             Some(s) => {
@@ -65,7 +67,13 @@ pub(super) fn apply_page(
                     .execute(params![e.key, v.version_id])?;
                 }
                 if head {
-                    jobs.push(job(s.object_id, e, v));
+                    jobs.push(job(s.object_id, e, v, Work::Head));
+                } else if !v.delete_marker && ctx.tags == Some(TagsMode::All) {
+                    // A version's tags can change (PutObjectTagging with versionId) while
+                    // the version does not: `--tags=all` reads them anyway.
+                    tx.prepare_cached("UPDATE versions SET tags_due = ?2 WHERE object_id = ?1")?
+                        .execute([s.object_id, ctx.scan_id])?;
+                    jobs.push(job(s.object_id, e, v, Work::Tags));
                 }
             }
         }
@@ -92,12 +100,12 @@ pub(super) fn apply_page(
     Ok(jobs)
 }
 
-fn job(object_id: i64, e: &ListedObject, v: &ListedVersion) -> HeadJob {
+fn job(object_id: i64, e: &ListedObject, v: &ListedVersion, work: Work) -> HeadJob {
     HeadJob {
         object_id,
         key: e.key.clone(),
         version_id: Some(v.version_id.clone()),
-        work: Work::Head,
+        work,
     }
 }
 

@@ -449,6 +449,7 @@ fn writer_only(objects: usize, dir: &Path) -> Result<WriterFigures, String> {
         record_created: plan.record_created,
         tags: None,
         versions: false,
+        follow: false,
         path: path.clone(),
         recorded_order: Default::default(),
     });

@@ -190,6 +190,12 @@ pub enum Error {
     #[error("S3 client setup failed: {0}")]
     ClientSetup(String),
 
+    /// The event queue of `follow` answered with an error it will not get over by retrying.
+    #[error(
+        "SQS queue {url}: {detail}: check --sqs-queue-url, the credentials and the permissions sqs:ReceiveMessage, sqs:DeleteMessage, sqs:GetQueueAttributes"
+    )]
+    Queue { url: String, detail: String },
+
     #[error(
         "--summary-json {path} cannot be written ({source}): fix the path or its permissions (nothing was scanned)"
     )]

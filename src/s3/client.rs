@@ -120,7 +120,7 @@ pub async fn store_of(opts: &ClientOptions) -> Result<String, Error> {
 }
 
 /// aws-config's view of the environment and profile files, with the flags applied.
-async fn load(opts: &ClientOptions, no_credentials: bool) -> SdkConfig {
+pub(crate) async fn load(opts: &ClientOptions, no_credentials: bool) -> SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(profile) = &opts.profile {
         loader = loader.profile_name(profile);

@@ -14,6 +14,7 @@ pub mod head;
 pub(crate) mod limit;
 pub mod list;
 pub mod probe;
+pub mod queue;
 pub(crate) mod rate;
 pub mod retry;
 pub(crate) mod rfc2047;

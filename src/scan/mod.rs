@@ -8,6 +8,7 @@
 //! leaves the scan resumable.
 
 mod feed;
+pub mod follow;
 mod lister;
 mod ranges;
 
@@ -281,6 +282,7 @@ async fn run_pipeline(
         record_created: plan.record_created && !plan.versions,
         tags: plan.tags,
         versions: plan.versions,
+        follow: false,
         path: db_path.to_path_buf(),
         recorded_order: std::sync::Mutex::new(plan.order.known),
     });

@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../schema/0002_key_order.sql"),
     include_str!("../../schema/0003_whole_object.sql"),
     include_str!("../../schema/0004_versions.sql"),
+    include_str!("../../schema/0005_follow.sql"),
 ];
 
 /// The schema version this build writes.

@@ -77,7 +77,7 @@ fn check_input(input: &Path) -> Result<DbLock, Error> {
         .query_row(
             &format!(
                 "SELECT s.scan_id, b.name, s.prefix FROM scans s JOIN buckets b USING (bucket_id)
-                 WHERE s.state IN ({}, {}) LIMIT 1",
+                 WHERE s.state IN ({}, {}) AND s.follow = 0 LIMIT 1",
                 ScanState::Running.sql(),
                 ScanState::Interrupted.sql()
             ),
@@ -182,6 +182,7 @@ fn keyspaces(conn: &Connection) -> rusqlite::Result<Vec<Keyspace>> {
         "SELECT b.store, b.name, s.prefix, s.start_after, s.end_key,
                 coalesce(max(s.key_order), b.key_order), s.versions
          FROM src.scans s JOIN src.buckets b USING (bucket_id)
+         WHERE s.follow = 0
          GROUP BY b.store, b.name, s.prefix, s.start_after, s.end_key, s.versions",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -234,11 +235,13 @@ fn copy_scans(tx: &Connection) -> rusqlite::Result<()> {
             "INSERT INTO scans (bucket_id, prefix, start_after, end_key, mode, state, record_created,
                  started_at, updated_at, finished_at, objects_listed, heads_ok, heads_skipped,
                  objects_gone, objects_failed, list_requests, head_requests, retries, throttled, last_error,
-                 tags, tag_requests, tags_read, trust_tag_count, versions)
+                 tags, tag_requests, tags_read, trust_tag_count, versions, follow, events_applied,
+                 events_ignored, events_stale, last_event_time)
              SELECT ?1, prefix, start_after, end_key, mode, state, record_created, started_at, updated_at,
                  finished_at, objects_listed, heads_ok, heads_skipped, objects_gone, objects_failed,
                  list_requests, head_requests, retries, throttled, last_error,
-                 tags, tag_requests, tags_read, trust_tag_count, versions
+                 tags, tag_requests, tags_read, trust_tag_count, versions, follow, events_applied,
+                 events_ignored, events_stale, last_event_time
              FROM src.scans WHERE scan_id = ?2",
             params![out_b, id],
         )?;

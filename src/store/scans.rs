@@ -86,7 +86,7 @@ pub fn begin(
             &format!(
                 "SELECT scan_id, mode, record_created, tags, trust_tag_count FROM scans
                  WHERE bucket_id = ?1 AND prefix = ?2 AND start_after IS ?3 AND end_key IS ?4
-                   AND versions = ?5 AND state IN ({}, {})
+                   AND versions = ?5 AND state IN ({}, {}) AND follow = 0
                  ORDER BY scan_id DESC LIMIT 1",
                 ScanState::Running.sql(),
                 ScanState::Interrupted.sql()
@@ -327,7 +327,7 @@ pub fn covered(conn: &Connection, bucket_id: i64, target: &Target) -> rusqlite::
     conn.query_row(
         &format!(
             "SELECT EXISTS (SELECT 1 FROM scans
-                 WHERE bucket_id = ?1 AND state = {} AND versions = ?5
+                 WHERE bucket_id = ?1 AND state = {} AND versions = ?5 AND follow = 0
                    AND substr(?2, 1, length(prefix)) = prefix
                    AND ((start_after IS NULL AND end_key IS NULL)
                         OR (prefix = ?2 AND start_after IS ?3 AND end_key IS ?4)))",
@@ -555,4 +555,73 @@ pub fn finish(
     )?;
     tx.commit()?;
     Ok(Finished { state, due, errors })
+}
+
+/// A `follow` session: the scans row its change rows name.
+#[derive(Debug, Clone)]
+pub struct FollowSession {
+    pub scan_id: i64,
+    pub bucket_id: i64,
+    /// A completed scan covers the target: new keys are `created` changes.
+    pub record_created: bool,
+}
+
+/// Starts a `follow` session of `target` (a scans row with `follow = 1`, state `running`).
+pub fn begin_follow(
+    conn: &mut Connection,
+    target: &Target,
+    tags: Option<TagsMode>,
+) -> rusqlite::Result<FollowSession> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let bucket_id = crate::store::db::ensure_bucket(&tx, &target.store, &target.bucket)?;
+    let record_created = covered(&tx, bucket_id, target)?;
+    let now = timefmt::now();
+    tx.execute(
+        "INSERT INTO scans (bucket_id, prefix, mode, state, record_created, started_at, updated_at,
+             tags, follow)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, 1)",
+        params![
+            bucket_id,
+            target.prefix,
+            Mode::Rescan,
+            ScanState::Running,
+            record_created,
+            now,
+            tags
+        ],
+    )?;
+    let scan_id = tx.last_insert_rowid();
+    tx.commit()?;
+    Ok(FollowSession {
+        scan_id,
+        bucket_id,
+        record_created,
+    })
+}
+
+/// Ends a `follow` session (`complete`: it stopped when asked, every applied event committed).
+pub fn end_follow(
+    conn: &Connection,
+    scan_id: i64,
+    last_error: Option<&str>,
+) -> rusqlite::Result<()> {
+    let now = timefmt::now();
+    conn.execute(
+        "UPDATE scans SET state = ?2, updated_at = ?3, finished_at = ?3, last_error = ?4
+         WHERE scan_id = ?1 AND follow = 1",
+        params![scan_id, ScanState::Complete, now, last_error],
+    )?;
+    Ok(())
+}
+
+/// What the scans of a bucket have written, as a value that changes whenever a scan commits
+/// (its newest scan and last update): `follow` compares it before its HEADs and at its commit,
+/// and HEADs again what a scan may have overtaken.
+pub fn scans_fingerprint(conn: &Connection, bucket_id: i64) -> rusqlite::Result<(i64, String)> {
+    conn.query_row(
+        "SELECT coalesce(max(scan_id), 0), coalesce(max(updated_at), '') FROM scans
+         WHERE bucket_id = ?1 AND follow = 0",
+        [bucket_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
 }

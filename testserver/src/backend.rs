@@ -509,6 +509,13 @@ pub(crate) fn timestamp(ms: i64) -> Timestamp {
     Timestamp::from(UNIX_EPOCH + since)
 }
 
+/// `ms` in RFC 3339 with milliseconds (an event's `eventTime`).
+pub(crate) fn timestamp_text(ms: i64) -> String {
+    let mut buf = Vec::new();
+    let _ = timestamp(ms).format(TimestampFormat::DateTime, &mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
 fn http_date(t: &Timestamp) -> String {
     let mut buf = Vec::new();
     // Formatting a parsed date into a Vec cannot fail.

@@ -39,11 +39,17 @@ pub enum Op {
     GetTagging,
     /// `GET /bucket?versions` (ListObjectVersions).
     ListVersions,
+    /// SQS ReceiveMessage (`X-Amz-Target: AmazonSQS.ReceiveMessage`).
+    SqsReceive,
+    /// SQS DeleteMessage and DeleteMessageBatch.
+    SqsDelete,
+    /// Any other SQS action (GetQueueAttributes, GetQueueUrl, …).
+    SqsOther,
     /// Anything else (HeadBucket, sub-resources, unknown paths).
     Other,
 }
 
-const OPS: usize = 10;
+const OPS: usize = 13;
 
 impl Op {
     /// Every op, in a stable order (the order of the admin JSON).
@@ -57,6 +63,9 @@ impl Op {
         Op::CreateBucket,
         Op::GetTagging,
         Op::ListVersions,
+        Op::SqsReceive,
+        Op::SqsDelete,
+        Op::SqsOther,
         Op::Other,
     ];
 
@@ -72,6 +81,9 @@ impl Op {
             Op::CreateBucket => "create_bucket",
             Op::GetTagging => "get_tagging",
             Op::ListVersions => "list_versions",
+            Op::SqsReceive => "sqs_receive",
+            Op::SqsDelete => "sqs_delete",
+            Op::SqsOther => "sqs_other",
             Op::Other => "other",
         }
     }

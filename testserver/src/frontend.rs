@@ -92,6 +92,11 @@ impl Frontend {
         match self.apply_rules(info, req.method() == Method::HEAD).await {
             // s3s would write a page's versions and its delete markers as two lists.
             Verdict::Forward if info.op == Op::ListVersions => Ok(self.list_versions(info, &req)),
+            Verdict::Forward
+                if matches!(info.op, Op::SqsReceive | Op::SqsDelete | Op::SqsOther) =>
+            {
+                self.sqs(req).await
+            }
             Verdict::Forward => self.forward(req).await,
             Verdict::Answer(resp) => Ok(resp),
             Verdict::Drop => Err("injected fault: connection dropped".into()),
@@ -181,6 +186,28 @@ impl Frontend {
         }
     }
 
+    /// An SQS request (JSON protocol), answered by the server's queue (`sqs`).
+    async fn sqs(&self, req: Request<Incoming>) -> Result<Response<RespBody>, BoxError> {
+        let target = req
+            .headers()
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|t| t.strip_prefix("AmazonSQS."))
+            .unwrap_or_default()
+            .to_string();
+        let body = req.into_body().collect().await?.to_bytes();
+        let (status, json) = self.state.sqs.respond(&target, &body).await;
+        Ok(Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/x-amz-json-1.0")
+            .body(
+                Full::new(Bytes::from(json))
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
+            .unwrap_or_default())
+    }
+
     async fn forward(&self, req: Request<Incoming>) -> Result<Response<RespBody>, BoxError> {
         let resp = self.s3.call(req.map(s3s::Body::from)).await?;
         Ok(resp.map(|body| body.boxed_unsync()))
@@ -230,7 +257,17 @@ pub(crate) fn classify<B>(req: &Request<B>) -> RequestInfo {
     let sub = query.iter().any(|(k, _)| !is_plain_param(k));
     let tagging = query.iter().any(|(k, _)| k == "tagging");
     let versions = query.iter().any(|(k, _)| k == "versions");
+    let sqs = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.strip_prefix("AmazonSQS."));
     let op = match (req.method(), bucket.is_some(), key.is_some(), sub) {
+        (&Method::POST, ..) if sqs.is_some() => match sqs {
+            Some("ReceiveMessage") => Op::SqsReceive,
+            Some("DeleteMessage" | "DeleteMessageBatch") => Op::SqsDelete,
+            _ => Op::SqsOther,
+        },
         (&Method::GET, true, true, true) if tagging => Op::GetTagging,
         (&Method::GET, true, false, true) if versions => Op::ListVersions,
         (&Method::GET, true, false, false) => Op::List,

@@ -24,6 +24,7 @@ mod control;
 mod frontend;
 mod listing;
 mod server;
+mod sqs;
 mod state;
 mod store;
 mod versions;
@@ -31,6 +32,7 @@ mod versions;
 pub use admin::cpu_seconds;
 pub use control::{Action, Fault, Gate, Op, STALL_CAP};
 pub use server::TestServer;
+pub use sqs::{QUEUE_PATH, form_encode};
 pub use state::{Signature, State};
 pub use store::{DEFAULT_CONTENT_TYPE, ObjectSpec};
 

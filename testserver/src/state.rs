@@ -18,6 +18,8 @@ use crate::store::{Obj, ObjectSpec, Store};
 /// The server's objects, counters and injected faults.
 pub struct State {
     pub(crate) store: Store,
+    /// The SQS queue the store's writes notify (see `notify`).
+    pub(crate) sqs: Arc<crate::sqs::Sqs>,
     pub(crate) control: Control,
     listing_etags: AtomicBool,
     path_order: AtomicBool,
@@ -39,8 +41,10 @@ pub enum Signature {
 impl State {
     /// An empty server state: no buckets, no faults, listings with ETags.
     pub fn new() -> Arc<State> {
+        let sqs = Arc::new(crate::sqs::Sqs::default());
         Arc::new(State {
-            store: Store::default(),
+            store: Store::new(sqs.clone()),
+            sqs,
             control: Control::new(),
             listing_etags: AtomicBool::new(true),
             path_order: AtomicBool::new(false),
@@ -120,6 +124,38 @@ impl State {
     /// A key's version ids, newest first (empty in a bucket without versioning).
     pub fn version_ids(&self, bucket: &str, key: &str) -> Vec<String> {
         self.store.version_ids(bucket, key)
+    }
+
+    /// S3 event notifications of `bucket`'s writes (put, copy, delete, tagging — over HTTP
+    /// and through these methods alike) to the server's SQS queue: `Some(true)` with a
+    /// per-key `sequencer` as AWS sends, `Some(false)` without one (as moto), `None` off.
+    pub fn notify(&self, bucket: &str, sequencer: Option<bool>) {
+        self.sqs.set_notify(bucket, sequencer);
+    }
+
+    /// Adds a message with this body to the queue as it is (malformed ones, duplicates).
+    pub fn sqs_send_raw(&self, body: &str) {
+        self.sqs.send_raw(body.to_string());
+    }
+
+    /// Every message body the queue was ever sent, in order.
+    pub fn sqs_sent(&self) -> Vec<String> {
+        self.sqs.sent()
+    }
+
+    /// Messages in the queue not deleted yet, visible or not.
+    pub fn sqs_len(&self) -> usize {
+        self.sqs.len()
+    }
+
+    /// How long a received message stays invisible (default 30 s).
+    pub fn sqs_set_visibility(&self, d: Duration) {
+        self.sqs.set_visibility(d);
+    }
+
+    /// Every received, undeleted message becomes visible now (its visibility timeout over).
+    pub fn sqs_expire_visibility(&self) {
+        self.sqs.expire_visibility();
     }
 
     /// Removes an object; whether it existed.

@@ -10,12 +10,13 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use md5::{Digest, Md5};
 
+use crate::sqs::{Change, Sqs};
 use crate::versions::{History, Version};
 
 /// Content-Type S3 stores when a PUT names none.
@@ -210,11 +211,22 @@ pub(crate) struct Store {
     /// after `buckets` whenever both are.
     history: RwLock<HashMap<String, History>>,
     next_version: AtomicU64,
+    /// Where writes are notified (`State::notify`), and the next event sequencer.
+    sqs: Arc<Sqs>,
+    next_seq: AtomicU64,
 }
 
 impl Default for Store {
     fn default() -> Store {
+        Store::new(Arc::default())
+    }
+}
+
+impl Store {
+    pub fn new(sqs: Arc<Sqs>) -> Store {
         Store {
+            sqs,
+            next_seq: AtomicU64::new(0x0060_0000_0000_0000),
             buckets: RwLock::default(),
             age_ms: AtomicI64::new(DEFAULT_AGE_MS),
             whole_seconds: AtomicBool::new(false),
@@ -222,6 +234,13 @@ impl Default for Store {
             history: RwLock::default(),
             next_version: AtomicU64::new(1),
         }
+    }
+
+    /// Notifies a write (while the buckets' write lock is held, so sequencers follow the
+    /// order of writes).
+    fn notify(&self, bucket: &str, key: &str, change: Change<'_>, ms: i64) {
+        let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
+        self.sqs.record(bucket, key, change, seq, ms);
     }
 }
 
@@ -303,7 +322,9 @@ impl Store {
             });
         }
         obj.last_modified_ms = lm;
+        let (size, etag) = (obj.size, obj.etag().into_owned());
         objects.insert(key.into(), obj);
+        self.notify(bucket, key, Change::Put { size, etag: &etag }, lm);
         Ok(lm)
     }
 
@@ -440,6 +461,8 @@ impl Store {
                 if let Some(v) = latest {
                     v.set_tags(tags);
                 }
+                drop(history);
+                self.notify(bucket, key, Change::Tagging, self.stamp());
                 Ok(true)
             }
             None => Ok(false),
@@ -451,6 +474,13 @@ impl Store {
         let mut buckets = self.write();
         let objects = buckets.get_mut(bucket).ok_or(NoSuchBucket)?;
         let existed = objects.remove(key).is_some();
+        let versioned = self.history_mut().contains_key(bucket);
+        let change = if versioned {
+            Change::DeleteMarker
+        } else {
+            Change::Delete
+        };
+        self.notify(bucket, key, change, self.stamp());
         if let Some(h) = self.history_mut().get_mut(bucket) {
             // A delete marker becomes the key's current version, whether it had one or not.
             let lm = self.stamp();

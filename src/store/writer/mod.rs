@@ -8,6 +8,7 @@
 //! the channel's backlog allows (HEAD outcomes wait up to `LINGER` for company, a page never
 //! waits), and a batch is never abandoned: it commits or the scan fails.
 
+mod follow;
 mod outcome;
 mod page;
 mod versions;
@@ -54,10 +55,66 @@ pub struct WriterCtx {
     /// A versions scan (`--all-versions`): its rows are in `versions` (`writer::versions`),
     /// and versions have no change rows.
     pub versions: bool,
+    /// A `follow` session (`writer::follow`): a change row of an object is only amended by
+    /// the batch that wrote it (a session spans days of events, each its own change).
+    pub follow: bool,
     pub path: PathBuf,
     /// The listing order last recorded for the bucket and the scan (the writer records it
     /// with the first page that carries it).
     pub recorded_order: std::sync::Mutex<Option<KeyOrder>>,
+}
+
+impl WriterCtx {
+    /// The batch time change rows must carry to be amended (`follow`); `None`: any row of
+    /// the scan.
+    fn batch<'a>(&self, now: &'a str) -> Option<&'a str> {
+        self.follow.then_some(now)
+    }
+}
+
+/// Commits what `follow` learned from one batch of events, with the session's counters
+/// (`requests`: the requests sent for it; `ignored`: its events outside the target or
+/// without meaning for the index; `newest`: the newest event time applied).
+pub fn apply_follow(
+    conn: &mut rusqlite::Connection,
+    ctx: &WriterCtx,
+    items: Vec<FollowItem>,
+    requests: &Snapshot,
+    (ignored, newest): (u64, Option<&str>),
+) -> rusqlite::Result<FollowTally> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = timefmt::now();
+    let order = crate::store::db::key_order(&tx, ctx.bucket_id)?;
+    let mut tally = Tally::default();
+    let out = follow::apply_items(&tx, ctx, items, order, &now, &mut tally)?;
+    tx.prepare_cached(
+        "UPDATE scans SET heads_ok = heads_ok + ?2, objects_gone = objects_gone + ?3,
+             objects_failed = objects_failed + ?4, head_requests = head_requests + ?5,
+             retries = retries + ?6, throttled = throttled + ?7, updated_at = ?8,
+             tag_requests = tag_requests + ?9, tags_read = tags_read + ?10,
+             events_applied = events_applied + ?11, events_stale = events_stale + ?12,
+             events_ignored = events_ignored + ?13,
+             last_event_time = max(coalesce(last_event_time, ''), coalesce(?14, ''))
+         WHERE scan_id = ?1",
+    )?
+    .execute(params![
+        ctx.scan_id,
+        tally.heads_ok,
+        tally.gone,
+        tally.failed,
+        requests.head_requests as i64,
+        requests.retries as i64,
+        requests.throttled as i64,
+        now,
+        requests.tag_requests as i64,
+        tally.tags_read,
+        out.applied as i64,
+        out.stale as i64,
+        ignored as i64,
+        newest
+    ])?;
+    tx.commit()?;
+    Ok(out)
 }
 
 /// Counts of one committed batch.
@@ -276,6 +333,7 @@ fn record_order(tx: &Transaction, ctx: &WriterCtx, order: KeyOrder) -> rusqlite:
     Ok(())
 }
 
+pub use follow::{FollowItem, FollowTally, is_stale, stored_sequencer};
 pub(crate) use page::stored;
 pub(crate) use versions::rescan_heads as version_rescan_heads;
 

@@ -68,8 +68,11 @@ pub(super) fn apply_head(
                 record_deleted_on_head(tx, ctx, id, now)?;
             } else {
                 // New in this scan (or back from gone): its `created` row is void.
-                tx.prepare_cached("DELETE FROM changes WHERE scan_id = ?1 AND object_id = ?2")?
-                    .execute(params![ctx.scan_id, id])?;
+                tx.prepare_cached(
+                    "DELETE FROM changes WHERE scan_id = ?1 AND object_id = ?2
+                         AND (?3 IS NULL OR at = ?3)",
+                )?
+                .execute(params![ctx.scan_id, id, ctx.batch(now)])?;
             }
             mark_gone(tx, ctx, id)?;
             clear_error(tx, ctx, id, state)?;
@@ -183,13 +186,14 @@ fn record_deleted_on_head(
         .prepare_cached(
             "UPDATE changes SET kind = ?3, new_etag = NULL, new_size = NULL, new_modified = NULL,
                  old_metadata = NULL, new_metadata = NULL, old_tags = NULL, new_tags = NULL
-             WHERE scan_id = ?1 AND object_id = ?2 AND kind = ?4",
+             WHERE scan_id = ?1 AND object_id = ?2 AND kind = ?4 AND (?5 IS NULL OR at = ?5)",
         )?
         .execute(params![
             ctx.scan_id,
             id,
             ChangeKind::Deleted,
-            ChangeKind::Modified
+            ChangeKind::Modified,
+            ctx.batch(now)
         ])?;
     if updated == 0 {
         tx.prepare_cached(
@@ -333,10 +337,11 @@ const METADATA_PAIRS: PairSql = PairSql {
     select: "SELECT name, value FROM metadata WHERE object_id = ?1 ORDER BY name",
     delete: "DELETE FROM metadata WHERE object_id = ?1",
     insert: "INSERT OR REPLACE INTO metadata (object_id, name, value) VALUES (?1, ?2, ?3)",
-    on_created: "UPDATE changes SET new_metadata = ?3 WHERE scan_id = ?1 AND object_id = ?2 AND kind = ?4",
+    on_created: "UPDATE changes SET new_metadata = ?3
+                 WHERE scan_id = ?1 AND object_id = ?2 AND kind = ?4 AND (?5 IS NULL OR at = ?5)",
     on_change: "UPDATE changes SET kind = CASE kind WHEN ?5 THEN ?6 ELSE kind END,
                     old_metadata = ?3, new_metadata = ?4
-                WHERE scan_id = ?1 AND object_id = ?2",
+                WHERE scan_id = ?1 AND object_id = ?2 AND (?7 IS NULL OR at = ?7)",
     new_change: "INSERT INTO changes (scan_id, object_id, kind, old_etag, old_size, old_modified,
                      new_etag, new_size, new_modified, old_metadata, new_metadata, at)
                  SELECT ?1, object_id, ?6, list_etag, list_size, list_modified,
@@ -350,10 +355,11 @@ const TAG_PAIRS: PairSql = PairSql {
     select: "SELECT key, value FROM tags WHERE object_id = ?1 ORDER BY key",
     delete: "DELETE FROM tags WHERE object_id = ?1",
     insert: "INSERT OR REPLACE INTO tags (object_id, key, value) VALUES (?1, ?2, ?3)",
-    on_created: "UPDATE changes SET new_tags = ?3 WHERE scan_id = ?1 AND object_id = ?2 AND kind = ?4",
+    on_created: "UPDATE changes SET new_tags = ?3
+                 WHERE scan_id = ?1 AND object_id = ?2 AND kind = ?4 AND (?5 IS NULL OR at = ?5)",
     on_change: "UPDATE changes SET kind = CASE kind WHEN ?5 THEN ?6 ELSE kind END,
                     old_tags = ?3, new_tags = ?4
-                WHERE scan_id = ?1 AND object_id = ?2",
+                WHERE scan_id = ?1 AND object_id = ?2 AND (?7 IS NULL OR at = ?7)",
     new_change: "INSERT INTO changes (scan_id, object_id, kind, old_etag, old_size, old_modified,
                      new_etag, new_size, new_modified, old_tags, new_tags, at)
                  SELECT ?1, object_id, ?6, list_etag, list_size, list_modified,
@@ -418,7 +424,8 @@ fn replace_pairs(
             old,
             new,
             ChangeKind::Modified,
-            sql.modified_becomes
+            sql.modified_becomes,
+            ctx.batch(now)
         ])?;
         if updated == 0 {
             tx.prepare_cached(sql.new_change)?.execute(params![
@@ -436,7 +443,8 @@ fn replace_pairs(
             ctx.scan_id,
             id,
             json_object(new),
-            ChangeKind::Created
+            ChangeKind::Created,
+            ctx.batch(now)
         ])?;
     }
     let mut insert = tx.prepare_cached(sql.insert)?;

@@ -28,12 +28,14 @@ pub(crate) struct Stored {
     storage_class: Option<String>,
     /// Its last HEAD came within a second of its Last-Modified (`head::within_a_second`).
     recheck: bool,
+    /// Its listing fields were written by `follow` from a HEAD (`objects.list_from_head`).
+    from_head: bool,
 }
 
 /// The columns `Stored::from_row` reads, in its order.
-const STORED_COLUMNS: &str =
-    "object_id, state, head_due, list_etag, list_size, list_modified, list_storage_class, recheck";
-const STORED_COLUMN_COUNT: usize = 8;
+const STORED_COLUMNS: &str = "object_id, state, head_due, list_etag, list_size, list_modified,
+    list_storage_class, recheck, list_from_head";
+const STORED_COLUMN_COUNT: usize = 9;
 
 impl Stored {
     /// A row whose first columns are `STORED_COLUMNS`.
@@ -47,13 +49,29 @@ impl Stored {
             modified: r.get(5)?,
             storage_class: r.get(6)?,
             recheck: r.get(7)?,
+            from_head: r.get(8)?,
         })
     }
 
     /// The listing reports the same ETag, size and Last-Modified as the stored listing: the
     /// fields that change when an object is rewritten.
+    /// Fields `follow` wrote from a HEAD compare at one-second precision (HEAD's
+    /// Last-Modified has no milliseconds; a listing's may).
     fn same_listing(&self, e: &ListedObject) -> bool {
-        self.etag == e.etag && self.size == e.size && self.modified == e.last_modified
+        let modified = if self.from_head {
+            same_second(self.modified.as_deref(), e.last_modified.as_deref())
+        } else {
+            self.modified == e.last_modified
+        };
+        self.etag == e.etag && self.size == e.size && modified
+    }
+
+    /// The same storage class; for fields `follow` wrote from a HEAD (which names no class
+    /// for STANDARD), STANDARD and none are one.
+    fn same_class(&self, e: &ListedObject) -> bool {
+        let standard = |c: &Option<String>| c.as_deref().is_none_or(|c| c == "STANDARD");
+        self.storage_class == e.storage_class
+            || (self.from_head && standard(&self.storage_class) && standard(&e.storage_class))
     }
 
     /// The rescan rule: an object whose listing is unchanged (and has an ETag) and whose last
@@ -64,7 +82,7 @@ impl Stored {
     pub(crate) fn unchanged(&self, e: &ListedObject) -> bool {
         self.same_listing(e)
             && e.etag.is_some()
-            && self.storage_class == e.storage_class
+            && self.same_class(e)
             && self.state == ObjectState::Ok
             && !self.head_due
             && !self.recheck
@@ -186,6 +204,10 @@ fn apply_listed(
         }
         Some(s) if ctx.mode == Mode::Rescan && s.unchanged(e) => {
             tally.skipped += 1;
+            if s.from_head {
+                // What `follow` wrote from a HEAD gives way to the listing's own fields.
+                relist_quietly(tx, ctx, s.object_id, e)?;
+            }
             // Tags change without touching the listing: `--tags=all` reads them anyway.
             if ctx.tags == Some(TagsMode::All) {
                 tx.prepare_cached("UPDATE objects SET tags_due = ?2 WHERE object_id = ?1")?
@@ -343,7 +365,7 @@ pub(super) fn mark_gone(tx: &Transaction, ctx: &WriterCtx, object_id: i64) -> ru
 /// A deleted key listed again starts a new life (issue 14): what HEAD said of the earlier one —
 /// its metadata and tag rows, and that it was HEADed at all — is not carried over, so its `created`
 /// change has no old metadata and the new metadata, as any new key's.
-fn forget_earlier_life(tx: &Transaction, object_id: i64) -> rusqlite::Result<()> {
+pub(super) fn forget_earlier_life(tx: &Transaction, object_id: i64) -> rusqlite::Result<()> {
     tx.prepare_cached("DELETE FROM metadata WHERE object_id = ?1")?
         .execute([object_id])?;
     tx.prepare_cached("DELETE FROM tags WHERE object_id = ?1")?
@@ -355,6 +377,38 @@ fn forget_earlier_life(tx: &Transaction, object_id: i64) -> rusqlite::Result<()>
     Ok(())
 }
 
+/// Records a stored object's listing, unchanged but for what a HEAD could not say (the
+/// Last-Modified's milliseconds, a storage class named STANDARD): no HEAD, no change.
+fn relist_quietly(
+    tx: &Transaction,
+    ctx: &WriterCtx,
+    object_id: i64,
+    e: &ListedObject,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE objects SET list_etag = ?2, list_size = ?3, list_modified = ?4,
+             list_storage_class = ?5, listed_scan = ?6, list_from_head = 0
+         WHERE object_id = ?1",
+    )?
+    .execute(params![
+        object_id,
+        e.etag,
+        e.size,
+        e.last_modified,
+        e.storage_class,
+        ctx.scan_id
+    ])?;
+    Ok(())
+}
+
+/// Whether two RFC 3339 times (`timefmt`) name the same second.
+fn same_second(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.get(..19).is_some_and(|a| Some(a) == b.get(..19)),
+        (a, b) => a == b,
+    }
+}
+
 /// Records a stored object's new listing and owes it a HEAD.
 fn relist(
     tx: &Transaction,
@@ -364,7 +418,7 @@ fn relist(
 ) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "UPDATE objects SET head_due = 1, list_etag = ?2, list_size = ?3,
-             list_modified = ?4, list_storage_class = ?5, listed_scan = ?6
+             list_modified = ?4, list_storage_class = ?5, listed_scan = ?6, list_from_head = 0
          WHERE object_id = ?1",
     )?
     .execute(params![

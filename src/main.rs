@@ -45,6 +45,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Scan(ref a) => commands::scan(a, cli.quiet, signals()).await,
             Command::Estimate(ref a) => commands::estimate(a, signals()).await,
+            Command::Follow(ref a) => commands::follow(a, cli.quiet, signals()).await,
             Command::Plan(ref a) => commands::plan(a, signals()).await,
             Command::Merge(ref a) => commands::merge(a, cli.quiet),
             Command::Completions { shell } => {

@@ -76,6 +76,9 @@ pub enum LogFormat {
 pub enum Command {
     /// List a bucket or prefix and HEAD its objects into the database (resumes an unfinished scan).
     Scan(ScanArgs),
+    /// Keep the index live from the store's event notifications (an SQS queue, or webhook
+    /// POSTs) until stopped; nightly rescans remain the safety net.
+    Follow(FollowArgs),
     /// Search the index offline: objects by metadata and listing fields, or one read-only SQL statement.
     Query(QueryArgs),
     /// The metadata names in use, with object counts and their most common values.
@@ -200,6 +203,65 @@ pub struct ScanArgs {
     /// No progress line (it is shown only when stderr is a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
+    /// At the end (also after an interrupt or a fatal error) write a JSON summary to PATH, or `-` for stdout.
+    #[arg(long, value_name = "PATH")]
+    pub summary_json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["sqs_queue_url", "listen"])))]
+pub struct FollowArgs {
+    /// What to follow: s3://BUCKET or s3://BUCKET/PREFIX (events for other keys are ignored).
+    #[arg(value_name = "S3_URL")]
+    pub url: String,
+    /// The SQS queue the bucket's notifications go to (S3 → SQS, SNS → SQS or EventBridge → SQS).
+    #[arg(long, value_name = "URL")]
+    pub sqs_queue_url: Option<String>,
+    /// SQS endpoint (default: AWS_ENDPOINT_URL_SQS, else the queue URL's own host when it is not AWS's).
+    #[arg(long, value_name = "URL", requires = "sqs_queue_url")]
+    pub sqs_endpoint_url: Option<String>,
+    /// With SQS: apply what the queue holds, then exit (0) once a receive finds it empty.
+    #[arg(long, requires = "sqs_queue_url")]
+    pub once: bool,
+    /// Long-poll wait of each SQS receive in seconds, 1 to 20.
+    #[arg(long, value_name = "SECS", default_value_t = 20, requires = "sqs_queue_url", value_parser = clap::value_parser!(i32).range(1..=20))]
+    pub wait_seconds: i32,
+    /// Serve webhook POSTs of S3 event JSON on ADDR (MinIO's webhook target, Ceph RGW's HTTP
+    /// push endpoint); each is answered 200 only after what it carries is committed.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Let --listen bind an address other than loopback (needs --auth-token).
+    #[arg(long, requires = "listen")]
+    pub allow_remote: bool,
+    /// The shared secret webhook senders must send as `Authorization: Bearer TOKEN` (or the
+    /// token alone); also read from S3META_AUTH_TOKEN.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "S3META_AUTH_TOKEN",
+        hide_env_values = true,
+        requires = "listen"
+    )]
+    pub auth_token: Option<String>,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub conn: ConnectionArgs,
+    /// HEAD requests in flight at most, 1 to 4096.
+    #[arg(long, short = 'j', value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub concurrency: u32,
+    /// Read the tags of the objects events name (GetObjectTagging where HEAD does not count 0).
+    #[arg(long)]
+    pub tags: bool,
+    /// With --tags: a HEAD without x-amz-tagging-count means no tags (see `scan --trust-tag-count`).
+    #[arg(long, requires = "tags")]
+    pub trust_tag_count: bool,
+    /// Messages applied per commit at most, 1 to 10000.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch: u32,
+    /// Attempts per HEAD, 1 to 100, before an object is recorded in error.
+    #[arg(long, value_name = "N", default_value_t = Policy::default().max_attempts, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
     /// At the end (also after an interrupt or a fatal error) write a JSON summary to PATH, or `-` for stdout.
     #[arg(long, value_name = "PATH")]
     pub summary_json: Option<PathBuf>,

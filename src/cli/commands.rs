@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::progress::{self, Progress};
 use crate::cli::summary::Summary;
 use crate::cli::{
-    ChangesArgs, CheckArgs, Cli, EstimateArgs, EstimateFormat, ForgetArgs, MergeArgs, NamesArgs,
-    PlanArgs, QueryArgs, ScanArgs, SplitRanges, StatusArgs, TagsArg,
+    ChangesArgs, CheckArgs, Cli, EstimateArgs, EstimateFormat, FollowArgs, ForgetArgs, MergeArgs,
+    NamesArgs, PlanArgs, QueryArgs, ScanArgs, SplitRanges, StatusArgs, TagsArg,
 };
 use s3meta::error::Error;
 use s3meta::keys::Bounds;
@@ -400,4 +400,158 @@ fn to_stdout(body: impl FnOnce(&mut dyn Write, bool) -> Result<(), Error>) -> Re
         Err(Error::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     }
+}
+
+/// `s3meta follow`: applies the store's event notifications until stopped (130), or with
+/// `--once` until the queue is empty (0; 3 when a message was malformed or a HEAD failed).
+pub async fn follow(
+    args: &FollowArgs,
+    quiet: bool,
+    cancel: CancellationToken,
+) -> Result<u8, Error> {
+    if let Some(dest) = &args.summary_json {
+        Summary::check_writable(dest).map_err(|source| Error::SummaryPath {
+            path: dest.clone(),
+            source,
+        })?;
+    }
+    let started = Instant::now();
+    let mut report = None;
+    let result = follow_once(args, cancel.clone(), &mut report).await;
+    let code = match &result {
+        Ok(()) if cancel.is_cancelled() => 130,
+        Ok(()) => {
+            let r = report.as_ref();
+            if r.is_some_and(|r| r.malformed > 0 || r.failed > 0) {
+                3
+            } else {
+                0
+            }
+        }
+        Err(Error::Interrupted) => 130,
+        Err(_) => 1,
+    };
+    if let Some(dest) = &args.summary_json {
+        let doc = serde_json::json!({
+            "command": "follow",
+            "target": args.url,
+            "exit_code": code,
+            "error": result.as_ref().err().map(ToString::to_string),
+            "elapsed_secs": started.elapsed().as_secs_f64(),
+            "follow": report,
+        });
+        let mut text = serde_json::to_string_pretty(&doc).expect("serializable");
+        text.push('\n');
+        let written = if dest.as_os_str() == "-" {
+            io::stdout().lock().write_all(text.as_bytes())
+        } else {
+            std::fs::write(dest, text)
+        };
+        written.map_err(|source| Error::Write {
+            path: dest.clone(),
+            source,
+        })?;
+    }
+    match result {
+        Err(Error::Interrupted) => {}
+        Err(e) => return Err(e),
+        Ok(()) => {}
+    }
+    if let (Some(r), false) = (&report, quiet) {
+        eprintln!("{}", follow_line(&args.url, r, started.elapsed()));
+    }
+    Ok(code)
+}
+
+fn follow_line(url: &str, r: &scan::follow::FollowReport, elapsed: Duration) -> String {
+    let n = progress::thousands;
+    let mut line = format!(
+        "{url}: {} message(s), {} event(s) applied ({} stale, {} ignored), {} change(s), {} HEAD(s) in {:.1} s (follow session {})",
+        n(r.messages),
+        n(r.events_applied),
+        n(r.events_stale),
+        n(r.events_ignored),
+        n(r.changes),
+        n(r.heads),
+        elapsed.as_secs_f64(),
+        r.scan_id
+    );
+    if r.malformed > 0 {
+        line.push_str(&format!(
+            "; {} malformed message(s) left in the queue",
+            n(r.malformed)
+        ));
+    }
+    if r.failed > 0 {
+        line.push_str(&format!(
+            "; {} object(s) could not be read (recorded in error)",
+            n(r.failed)
+        ));
+    }
+    line
+}
+
+async fn follow_once(
+    args: &FollowArgs,
+    cancel: CancellationToken,
+    report: &mut Option<scan::follow::FollowReport>,
+) -> Result<(), Error> {
+    use scan::follow::{FollowConfig, Follower};
+    let url = S3Url::parse(&args.url)?;
+    if let Some(addr) = args.listen {
+        if !addr.ip().is_loopback() && !args.allow_remote {
+            return Err(Error::BadInput(format!(
+                "--listen {addr} is not a loopback address: add --allow-remote and --auth-token to accept events from other hosts"
+            )));
+        }
+        if !addr.ip().is_loopback() && args.auth_token.is_none() {
+            return Err(Error::BadInput(format!(
+                "--listen {addr} with --allow-remote needs --auth-token (a shared secret senders send)"
+            )));
+        }
+    }
+    let opts = args.conn.options()?;
+    let s3 = client::build(&opts).await?;
+    let cfg = FollowConfig {
+        target: target_of(&url, &s3.store),
+        concurrency: args.concurrency as usize,
+        policy: policy(args.max_attempts, 100),
+        tags: args.tags.then_some(s3meta::model::TagsMode::SkipUnchanged),
+        trust_tag_count: args.trust_tag_count,
+        batch: args.batch as usize,
+    };
+    let queue = match &args.sqs_queue_url {
+        Some(q) => Some(
+            s3meta::s3::queue::Queue::connect(&opts, q, args.sqs_endpoint_url.as_deref()).await?,
+        ),
+        None => None,
+    };
+    let stats = Arc::new(Stats::default());
+    let mut follower = Follower::start(cfg, &s3, &args.db.db, cancel.clone(), stats).await?;
+    let tick = |r: &scan::follow::FollowReport| {
+        tracing::info!(
+            "follow: {} events applied, {} stale, {} ignored, lag {}",
+            r.events_applied,
+            r.events_stale,
+            r.events_ignored,
+            r.lag_secs.map_or("-".to_string(), |l| format!("{l:.1} s"))
+        );
+    };
+    let result = match (&queue, args.listen) {
+        (Some(q), _) => {
+            scan::follow::run_sqs(&mut follower, q, args.wait_seconds, args.once, tick).await
+        }
+        (None, Some(addr)) => {
+            crate::cli::webhook::serve(&mut follower, addr, args.auth_token.clone(), tick).await
+        }
+        (None, None) => unreachable!("clap requires a source"),
+    };
+    let last_error = result.as_ref().err().map(ToString::to_string);
+    let finished = follower.finish(last_error).await;
+    match finished {
+        Ok(r) => *report = Some(r),
+        Err(e) if result.is_ok() => return Err(e),
+        Err(_) => {}
+    }
+    result
 }

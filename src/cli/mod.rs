@@ -8,5 +8,6 @@ mod args;
 pub mod commands;
 pub mod progress;
 pub mod summary;
+mod webhook;
 
 pub use args::*;

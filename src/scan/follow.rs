@@ -84,7 +84,8 @@ pub struct Follower {
     pool: Arc<HeadPool>,
     stats: Arc<Stats>,
     cancel: CancellationToken,
-    session: FollowSession,
+    /// Begun with the first commit (so `follow` starts while a scan holds the database).
+    session: Option<FollowSession>,
     flushed: Snapshot,
     pub report: FollowReport,
 }
@@ -99,8 +100,8 @@ struct KeyEvents {
 }
 
 impl Follower {
-    /// Starts a session on the database (its lock held only meanwhile) and checks the bucket
-    /// can be addressed.
+    /// Checks the bucket can be addressed; the session (a scans row) begins with the first
+    /// commit.
     pub async fn start(
         cfg: FollowConfig,
         s3: &S3,
@@ -109,11 +110,6 @@ impl Follower {
         stats: Arc<Stats>,
     ) -> Result<Follower, Error> {
         let heads = s3.head_target(&cfg.target.bucket).await?;
-        let (target, tags) = (cfg.target.clone(), cfg.tags);
-        let session = with_db(db_path, &cancel, &mut 0, move |conn, path| {
-            scans::begin_follow(conn, &target, tags).map_err(|e| Error::db(path, e))
-        })
-        .await?;
         let pool = Arc::new(HeadPool {
             target: heads,
             concurrency: cfg.concurrency,
@@ -129,18 +125,25 @@ impl Follower {
             trust_tag_count: cfg.trust_tag_count,
         });
         Ok(Follower {
-            report: FollowReport {
-                scan_id: session.scan_id,
-                ..FollowReport::default()
-            },
+            report: FollowReport::default(),
             cfg,
             db_path: db_path.to_path_buf(),
             pool,
             flushed: stats.snapshot(),
             stats,
             cancel,
-            session,
+            session: None,
         })
+    }
+
+    /// The token that stops `follow` (SIGINT, SIGTERM).
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Messages applied per commit at most.
+    pub fn batch_size(&self) -> usize {
+        self.cfg.batch
     }
 
     /// Parses message bodies: their events (those inside the target), for each message
@@ -208,30 +211,25 @@ impl Follower {
             }
         }
         loop {
-            let bucket_id = self.session.bucket_id;
             let wanted: Vec<(String, Option<String>, bool, u64)> = keys
                 .iter()
                 .map(|(k, v)| (k.clone(), v.sequencer.clone(), v.unsequenced, v.events))
                 .collect();
-            // What the index holds now, read without the lock (SQLite's snapshot).
-            let (before, heads) = {
-                let path = self.db_path.clone();
+            // What the index holds now, read without the lock (SQLite's snapshot). A database
+            // not there yet (or not yet upgraded: the first commit does it) is not known: its
+            // HEADs are made again under the lock.
+            let known = {
+                let (path, t) = (self.db_path.clone(), self.cfg.target.clone());
                 let keys: Vec<String> = wanted.iter().map(|w| w.0.clone()).collect();
-                blocking(move || {
-                    let conn = db::open_ro(&path)?;
-                    let dbe = |e| Error::db(&path, e);
-                    let fp = scans::scans_fingerprint(&conn, bucket_id).map_err(dbe)?;
-                    let mut stored = Vec::with_capacity(keys.len());
-                    for k in &keys {
-                        stored.push(writer::stored_sequencer(&conn, bucket_id, k).map_err(dbe)?);
-                    }
-                    Ok((fp, stored))
-                })
-                .await?
+                blocking(move || Ok(read_known(&path, &t, &keys))).await?
+            };
+            let (before, stored) = match known {
+                Some((fp, stored)) => (Some(fp), stored),
+                None => (None, vec![None; wanted.len()]),
             };
             let mut stale = 0;
             let mut to_head = Vec::new();
-            for ((key, seq, unsequenced, n), stored) in wanted.into_iter().zip(heads) {
+            for ((key, seq, unsequenced, n), stored) in wanted.into_iter().zip(stored) {
                 if !unsequenced && writer::is_stale(stored.as_deref(), seq.as_deref()) {
                     stale += n;
                 } else {
@@ -252,43 +250,51 @@ impl Follower {
                 .collect();
             let now = self.stats.snapshot();
             let requests = delta(&now, &self.flushed);
-            let ctx = WriterCtx {
-                scan_id: self.session.scan_id,
-                bucket_id,
-                mode: crate::model::Mode::Rescan,
-                record_created: self.session.record_created,
-                tags: self.cfg.tags,
-                versions: false,
-                follow: true,
-                path: self.db_path.clone(),
-                recorded_order: std::sync::Mutex::new(None),
-            };
+            let (target, cfg_tags) = (self.cfg.target.clone(), self.cfg.tags);
+            let (session, path) = (self.session.clone(), self.db_path.clone());
             let newest_time = newest.clone();
-            let committed = with_db(
+            let (session, committed) = with_db(
                 &self.db_path,
                 &self.cancel,
                 &mut self.report.lock_waits,
-                move |conn, path| {
-                    let dbe = |e| Error::db(path, e);
-                    if scans::scans_fingerprint(conn, bucket_id).map_err(dbe)? != before {
-                        return Ok(None);
+                move |conn, p| {
+                    let dbe = |e| Error::db(p, e);
+                    let session = match session {
+                        Some(s) => s,
+                        None => scans::begin_follow(conn, &target, cfg_tags).map_err(dbe)?,
+                    };
+                    let fp = scans::scans_fingerprint(conn, session.bucket_id).map_err(dbe)?;
+                    // Unknown before (no database yet): the HEADs are made again, once.
+                    if before.as_ref() != Some(&fp) {
+                        return Ok((session, None));
                     }
-                    writer::apply_follow(
+                    let ctx = WriterCtx {
+                        scan_id: session.scan_id,
+                        bucket_id: session.bucket_id,
+                        mode: crate::model::Mode::Rescan,
+                        record_created: session.record_created,
+                        tags: cfg_tags,
+                        versions: false,
+                        follow: true,
+                        path,
+                        recorded_order: std::sync::Mutex::new(None),
+                    };
+                    let t = writer::apply_follow(
                         conn,
                         &ctx,
                         items,
                         &requests,
                         (ignored, newest_time.as_deref()),
                     )
-                    .map(Some)
-                    .map_err(dbe)
+                    .map_err(dbe)?;
+                    Ok((session, Some(t)))
                 },
             )
             .await?;
+            self.report.scan_id = session.scan_id;
+            self.session = Some(session);
             let Some(t) = committed else {
-                tracing::info!(
-                    "a scan committed while follow's HEADs ran: HEADing those keys again"
-                );
+                tracing::debug!("the index changed while follow's HEADs ran: HEADing again");
                 continue;
             };
             self.flushed = now;
@@ -347,7 +353,10 @@ impl Follower {
 
     /// Ends the session: `complete` (every event applied so far is committed).
     pub async fn finish(self, last_error: Option<String>) -> Result<FollowReport, Error> {
-        let id = self.session.scan_id;
+        let Some(session) = &self.session else {
+            return Ok(self.report);
+        };
+        let id = session.scan_id;
         let mut waits = 0;
         with_db(
             &self.db_path,
@@ -415,6 +424,25 @@ pub async fn run_sqs(
             last_tick = Instant::now();
         }
     }
+}
+
+/// The scans' fingerprint of the target's bucket and the stored sequencers of `keys`, read
+/// without the lock; `None` when the database cannot be read (missing, older schema).
+fn read_known(
+    path: &Path,
+    t: &Target,
+    keys: &[String],
+) -> Option<((i64, String), Vec<Option<String>>)> {
+    let conn = db::open_ro(path).ok()?;
+    let Some(bucket_id) = db::bucket_id(&conn, &t.store, &t.bucket).ok()? else {
+        return Some(((0, String::new()), vec![None; keys.len()]));
+    };
+    let fp = scans::scans_fingerprint(&conn, bucket_id).ok()?;
+    let mut stored = Vec::with_capacity(keys.len());
+    for k in keys {
+        stored.push(writer::stored_sequencer(&conn, bucket_id, k).ok()?);
+    }
+    Some((fp, stored))
 }
 
 /// Runs `work` on a connection to the database under its lock, on a blocking thread; waits

@@ -159,6 +159,22 @@ async fn each_step_followed_equals_a_full_scan() {
     assert_eq!(kinds(&env.db).len(), before, "{:?}", kinds(&env.db));
     let fresh = fresh_scan(&env, "fresh-last.db").await;
     assert_live_equal(&env, &fresh, "the rescan");
+    let check = run(&env, "check", &[]).await;
+    assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
+    // `status` tells follow sessions from scans, and counts their events.
+    let st = run(&env, "status", &["--format", "json"]).await;
+    let doc: Value = serde_json::from_slice(&st.stdout).unwrap();
+    let sessions: Vec<&Value> = doc["scans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["follow"] == true)
+        .collect();
+    assert_eq!(sessions.len(), steps.len());
+    assert!(sessions.iter().all(|s| s["state"] == "complete"), "{doc}");
+    let text = stdout(&run(&env, "status", &[]).await);
+    assert!(text.contains("follow session, complete"), "{text}");
+    assert!(text.contains("events: 2 applied"), "{text}");
 }
 
 /// At least once, out of order, and not always S3 events: every message again in reverse

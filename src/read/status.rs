@@ -39,6 +39,15 @@ pub struct ScanStatus {
     pub end_key: Option<String>,
     /// A versions scan (`--all-versions`): its counts are versions and delete markers.
     pub versions: bool,
+    /// A `follow` session, not a scan: it takes the lock only to commit, so a `running` one
+    /// is told by its last commit (`checkpoint_age_secs`), not by the lock.
+    pub follow: bool,
+    /// A follow session's events: applied, older than the index (stale), ignored; the newest
+    /// applied event's time.
+    pub events_applied: i64,
+    pub events_stale: i64,
+    pub events_ignored: i64,
+    pub last_event_time: Option<String>,
     pub mode: Mode,
     /// As recorded, except that a `running` scan no process holds the lock of is `interrupted`.
     pub state: ScanState,
@@ -134,15 +143,17 @@ pub fn read(
                     (SELECT count(*) FROM object_errors e CROSS JOIN objects o USING (object_id)
                       WHERE e.scan_id = s.scan_id AND o.state = {error})
                 END,
-                s.last_error, s.tags, s.tag_requests, s.tags_read, s.versions
+                s.last_error, s.tags, s.tag_requests, s.tags_read, s.versions, s.follow,
+                s.events_applied, s.events_stale, s.events_ignored, s.last_event_time
          FROM scans s JOIN buckets b USING (bucket_id) ORDER BY s.scan_id",
     ))?;
     let mut scans = stmt
         .query_map([], scan_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    if scans.iter().any(|s| s.state == ScanState::Running) {
+    let probed = |s: &ScanStatus| s.state == ScanState::Running && !s.follow;
+    if scans.iter().any(probed) {
         let liveness = live();
-        for s in scans.iter_mut().filter(|s| s.state == ScanState::Running) {
+        for s in scans.iter_mut().filter(|s| probed(s)) {
             match &liveness {
                 Liveness::Held => s.stale = Some(false),
                 Liveness::Free => {
@@ -221,6 +232,11 @@ fn scan_row(r: &Row<'_>) -> rusqlite::Result<ScanStatus> {
         tag_requests: r.get(24)?,
         tags_read: r.get(25)?,
         versions: r.get(26)?,
+        follow: r.get(27)?,
+        events_applied: r.get(28)?,
+        events_stale: r.get(29)?,
+        events_ignored: r.get(30)?,
+        last_event_time: r.get(31)?,
     })
 }
 
@@ -302,6 +318,41 @@ fn write_scan(s: &ScanStatus, out: &mut dyn Write) -> std::io::Result<()> {
         s.scan_id, s.bucket, s.prefix, s.store
     )?;
     let what = if s.versions { ", every version" } else { "" };
+    if s.follow {
+        let state = match s.state {
+            ScanState::Running => format!(
+                "running, or stopped without ending (last commit {} ago)",
+                age(s.checkpoint_age_secs)
+            ),
+            other => other.to_string(),
+        };
+        writeln!(out, "  follow session, {state}")?;
+        let newest = s
+            .last_event_time
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map_or(String::new(), |t| format!(" · newest event {t}"));
+        writeln!(
+            out,
+            "  events: {} applied · {} stale · {} ignored{newest}",
+            n(s.events_applied),
+            n(s.events_stale),
+            n(s.events_ignored)
+        )?;
+        writeln!(
+            out,
+            "  HEAD ok {} · gone {} · failed {} (in error now {}) · {} HEAD requests",
+            n(s.heads_ok),
+            n(s.objects_gone),
+            n(s.objects_failed),
+            n(s.objects_in_error),
+            n(s.head_requests)
+        )?;
+        if let Some(e) = &s.last_error {
+            writeln!(out, "  last error: {}", escape_controls(e))?;
+        }
+        return Ok(());
+    }
     writeln!(out, "  {} scan{what}, {state}", s.mode)?;
     let finished = s
         .finished_at

@@ -341,7 +341,7 @@ fn scan_rows(conn: &Connection) -> rusqlite::Result<Vec<ScanRow>> {
     let mut stmt = conn.prepare(
         "SELECT s.scan_id, s.bucket_id, s.state, s.finished_at IS NOT NULL, s.prefix,
                 s.start_after, s.end_key, coalesce(s.key_order, b.key_order)
-         FROM scans s JOIN buckets b USING (bucket_id) ORDER BY s.scan_id",
+         FROM scans s JOIN buckets b USING (bucket_id) WHERE s.follow = 0 ORDER BY s.scan_id",
     )?;
     let rows = stmt.query_map([], |r| {
         let (prefix, start_after, end_key): (String, Option<String>, Option<String>) =

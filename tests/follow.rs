@@ -384,3 +384,138 @@ async fn follow_waits_for_a_scan_and_heads_again_after_it() {
     let fresh = fresh_scan(&env, "fresh.db").await;
     assert_live_equal(&env, &fresh, "the scan beside follow");
 }
+
+/// POSTs `body` to the webhook; the status, or `None` when the connection failed.
+async fn post(addr: std::net::SocketAddr, body: &str, token: Option<&str>) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let req = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await.ok()?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.ok()?;
+    let text = String::from_utf8_lossy(&answer);
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+fn free_port() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn listen(env: &Env, addr: std::net::SocketAddr) -> std::process::Child {
+    let mut cmd = env.bin();
+    cmd.args([
+        "follow",
+        "s3://bkt",
+        "--listen",
+        &addr.to_string(),
+        "--auth-token",
+        "s3cret",
+    ])
+    .arg("--db")
+    .arg(&env.db)
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    // It says when it listens (the line comes after the bind).
+    let err = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(err));
+    let line = lines.next().unwrap().unwrap();
+    assert!(line.contains("listening"), "{line}");
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+/// A burst of 10,000 POSTed events, the follower killed mid-burst, the senders' retries
+/// delivered after a restart: every event answered 200 is committed, and the database equals
+/// a full scan. A wrong token gets 401, a body that is not S3 events 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_burst_survives_a_kill_and_the_senders_retries() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let env = Env::new().await;
+    let s = env.state();
+    s.set_whole_seconds(true);
+    s.create_bucket("bkt");
+    s.notify("bkt", Some(true));
+    for i in 0..10_000 {
+        let owner = format!("o{}", i % 7);
+        s.put_object("bkt", &format!("k/{i:05}"), b"x", &[("owner", &owner)]);
+    }
+    let bodies = Arc::new(s.sqs_sent());
+    assert_eq!(bodies.len(), 10_000);
+    let addr = free_port();
+    let mut child = listen(&env, addr);
+    assert_eq!(post(addr, &bodies[0], Some("wrong")).await, Some(401));
+    assert_eq!(post(addr, &bodies[0], None).await, Some(401));
+    assert_eq!(post(addr, "{not json", Some("s3cret")).await, Some(400));
+
+    let acked = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicU64::new(0));
+    let mut senders = Vec::new();
+    for _ in 0..32 {
+        let (bodies, acked, next) = (bodies.clone(), acked.clone(), next.clone());
+        senders.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst) as usize;
+                let Some(body) = bodies.get(i) else { return };
+                // A store's webhook retries until it gets its 200.
+                while post(addr, body, Some("s3cret")).await != Some(200) {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                acked.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    while acked.load(Ordering::SeqCst) < 3_000 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at_kill = acked.load(Ordering::SeqCst);
+    assert!(at_kill < 10_000, "the kill came mid-burst");
+    let committed = count(&env.db, "SELECT count(*) FROM objects WHERE state = 'ok'");
+    assert!(
+        committed as u64 >= at_kill.min(3_000),
+        "every answered event is committed: {committed} rows, {at_kill} answered"
+    );
+    let mut child = listen(&env, addr);
+    for t in senders {
+        t.await.unwrap();
+    }
+    // SIGTERM: it drains, commits and exits 130.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(130));
+    let fresh = fresh_scan(&env, "fresh.db").await;
+    assert_eq!(live(&fresh).len(), 10_000);
+    assert_live_equal(&env, &fresh, "the burst");
+}
+
+/// Anything but loopback needs --allow-remote and a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_listen_address_needs_an_explicit_flag_and_a_token() {
+    let env = Env::new().await;
+    for (args, want) in [
+        (vec!["--listen", "0.0.0.0:0"], "--allow-remote"),
+        (
+            vec!["--listen", "0.0.0.0:0", "--allow-remote"],
+            "--auth-token",
+        ),
+    ] {
+        let mut cmd = env.bin();
+        cmd.args(["follow", "s3://bkt", "--db"])
+            .arg(&env.db)
+            .args(&args);
+        let out = output(cmd).await;
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        assert!(err.contains(want) && err.lines().count() == 1, "{err}");
+    }
+    assert!(!env.db.exists(), "nothing was written");
+}

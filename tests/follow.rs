@@ -519,3 +519,40 @@ async fn a_remote_listen_address_needs_an_explicit_flag_and_a_token() {
     }
     assert!(!env.db.exists(), "nothing was written");
 }
+
+/// Events carry no listing fields: what follow writes from HEAD (Last-Modified to the second,
+/// no storage class for STANDARD) meets a listing with milliseconds and STANDARD, and the
+/// rescan after it neither HEADs nor records a change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_written_rows_meet_a_listing_with_milliseconds() {
+    let env = Env::new().await;
+    let s = env.state();
+    // Listings say .123 (a frozen clock); HEAD's Last-Modified has whole seconds.
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_800_000_000_123);
+    s.set_clock(Some(at));
+    fill(s, "bkt", "", 3);
+    env.scan(&env.config("bkt", "")).await.unwrap();
+    s.notify("bkt", Some(true));
+    s.put_object("bkt", "new", b"n", &[("owner", "ann")]);
+    s.put_object("bkt", "obj-00001", b"rewritten", &[]);
+    let (code, _, err) = follow_once(&env, &[]).await;
+    assert_eq!(code, 0, "{err}");
+    let ms = column(
+        &env.db,
+        "SELECT list_modified FROM objects WHERE key = 'new'",
+    );
+    assert!(ms[0].ends_with(".000Z"), "from HEAD: {ms:?}");
+    let before = kinds(&env.db);
+    s.reset_counters();
+    env.scan(&env.config("bkt", "")).await.unwrap();
+    assert_eq!(s.requests(Op::Head), 0);
+    assert_eq!(kinds(&env.db), before);
+    let ms = column(
+        &env.db,
+        "SELECT list_modified || ' ' || list_from_head FROM objects WHERE key = 'new'",
+    );
+    assert!(
+        !ms[0].ends_with(".000Z 0") && ms[0].ends_with(" 0"),
+        "the listing's own now: {ms:?}"
+    );
+}

@@ -355,10 +355,10 @@ async fn follow_waits_for_a_scan_and_heads_again_after_it() {
         let mut all = String::new();
         for line in std::io::BufReader::new(err).lines() {
             let line = line.unwrap();
-            if line.contains("holds") {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(());
-                }
+            if line.contains("holds")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(());
             }
             all.push_str(&line);
             all.push('\n');

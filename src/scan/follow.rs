@@ -426,13 +426,16 @@ pub async fn run_sqs(
     }
 }
 
+/// What the scans of a bucket have committed (`scans::scans_fingerprint`).
+type Fingerprint = (i64, String);
+
 /// The scans' fingerprint of the target's bucket and the stored sequencers of `keys`, read
 /// without the lock; `None` when the database cannot be read (missing, older schema).
 fn read_known(
     path: &Path,
     t: &Target,
     keys: &[String],
-) -> Option<((i64, String), Vec<Option<String>>)> {
+) -> Option<(Fingerprint, Vec<Option<String>>)> {
     let conn = db::open_ro(path).ok()?;
     let Some(bucket_id) = db::bucket_id(&conn, &t.store, &t.bucket).ok()? else {
         return Some(((0, String::new()), vec![None; keys.len()]));

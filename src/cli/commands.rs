@@ -528,13 +528,14 @@ async fn follow_once(
     };
     let stats = Arc::new(Stats::default());
     let mut follower = Follower::start(cfg, &s3, &args.db.db, cancel.clone(), stats).await?;
-    let tick = |r: &scan::follow::FollowReport| {
+    let tick = |r: &scan::follow::FollowReport, depth: Option<u64>| {
         tracing::info!(
-            "follow: {} events applied, {} stale, {} ignored, lag {}",
+            "follow: {} events applied, {} stale, {} ignored, lag {}, queue depth {}",
             r.events_applied,
             r.events_stale,
             r.events_ignored,
-            r.lag_secs.map_or("-".to_string(), |l| format!("{l:.1} s"))
+            r.lag_secs.map_or("-".to_string(), |l| format!("{l:.1} s")),
+            depth.map_or("-".to_string(), |d| d.to_string())
         );
     };
     let result = match (&queue, args.listen) {

@@ -36,7 +36,7 @@ pub async fn serve(
     follower: &mut Follower,
     addr: SocketAddr,
     token: Option<String>,
-    mut tick: impl FnMut(&FollowReport),
+    mut tick: impl FnMut(&FollowReport, Option<u64>),
 ) -> Result<(), Error> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -85,7 +85,7 @@ pub async fn serve(
         }
         commit(follower, posted).await?;
         if last_tick.elapsed() >= std::time::Duration::from_secs(60) {
-            tick(&follower.report);
+            tick(&follower.report, None);
             last_tick = std::time::Instant::now();
         }
     }

@@ -377,7 +377,7 @@ pub async fn run_sqs(
     queue: &Queue,
     wait_secs: i32,
     once: bool,
-    mut tick: impl FnMut(&FollowReport),
+    mut tick: impl FnMut(&FollowReport, Option<u64>),
 ) -> Result<(), Error> {
     let cancel = follower.cancel.clone();
     let mut last_tick = Instant::now();
@@ -420,7 +420,9 @@ pub async fn run_sqs(
             }
         }
         if last_tick.elapsed() >= Duration::from_secs(60) {
-            tick(&follower.report);
+            // The depth is for the log line only: a failure to read it stops nothing.
+            let depth = queue.depth().await.ok().flatten();
+            tick(&follower.report, depth);
             last_tick = Instant::now();
         }
     }

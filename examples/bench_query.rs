@@ -73,7 +73,9 @@ fn main() -> anyhow::Result<()> {
         bucket: None,
         prefix: None,
         format: Some(Format::Jsonl),
+        table: Default::default(),
         tags: false,
+        limit: None,
     };
     let t = Instant::now();
     s3meta::read::names::run(&names, &mut std::io::sink(), false)?;
@@ -114,6 +116,7 @@ fn time(
         filters: filters.iter().map(|f| f.to_string()).collect(),
         sql: None,
         format: Some(Format::Jsonl),
+        table: Default::default(),
         limit,
         count,
         include_gone: false,

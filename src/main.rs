@@ -7,6 +7,7 @@
 
 #![recursion_limit = "256"]
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -36,7 +37,17 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
-    init_logging(&cli);
+    let color = cli::ui::color_wanted(
+        cli.color,
+        std::io::stderr().is_terminal(),
+        std::env::var("NO_COLOR").ok().as_deref(),
+    );
+    cli::ui::Ui {
+        quiet: cli.quiet,
+        json: cli.log_format == LogFormat::Json,
+    }
+    .install();
+    init_logging(&cli, color);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -52,7 +63,7 @@ fn main() -> ExitCode {
                 commands::completions(shell);
                 Ok(0)
             }
-            Command::Man => commands::man().map(|()| 0),
+            Command::Man { ref dir } => commands::man(dir.as_deref()).map(|()| 0),
             Command::Changes(ref a) => commands::changes(a),
             Command::Forget(ref a) => commands::forget(a, cli.quiet).await,
             Command::Check(ref a) => commands::check(a, cli.quiet).await,
@@ -66,18 +77,18 @@ fn main() -> ExitCode {
     match code {
         Ok(code) => ExitCode::from(code),
         Err(s3meta::Error::Interrupted) => {
-            eprintln!("interrupted");
+            cli::ui::notice(cli::ui::stop_word());
             ExitCode::from(130)
         }
         Err(e) => {
             // Our messages carry their context; `{:#}` would repeat causes they already name.
-            eprintln!("error: {e}");
+            cli::ui::error(&e.to_string());
             ExitCode::from(1)
         }
     }
 }
 
-fn init_logging(cli: &Cli) {
+fn init_logging(cli: &Cli, color: bool) {
     let default = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
         // The SDK's own warnings (e.g. no instance metadata for the region) only with -v.
@@ -90,6 +101,7 @@ fn init_logging(cli: &Cli) {
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(color)
         .with_writer(crate::cli::progress::LogWriter);
     match cli.log_format {
         LogFormat::Json => builder.json().init(),
@@ -106,12 +118,16 @@ fn signals() -> CancellationToken {
             .expect("SIGTERM handler");
         // Cancel safety: both are signal streams; losing the other branch loses nothing.
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {
+                tracing::warn!(
+                    "interrupted (Ctrl-C): finishing in-flight requests and committing (Ctrl-C again to quit now)"
+                );
+            }
+            _ = term.recv() => {
+                cli::ui::set_terminated();
+                tracing::warn!("terminated (SIGTERM): finishing in-flight requests and committing");
+            }
         }
-        tracing::warn!(
-            "interrupted: finishing in-flight requests and committing (Ctrl-C again to quit now)"
-        );
         cancel.cancel();
         let _ = tokio::signal::ctrl_c().await;
         std::process::exit(130);

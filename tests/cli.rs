@@ -122,7 +122,17 @@ async fn fatal_errors_exit_1_with_one_clear_line() {
         "check the credentials and the s3:ListBucket permission",
     )
     .await;
-    // The failed scan is recorded, resumable, with its error.
+    // Issue 18: none of these scans listed anything, so none created the database.
+    assert!(!env.db.exists());
+    // Refused on a later page, the failed scan is recorded, resumable, with its error.
+    fill(env.state(), "bkt", "more-", 200);
+    env.state()
+        .add_fault(Fault::list_page(2, Action::Status(403)).times(1));
+    assert_fatal(
+        scan_cmd(&env, "s3://bkt"),
+        "check the credentials and the s3:ListBucket permission",
+    )
+    .await;
     let bkt_scans = &format!(
         "SELECT state FROM scans JOIN buckets USING (bucket_id) WHERE name = 'bkt' AND store = '{endpoint}'"
     );

@@ -122,6 +122,12 @@ async fn a_database_locked_mid_scan_fails_cleanly_and_resumes() {
 async fn a_failed_scan_reports_its_cause_when_recording_its_end_fails_too() {
     let env = Env::new().await;
     fill(env.state(), "bkt", "", 50);
+    // The database exists (a scan of another bucket): a new one is created only after the
+    // first LIST answers (issue 18).
+    env.state().put_object("other", "k", b"x", &[]);
+    let out = output(scan_cmd(&env, "s3://other", &env.db)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    env.state().reset_counters();
     // The first listing waits for the test, then is refused for good.
     env.state().hold(Op::List, Gate::Released);
     env.state()
@@ -148,11 +154,20 @@ async fn a_failed_scan_reports_its_cause_when_recording_its_end_fails_too() {
     assert!(!err.contains("locked"), "not the second failure: {err}");
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
     // Its end unrecorded, the scan is unfinished: the next run resumes it.
-    assert_eq!(column(&env.db, "SELECT state FROM scans"), ["running"]);
+    assert_eq!(
+        column(&env.db, "SELECT state FROM scans ORDER BY scan_id"),
+        ["complete", "running"]
+    );
     env.state().clear_faults();
     let out = output(scan_cmd(&env, "s3://bkt", &env.db)).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(count(&env.db, "SELECT count(*) FROM objects"), 50);
+    assert_eq!(
+        count(
+            &env.db,
+            "SELECT count(*) FROM objects WHERE bucket_id = (SELECT bucket_id FROM buckets WHERE name = 'bkt')"
+        ),
+        50
+    );
 }
 
 /// A tmpfs mounted for one test, unmounted when dropped.

@@ -270,7 +270,7 @@ async fn a_head_failing_forever_is_recorded_and_the_scan_exits_3() {
     let out = output(scan_cmd(&env, "s3://bkt", &env.db)).await;
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("1 object(s) could not be read"), "{err}");
+    assert!(err.contains("1 object could not be read"), "{err}");
     // Every other object once, the failing one for all 5 attempts; the scan completes.
     assert_eq!(env.state().requests(Op::Head), 119 + 5);
     assert_eq!(

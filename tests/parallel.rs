@@ -304,6 +304,7 @@ fn lister(env: &Env, bucket: &str) -> Lister {
         order: Arc::new(s3meta::s3::list::Order::new(None)),
         witnesses: Default::default(),
         versions: false,
+        first: Default::default(),
     }
 }
 

@@ -128,11 +128,11 @@ async fn each_filter_selects_exactly_its_objects() {
             vec!["bkt/docs/a.txt", "bkt/docs/b.txt", "bkt/logs/2026/01.log"],
         ),
         (
+            // Not denied.txt: its HEAD was refused, so its metadata is unknown (issue 18).
             vec!["!owner"],
             &bkt,
             vec![
                 "bkt/100%_done",
-                "bkt/denied.txt",
                 "bkt/docs/[draft]*.md",
                 "bkt/logs/2026/02.log",
             ],
@@ -349,7 +349,10 @@ async fn every_format_parses_back_to_the_same_records() {
     for (row, rec) in csv[1..].iter().zip(&jsonl) {
         assert_eq!(row.len(), fields.len());
         for (cell, name) in row.iter().zip(&fields) {
-            if *name == "metadata" {
+            if *name == "metadata" && cell.is_empty() {
+                // Unknown metadata (an object whose HEAD failed): an empty field, null in JSON.
+                assert_eq!(rec[*name], Value::Null);
+            } else if *name == "metadata" {
                 assert_eq!(serde_json::from_str::<Value>(cell).unwrap(), rec[*name]);
             } else {
                 assert_eq!(cell, &csv_form(&rec[*name]), "{name}");

@@ -20,6 +20,34 @@ use s3meta::store::forget::ForgetOptions;
 use s3meta::error::Error;
 use s3meta::s3::client::ClientOptions;
 
+pub use crate::cli::ui::ColorChoice;
+
+/// The `--where` grammar, in `s3meta query --help` and `s3meta-query(1)`.
+pub const QUERY_GRAMMAR: &str = "\
+Filters (--where EXPR, repeat to AND them):
+  NAME=VALUE      custom metadata NAME (x-amz-meta-NAME, any case) equals VALUE exactly
+  NAME!=VALUE     has NAME with another value
+  NAME~GLOB       value matches GLOB (* any run, ? one character, \\ escapes)
+  NAME            has NAME;   !NAME  lacks NAME (objects not read yet match neither)
+  tag:KEY=VALUE, tag:KEY!=VALUE, tag:KEY~GLOB, tag:KEY, !tag:KEY
+                  object tags (scans with --tags); objects whose tags were never read match no tag test
+  @FIELD OP VALUE listing and HEAD fields: @key (=, !=, <, <=, >, >=, ~), @size (10MB, 2GiB),
+                  @modified and @lock_retain_until (2026-01-31, 2026-01-31T12:00Z, -7d, -24h),
+                  @etag, @storage_class, @content_type, @state (pending, ok, error, gone),
+                  @version_id, @sse, @checksum_algorithm, @parts_count, @tagging_count, ...
+  @error          objects whose HEAD failed for good
+The operator is the first `=`, `!=` or `~`: `owner==alice` tests for the value `=alice` (a
+warning says so). Metadata of objects listed but not read yet is unknown: null in JSON and
+CSV, `(not read)` in tables, and `!NAME`/`NAME!=VALUE` do not match them.
+
+Examples:
+  s3meta query s3://archive/2026/ --where project=apollo --where '@size>1GiB'
+  s3meta query --where '!owner' --count
+  s3meta query --sql 'SELECT owner, count(*) FROM v_objects GROUP BY 1'";
+
+/// The help heading of the flags every subcommand takes.
+const GLOBAL: &str = "Global options";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "s3meta",
@@ -29,14 +57,18 @@ use s3meta::s3::client::ClientOptions;
 )]
 pub struct Cli {
     /// More log output on stderr (-v info, -vv debug: every retry, -vvv trace). RUST_LOG overrides.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = GLOBAL)]
     pub verbose: u8,
     /// Only errors on stderr: no progress, no summary.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub quiet: bool,
-    /// Log format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    /// Log format on stderr; with json, notices, the scan's summary and the final error are
+    /// JSON objects too.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text, global = true, help_heading = GLOBAL)]
     pub log_format: LogFormat,
+    /// Colour on stderr: auto (only when stderr is a terminal and NO_COLOR is unset), always, never.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto, global = true, help_heading = GLOBAL)]
+    pub color: ColorChoice,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -80,6 +112,7 @@ pub enum Command {
     /// POSTs) until stopped; nightly rescans remain the safety net.
     Follow(FollowArgs),
     /// Search the index offline: objects by metadata and listing fields, or one read-only SQL statement.
+    #[command(after_long_help = QUERY_GRAMMAR)]
     Query(QueryArgs),
     /// The metadata names in use, with object counts and their most common values.
     Names(NamesArgs),
@@ -102,13 +135,27 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff) to stdout: `s3meta man > s3meta.1`.
-    Man,
+    /// Print the man page (roff) to stdout (`s3meta man > s3meta.1`), or write one page per
+    /// subcommand into a directory (`s3meta man --dir /usr/local/share/man/man1`).
+    Man {
+        /// Write s3meta.1 and s3meta-SUBCOMMAND.1 pages into DIR (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
+/// The database of commands that write it (`scan`, `follow`): created if missing.
 #[derive(Debug, Args)]
 pub struct DbArgs {
-    /// The SQLite database (created by `scan` if missing).
+    /// The SQLite database (created if missing).
+    #[arg(long, env = "S3META_DB", default_value = "s3meta.db")]
+    pub db: PathBuf,
+}
+
+/// The database of commands that only read it: it must exist.
+#[derive(Debug, Args)]
+pub struct ReadDbArgs {
+    /// The SQLite database to read (written by `s3meta scan`; opened read-only).
     #[arg(long, env = "S3META_DB", default_value = "s3meta.db")]
     pub db: PathBuf,
 }
@@ -287,34 +334,74 @@ pub struct EstimateArgs {
     #[arg(long, value_name = "USD", default_value_t = s3meta::read::estimate::HEAD_PRICE, value_parser = price)]
     pub head_price: f64,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = EstimateFormat::Text)]
-    pub format: EstimateFormat,
+    #[arg(long, value_enum, default_value_t = DocFormatArg::Table)]
+    pub format: DocFormatArg,
+    /// Shorthand for --format json.
+    #[arg(long)]
+    pub json: bool,
 }
 
+/// The formats of a one-document report (`status`, `estimate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum EstimateFormat {
-    Text,
+pub enum DocFormatArg {
+    /// For a person (`text` is an alias).
+    #[value(alias = "text")]
+    Table,
     Json,
 }
 
 #[derive(Debug, Args)]
 pub struct ChangesArgs {
     #[command(flatten)]
-    pub db: DbArgs,
-    #[command(flatten)]
     pub scope: ScopeArgs,
-    /// Only changes recorded by scan SCAN and later ones, or at or after TIME (UTC, e.g. 2026-01-31).
+    #[command(flatten)]
+    pub db: ReadDbArgs,
+    /// Only changes recorded by scan SCAN and later ones, or at or after TIME: a UTC date or
+    /// time (2026-01-31, 2026-01-31T12:00Z) or a span back from now (24h, 7d, 30m).
     #[arg(long, value_name = "SCAN|TIME")]
     pub since: Option<String>,
-    /// Only changes of this kind.
-    #[arg(long, value_parser = ["created", "modified", "metadata", "tags", "deleted"])]
+    /// Only changes of this kind (`gone` is `deleted`, as `@state=gone` names it).
+    #[arg(long, value_parser = ["created", "modified", "metadata", "tags", "deleted", "gone"])]
     pub kind: Option<String>,
     /// At most N rows (0 to 2^63-1).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..))]
     pub limit: Option<i64>,
+    /// Print only the number of matching changes.
+    #[arg(long, conflicts_with = "limit")]
+    pub count: bool,
+    #[command(flatten)]
+    pub output: RecordsFormat,
+}
+
+/// `--format` and `--json` of commands that print records.
+#[derive(Debug, Args)]
+pub struct RecordsFormat {
     /// Output format [default: table when stdout is a terminal, else jsonl].
     #[arg(long, value_enum)]
     pub format: Option<Format>,
+    /// Shorthand for --format jsonl.
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
+    /// Sizes in binary units in tables (1.2 MiB); JSON and CSV keep bytes.
+    #[arg(short = 'H', long)]
+    pub human: bool,
+}
+
+impl RecordsFormat {
+    /// How tables are drawn: to the terminal's width when stdout is one.
+    pub fn style(&self) -> output::TableStyle {
+        output::TableStyle {
+            width: crate::cli::ui::terminal_width(),
+            human: self.human,
+        }
+    }
+
+    pub fn format(&self) -> Option<output::Format> {
+        match (self.json, self.format) {
+            (true, _) => Some(output::Format::Jsonl),
+            (false, f) => f.map(Into::into),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -374,15 +461,13 @@ pub enum Format {
     Csv,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum StatusFormat {
-    Table,
-    Json,
-}
-
-/// Which objects `query` and `names` look at.
+/// Which objects `query`, `names` and `changes` look at.
 #[derive(Debug, Args)]
 pub struct ScopeArgs {
+    /// Only this bucket and prefix, as `scan` names them: s3://BUCKET or s3://BUCKET/PREFIX (in
+    /// every store the database holds that bucket of; the store is the `store` column).
+    #[arg(value_name = "S3_URL", conflicts_with_all = ["bucket", "prefix"])]
+    pub url: Option<String>,
     /// Only this bucket.
     #[arg(long)]
     pub bucket: Option<String>,
@@ -391,14 +476,29 @@ pub struct ScopeArgs {
     pub prefix: Option<String>,
 }
 
+impl ScopeArgs {
+    /// (bucket, prefix) from the target or the flags.
+    pub fn resolve(&self) -> Result<(Option<String>, Option<String>), Error> {
+        match &self.url {
+            Some(u) => {
+                let url = s3meta::model::s3url::S3Url::parse(u)?;
+                let prefix = (!url.prefix.is_empty()).then_some(url.prefix);
+                Ok((Some(url.bucket), prefix))
+            }
+            None => Ok((self.bucket.clone(), self.prefix.clone())),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct QueryArgs {
     #[command(flatten)]
-    pub db: DbArgs,
-    #[command(flatten)]
     pub scope: ScopeArgs,
+    #[command(flatten)]
+    pub db: ReadDbArgs,
     /// A filter; repeat to AND them: name=value, name!=value, name~glob, name, !name,
-    /// @key~glob, @size>N, @modified>2026-01-01, @etag=…, @storage_class=…, @state=…, @error.
+    /// tag:NAME=value, @key~glob, @size>10MB, @modified>2026-01-01, @modified>-7d, @etag=…,
+    /// @storage_class=…, @state=pending|ok|error|gone, @error (the grammar: `man s3meta-query`).
     #[arg(
         long = "where",
         short = 'w',
@@ -408,11 +508,10 @@ pub struct QueryArgs {
     pub filters: Vec<String>,
     /// Run one read-only SQL statement instead (views: v_objects, v_metadata, v_tags,
     /// v_changes, v_versions, v_version_metadata, v_version_tags).
-    #[arg(long, value_name = "SQL", conflicts_with_all = ["filters", "bucket", "prefix", "count", "include_gone"])]
+    #[arg(long, value_name = "SQL", conflicts_with_all = ["filters", "url", "bucket", "prefix", "count", "include_gone"])]
     pub sql: Option<String>,
-    /// Output format [default: table when stdout is a terminal, else jsonl].
-    #[arg(long, value_enum)]
-    pub format: Option<Format>,
+    #[command(flatten)]
+    pub output: RecordsFormat,
     /// At most N objects (rows), 0 to 2^63-1.
     #[arg(long, value_name = "N", value_parser = count_parser())]
     pub limit: Option<u64>,
@@ -432,12 +531,14 @@ pub struct QueryArgs {
 #[derive(Debug, Args)]
 pub struct NamesArgs {
     #[command(flatten)]
-    pub db: DbArgs,
-    #[command(flatten)]
     pub scope: ScopeArgs,
-    /// Output format [default: table when stdout is a terminal, else jsonl].
-    #[arg(long, value_enum)]
-    pub format: Option<Format>,
+    #[command(flatten)]
+    pub db: ReadDbArgs,
+    #[command(flatten)]
+    pub output: RecordsFormat,
+    /// At most N names (in name order).
+    #[arg(long, value_name = "N", value_parser = count_parser())]
+    pub limit: Option<u64>,
     /// The tag keys in use (scans with `--tags`) instead of the metadata names.
     #[arg(long)]
     pub tags: bool,
@@ -446,7 +547,7 @@ pub struct NamesArgs {
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     #[command(flatten)]
-    pub db: DbArgs,
+    pub db: ReadDbArgs,
     /// No progress line (it is shown only when stderr is a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
@@ -455,12 +556,20 @@ pub struct CheckArgs {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     #[command(flatten)]
-    pub db: DbArgs,
-    #[arg(long, value_enum, default_value_t = StatusFormat::Table)]
-    pub format: StatusFormat,
+    pub db: ReadDbArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = DocFormatArg::Table)]
+    pub format: DocFormatArg,
+    /// Shorthand for --format json.
+    #[arg(long)]
+    pub json: bool,
     /// List at most N objects in error, 0 to 2^63-1 (the total is always shown).
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = count_parser())]
     pub errors: u64,
+    /// Show the latest N scans of each target (0: every scan recorded); unfinished scans are
+    /// always shown.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = count_parser())]
+    pub last: u64,
 }
 
 /// `--timeout`: seconds, more than 0 and at most an hour (a larger value would only hide a
@@ -534,45 +643,56 @@ impl From<Format> for output::Format {
 }
 
 impl QueryArgs {
-    pub fn options(&self) -> QueryOptions {
-        QueryOptions {
+    pub fn options(&self) -> Result<QueryOptions, Error> {
+        let (bucket, prefix) = self.scope.resolve()?;
+        Ok(QueryOptions {
             db: self.db.db.clone(),
-            bucket: self.scope.bucket.clone(),
-            prefix: self.scope.prefix.clone(),
+            bucket,
+            prefix,
             filters: self.filters.clone(),
             sql: self.sql.clone(),
-            format: self.format.map(Into::into),
+            format: self.output.format(),
+            table: self.output.style(),
             limit: self.limit,
             count: self.count,
             include_gone: self.include_gone,
             all_versions: self.all_versions,
-        }
+        })
     }
 }
 
 impl NamesArgs {
-    pub fn options(&self) -> NamesOptions {
-        NamesOptions {
+    pub fn options(&self) -> Result<NamesOptions, Error> {
+        let (bucket, prefix) = self.scope.resolve()?;
+        Ok(NamesOptions {
             db: self.db.db.clone(),
-            bucket: self.scope.bucket.clone(),
-            prefix: self.scope.prefix.clone(),
-            format: self.format.map(Into::into),
+            bucket,
+            prefix,
+            format: self.output.format(),
+            table: self.output.style(),
             tags: self.tags,
-        }
+            limit: self.limit,
+        })
     }
 }
 
 impl ChangesArgs {
-    pub fn options(&self) -> ChangesOptions {
-        ChangesOptions {
+    pub fn options(&self) -> Result<ChangesOptions, Error> {
+        let (bucket, prefix) = self.scope.resolve()?;
+        Ok(ChangesOptions {
             db: self.db.db.clone(),
-            bucket: self.scope.bucket.clone(),
-            prefix: self.scope.prefix.clone(),
+            bucket,
+            prefix,
             since: self.since.clone(),
-            kind: self.kind.as_deref().and_then(ChangeKind::parse),
+            kind: self.kind.as_deref().and_then(|k| match k {
+                "gone" => Some(ChangeKind::Deleted),
+                k => ChangeKind::parse(k),
+            }),
             limit: self.limit,
-            format: self.format.map(Into::into),
-        }
+            count: self.count,
+            format: self.output.format(),
+            table: self.output.style(),
+        })
     }
 }
 
@@ -580,11 +700,12 @@ impl StatusArgs {
     pub fn options(&self) -> StatusOptions {
         StatusOptions {
             db: self.db.db.clone(),
-            format: match self.format {
-                StatusFormat::Table => output::DocFormat::Table,
-                StatusFormat::Json => output::DocFormat::Json,
+            format: match (self.json, self.format) {
+                (true, _) | (_, DocFormatArg::Json) => output::DocFormat::Json,
+                (false, DocFormatArg::Table) => output::DocFormat::Table,
             },
             errors: self.errors,
+            last: self.last,
         }
     }
 }

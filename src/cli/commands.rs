@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::progress::{self, Progress};
 use crate::cli::summary::Summary;
+use crate::cli::ui;
 use crate::cli::{
-    ChangesArgs, CheckArgs, Cli, EstimateArgs, EstimateFormat, FollowArgs, ForgetArgs, MergeArgs,
+    ChangesArgs, CheckArgs, Cli, DocFormatArg, EstimateArgs, FollowArgs, ForgetArgs, MergeArgs,
     NamesArgs, PlanArgs, QueryArgs, ScanArgs, SplitRanges, StatusArgs, TagsArg,
 };
 use s3meta::error::Error;
@@ -24,6 +25,7 @@ use s3meta::model::RangeLine;
 use s3meta::model::Target;
 use s3meta::model::s3url::S3Url;
 use s3meta::model::stats::Stats;
+use s3meta::model::words;
 use s3meta::read::estimate;
 use s3meta::s3::client;
 use s3meta::s3::list::Lister;
@@ -49,7 +51,8 @@ pub async fn scan(args: &ScanArgs, quiet: bool, cancel: CancellationToken) -> Re
         },
         Err(_) => 1,
     };
-    if let Some(dest) = &args.summary_json {
+    let ui = ui::Ui::get();
+    if args.summary_json.is_some() || (ui.json && !ui.quiet) {
         let error = result.as_ref().err().map(ToString::to_string);
         let outcome = result
             .as_ref()
@@ -64,24 +67,39 @@ pub async fn scan(args: &ScanArgs, quiet: bool, cancel: CancellationToken) -> Re
             stats.head_due.get().copied(),
             started.elapsed(),
         );
-        doc.write(dest).map_err(|source| Error::Write {
-            path: dest.clone(),
-            source,
-        })?;
+        if ui.json && !ui.quiet {
+            ui::json_line(&serde_json::json!({ "summary": doc }));
+        }
+        if let Some(dest) = &args.summary_json {
+            doc.write(dest).map_err(|source| Error::Write {
+                path: dest.clone(),
+                source,
+            })?;
+        }
     }
     let report = result?;
+    if !ui.json {
+        ui::notice(&progress::summary(&scan_url(args)?.to_string(), &report));
+    }
     match report.outcome {
-        Outcome::CompleteWithErrors if !quiet => eprintln!(
-            "{} object(s) could not be read: see `s3meta status` or `s3meta query --where @error`",
-            report.errors
-        ),
-        Outcome::Interrupted => eprintln!(
-            "interrupted: {} object(s) still to HEAD; run the same command again to resume scan {}",
-            report.due, report.scan_id
-        ),
+        Outcome::CompleteWithErrors => ui::notice(&format!(
+            "{} could not be read: see `s3meta status` or `s3meta query --where @error`",
+            words::count(report.errors as u64, "object")
+        )),
+        Outcome::Interrupted => ui::notice(&format!(
+            "{}: {} still to HEAD; run the same command again to resume scan {}",
+            ui::stop_word(),
+            words::count(report.due.max(0) as u64, "object"),
+            report.scan_id
+        )),
         _ => {}
     }
     Ok(code)
+}
+
+/// The URL a scan's summary names.
+fn scan_url(args: &ScanArgs) -> Result<S3Url, Error> {
+    scan_target(args).map(|(url, _)| url)
 }
 
 async fn scan_once(
@@ -122,11 +140,7 @@ async fn scan_once(
     let bar = Progress::start(stats.clone(), show);
     let result = scan::run(&cfg, s3, &args.db.db, cancel, stats.clone()).await;
     bar.finish();
-    let report = result?;
-    if !quiet {
-        eprintln!("{}", progress::summary(&url.to_string(), &report));
-    }
-    Ok(report)
+    result
 }
 
 /// The URL to scan and, with `--range-json`, the key range (which names bucket and prefix).
@@ -181,13 +195,13 @@ pub fn merge(args: &MergeArgs, quiet: bool) -> Result<u8, Error> {
     let inputs: Vec<&std::path::Path> = args.inputs.iter().map(|p| p.as_path()).collect();
     let m = s3meta::store::merge::merge(&args.out, &inputs)?;
     if !quiet {
-        eprintln!(
-            "merged {} database(s) into {}: {} keyspace(s), {} objects",
-            inputs.len(),
+        ui::notice(&format!(
+            "merged {} into {}: {}, {}",
+            words::count(inputs.len() as u64, "database"),
             args.out.display(),
-            m.keyspaces,
-            m.objects
-        );
+            words::count(m.keyspaces as u64, "keyspace"),
+            words::count(m.objects as u64, "object")
+        ));
     }
     Ok(0)
 }
@@ -245,7 +259,7 @@ pub async fn forget(args: &ForgetArgs, quiet: bool) -> Result<u8, Error> {
     let report = s3meta::store::forget::run(&args.options(), store.as_deref())?;
     if !quiet {
         for line in report.done {
-            eprintln!("{line}");
+            ui::notice(&line);
         }
     }
     Ok(0)
@@ -265,6 +279,7 @@ fn lister_for(url: &S3Url, s3: client::S3, cancel: CancellationToken) -> Lister 
         order: Arc::new(s3meta::s3::list::Order::new(None)),
         witnesses: Default::default(),
         versions: false,
+        first: Default::default(),
     }
 }
 
@@ -302,9 +317,11 @@ pub async fn estimate(args: &EstimateArgs, cancel: CancellationToken) -> Result<
         (args.list_price, args.head_price),
     )
     .await?;
-    let text = match args.format {
-        EstimateFormat::Json => serde_json::to_string_pretty(&e).expect("serializable"),
-        EstimateFormat::Text => estimate_text(&url, &e),
+    let text = match (args.json, args.format) {
+        (true, _) | (_, DocFormatArg::Json) => {
+            serde_json::to_string_pretty(&e).expect("serializable")
+        }
+        (false, DocFormatArg::Table) => estimate_text(&url, &e),
     };
     println!("{text}");
     Ok(0)
@@ -357,17 +374,106 @@ fn estimate_text(url: &S3Url, e: &estimate::Estimate) -> String {
 /// `s3meta completions SHELL`.
 /// `query`: the index searched offline, written to stdout.
 pub fn query(args: &QueryArgs) -> Result<u8, Error> {
-    to_stdout(|out, tty| s3meta::read::query::run(&args.options(), out, tty)).map(|()| 0)
+    let opts = args.options()?;
+    for f in &opts.filters {
+        // A filter that does not parse is refused by the query itself, with the accepted forms.
+        if let Some(doubt) = s3meta::read::query::filter::Filter::parse(f)
+            .ok()
+            .and_then(|f| f.doubt())
+        {
+            ui::warn(&doubt);
+        }
+    }
+    if opts.sql.is_none() {
+        note_unread(
+            &opts.db,
+            opts.bucket.as_deref(),
+            opts.prefix.as_deref(),
+            opts.all_versions,
+        )?;
+    }
+    to_stdout(|out, tty| s3meta::read::query::run(&opts, out, tty)).map(|()| 0)
 }
 
 /// `names`: the metadata names in the index.
 pub fn names(args: &NamesArgs) -> Result<u8, Error> {
-    to_stdout(|out, tty| s3meta::read::names::run(&args.options(), out, tty)).map(|()| 0)
+    let opts = args.options()?;
+    note_unread(
+        &opts.db,
+        opts.bucket.as_deref(),
+        opts.prefix.as_deref(),
+        false,
+    )?;
+    to_stdout(|out, tty| s3meta::read::names::run(&opts, out, tty)).map(|()| 0)
 }
 
 /// `changes`: what the rescans recorded.
 pub fn changes(args: &ChangesArgs) -> Result<u8, Error> {
-    to_stdout(|out, tty| s3meta::read::changes::run(&args.options(), out, tty)).map(|()| 0)
+    let opts = args.options()?;
+    note_unread(
+        &opts.db,
+        opts.bucket.as_deref(),
+        opts.prefix.as_deref(),
+        false,
+    )?;
+    to_stdout(|out, tty| s3meta::read::changes::run(&opts, out, tty)).map(|()| 0)
+}
+
+/// One line on stderr when an unfinished scan has listed objects in the scope without reading
+/// them yet: the answer that follows treats their metadata as unknown, and the line says how
+/// many there are and the command that reads them.
+fn note_unread(
+    db: &std::path::Path,
+    bucket: Option<&str>,
+    prefix: Option<&str>,
+    versions: bool,
+) -> Result<(), Error> {
+    let Some(unread) = s3meta::read::unfinished::in_scope(db, bucket, prefix, versions)? else {
+        return Ok(());
+    };
+    ui::warn(&unread_line(db, &unread));
+    Ok(())
+}
+
+fn unread_line(db: &std::path::Path, u: &s3meta::read::unfinished::Unread) -> String {
+    let objects = if u.scans.first().is_some_and(|s| s.versions) {
+        words::count(u.objects as u64, "version")
+    } else {
+        words::count(u.objects as u64, "object")
+    };
+    let head = format!("{objects} listed but not read yet (metadata unknown, shown as null)");
+    let Some(scan) = u.scans.first() else {
+        return format!(
+            "{head}: `s3meta status --db {}` shows the scans",
+            db.display()
+        );
+    };
+    let what = match scan.state {
+        s3meta::model::ScanState::Running => {
+            format!("scan {} is running (or was killed)", scan.scan_id)
+        }
+        _ => format!("scan {} was interrupted", scan.scan_id),
+    };
+    if scan.range {
+        return format!(
+            "{head}: {what}; run its `s3meta scan --range-json` line again to finish it"
+        );
+    }
+    let mut cmd = format!("s3meta scan s3://{}/{}", scan.bucket, scan.prefix);
+    if scan.store != client::AWS_STORE {
+        cmd.push_str(&format!(" --endpoint-url {}", scan.store));
+    }
+    if scan.versions {
+        cmd.push_str(" --all-versions");
+    }
+    if db != std::path::Path::new("s3meta.db") {
+        cmd.push_str(&format!(" --db {}", db.display()));
+    }
+    let more = match u.scans.len() {
+        1 => String::new(),
+        n => format!(" ({} unfinished in all)", words::count(n as u64, "scan")),
+    };
+    format!("{head}: {what}{more}; finish it with `{cmd}`")
 }
 
 /// `status`: the scans of a database.
@@ -379,14 +485,32 @@ pub fn completions(shell: clap_complete::Shell) {
     clap_complete::generate(shell, &mut Cli::command(), "s3meta", &mut std::io::stdout());
 }
 
-/// `s3meta man`.
-pub fn man() -> Result<(), Error> {
-    clap_mangen::Man::new(Cli::command())
-        .render(&mut std::io::stdout())
-        .map_err(|source| Error::Write {
-            path: "stdout".into(),
-            source,
-        })
+/// `s3meta man`: the page of s3meta on stdout, or with `--dir` one page per subcommand.
+pub fn man(dir: Option<&std::path::Path>) -> Result<(), Error> {
+    let write_err = |path: std::path::PathBuf| move |source| Error::Write { path, source };
+    let Some(dir) = dir else {
+        return clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(write_err("stdout".into()));
+    };
+    std::fs::create_dir_all(dir).map_err(write_err(dir.to_path_buf()))?;
+    let cmd = Cli::command();
+    let mut pages = vec![("s3meta.1".to_string(), clap_mangen::Man::new(cmd.clone()))];
+    for sub in cmd.get_subcommands() {
+        let name = format!("s3meta-{}", sub.get_name());
+        let mut sub = sub.clone().name(name.clone()).display_name(name.clone());
+        if sub.get_name() == "s3meta-query" {
+            sub = sub.after_long_help(crate::cli::QUERY_GRAMMAR);
+        }
+        pages.push((format!("{name}.1"), clap_mangen::Man::new(sub)));
+    }
+    for (file, page) in pages {
+        let path = dir.join(file);
+        let mut buf = Vec::new();
+        page.render(&mut buf).map_err(write_err(path.clone()))?;
+        std::fs::write(&path, buf).map_err(write_err(path.clone()))?;
+    }
+    Ok(())
 }
 
 /// Runs `body` on a buffered stdout (told whether it is a terminal) and flushes it. A closed
@@ -458,34 +582,35 @@ pub async fn follow(
         Ok(()) => {}
     }
     if let (Some(r), false) = (&report, quiet) {
-        eprintln!("{}", follow_line(&args.url, r, started.elapsed()));
+        ui::notice(&follow_line(&args.url, r, started.elapsed()));
     }
     Ok(code)
 }
 
 fn follow_line(url: &str, r: &scan::follow::FollowReport, elapsed: Duration) -> String {
     let n = progress::thousands;
+    let c = words::count;
     let mut line = format!(
-        "{url}: {} message(s), {} event(s) applied ({} stale, {} ignored), {} change(s), {} HEAD(s) in {:.1} s (follow session {})",
-        n(r.messages),
-        n(r.events_applied),
+        "{url}: {}, {} applied ({} stale, {} ignored), {}, {} in {:.1} s (follow session {})",
+        c(r.messages, "message"),
+        c(r.events_applied, "event"),
         n(r.events_stale),
         n(r.events_ignored),
-        n(r.changes),
-        n(r.heads),
+        c(r.changes, "change"),
+        c(r.heads, "HEAD"),
         elapsed.as_secs_f64(),
         r.scan_id
     );
     if r.malformed > 0 {
         line.push_str(&format!(
-            "; {} malformed message(s) left in the queue",
-            n(r.malformed)
+            "; {} left in the queue",
+            c(r.malformed, "malformed message")
         ));
     }
     if r.failed > 0 {
         line.push_str(&format!(
-            "; {} object(s) could not be read (recorded in error)",
-            n(r.failed)
+            "; {} could not be read (recorded in error)",
+            c(r.failed, "object")
         ));
     }
     line

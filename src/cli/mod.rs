@@ -8,6 +8,7 @@ mod args;
 pub mod commands;
 pub mod progress;
 pub mod summary;
+pub mod ui;
 mod webhook;
 
 pub use args::*;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::task::JoinHandle;
 
+use s3meta::model::Mode;
 use s3meta::model::stats::{Snapshot, Stats};
 use s3meta::scan::{Outcome, ScanReport};
 use s3meta::store::check::{CheckProgress, PHASES};
@@ -58,7 +59,8 @@ impl Progress {
     pub fn start(stats: Arc<Stats>, enabled: bool) -> Progress {
         Progress::drawing(enabled, move |elapsed| {
             let concurrency = stats.concurrency.load(Relaxed);
-            line(&stats.snapshot(), elapsed, concurrency)
+            let after = stats.after_listing.get().copied();
+            line(&stats.snapshot(), elapsed, concurrency, after)
         })
     }
 
@@ -105,15 +107,34 @@ impl Progress {
     }
 }
 
-fn line(s: &Snapshot, elapsed: Duration, concurrency: u64) -> String {
-    let mut text = format!(
-        "listed {} · HEAD {} · skipped {} · errors {} · {} obj/s",
-        thousands(s.listed),
-        thousands(s.headed),
-        thousands(s.skipped),
-        thousands(s.failed),
-        thousands(rate(s.listed, elapsed)),
-    );
+fn line(s: &Snapshot, elapsed: Duration, concurrency: u64, after: Option<(u64, u64)>) -> String {
+    let heads_rate = thousands(rate(s.headed, elapsed));
+    let mut text = match after {
+        // Listing is over: how far the HEADs are, and when they will be done.
+        Some((owed, headed_then)) => {
+            let done = s.headed.saturating_sub(headed_then).min(owed);
+            let left = owed - done;
+            let eta = match rate(s.headed, elapsed) {
+                0 => "-".to_string(),
+                r => clock(Duration::from_secs(left / r)),
+            };
+            format!(
+                "listing done ({} listed) · HEAD {} of {} left · {heads_rate} HEAD/s · ETA {eta} · errors {}",
+                thousands(s.listed),
+                thousands(left),
+                thousands(owed),
+                thousands(s.failed),
+            )
+        }
+        None => format!(
+            "listed {} ({} /s) · HEAD {} ({heads_rate} /s) · skipped {} · errors {}",
+            thousands(s.listed),
+            thousands(rate(s.listed, elapsed)),
+            thousands(s.headed),
+            thousands(s.skipped),
+            thousands(s.failed),
+        ),
+    };
     if s.throttled > 0 {
         text.push_str(&format!(
             " · throttled {} (concurrency {concurrency})",
@@ -121,6 +142,16 @@ fn line(s: &Snapshot, elapsed: Duration, concurrency: u64) -> String {
         ));
     }
     text
+}
+
+/// `1h02m`, `4m05s`, `12s`.
+fn clock(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60),
+    }
 }
 
 fn check_line(p: &CheckProgress) -> String {
@@ -162,25 +193,28 @@ pub fn summary(target: &str, r: &ScanReport) -> String {
         Outcome::CompleteWithErrors => "scanned (with errors)",
         Outcome::Interrupted => "interrupted",
     };
+    let c = s3meta::model::words::count;
     let tags = match s.tag_requests + s.tags_read {
         0 => String::new(),
         _ => format!(
             ", tags of {} read ({} GetObjectTagging)",
-            thousands(s.tags_read),
+            c(s.tags_read, "object"),
             thousands(s.tag_requests)
         ),
     };
+    let run = match r.mode {
+        Mode::Full => format!("full scan {}", r.scan_id),
+        Mode::Rescan => format!("rescan {}", r.scan_id),
+    };
     format!(
-        "{verb} {target} ({} scan {}{}): {} objects listed, {} HEADs ({} with custom metadata){tags}, {} skipped unchanged, {} gone, {} errors, {:.1}s, {} objects/s",
-        r.mode.as_str(),
-        r.scan_id,
+        "{verb} {target} ({run}{}): {} listed, {} ({} with custom metadata){tags}, {} skipped unchanged, {} gone, {}, {:.1} s, {} objects/s",
         if r.resumed { ", resumed" } else { "" },
-        thousands(s.listed),
-        thousands(s.headed),
+        c(s.listed, "object"),
+        c(s.headed, "HEAD"),
         thousands(s.with_metadata),
         thousands(s.skipped),
         thousands(s.gone),
-        thousands(r.errors as u64),
+        c(r.errors as u64, "error"),
         r.elapsed.as_secs_f64(),
         thousands(rate(s.listed.max(s.headed), r.elapsed)),
     )
@@ -190,11 +224,24 @@ pub fn summary(target: &str, r: &ScanReport) -> String {
 mod tests {
     use super::*;
 
+    /// Issue 18: while listing, both rates; once listing ends, what is left and when.
     #[test]
-    fn groups_thousands() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(1234567), "1,234,567");
+    fn the_line_says_where_the_scan_is() {
+        let s = Snapshot {
+            listed: 10_000,
+            headed: 4_000,
+            ..Snapshot::default()
+        };
+        let listing = line(&s, Duration::from_secs(10), 64, None);
+        assert!(listing.contains("listed 10,000 (1,000 /s)"), "{listing}");
+        assert!(listing.contains("HEAD 4,000 (400 /s)"), "{listing}");
+        let after = line(&s, Duration::from_secs(10), 64, Some((8_000, 2_000)));
+        assert!(after.contains("HEAD 6,000 of 8,000 left"), "{after}");
+        assert!(
+            after.contains("400 HEAD/s") && after.contains("ETA 15s"),
+            "{after}"
+        );
+        assert_eq!(clock(Duration::from_secs(3725)), "1h02m");
+        assert_eq!(clock(Duration::from_secs(245)), "4m05s");
     }
 }

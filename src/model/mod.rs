@@ -21,6 +21,7 @@ pub mod s3url;
 pub mod states;
 pub mod stats;
 pub mod timefmt;
+pub mod words;
 
 pub use plan::RangeLine;
 pub use states::{ChangeKind, Mode, ObjectState, RangeStatus, ScanState, TagsMode};

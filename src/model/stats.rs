@@ -35,6 +35,9 @@ pub struct Stats {
     /// The HEADs the scan still owes, once this run's end is recorded — also when it ends
     /// with a fatal error, so `--summary-json` tells what a resume has left to do.
     pub head_due: std::sync::OnceLock<i64>,
+    /// Once listing has ended: the HEADs (and tag reads) then owed, and `headed` at that
+    /// moment, so the progress line can show done/total and an ETA.
+    pub after_listing: std::sync::OnceLock<(u64, u64)>,
 }
 
 /// A plain copy of the counters at one instant.

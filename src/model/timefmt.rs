@@ -51,8 +51,38 @@ pub fn now() -> String {
     format_epoch(d.as_secs() as i64, d.subsec_millis())
 }
 
-/// Parses `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS[.fff]][Z]` (UTC) into the canonical text.
+/// Parses `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS[.fff]][Z]` (UTC), or a time relative to now
+/// (`24h`, `-7d`: see [`parse_ago`]), into the canonical text.
 pub fn parse_user_time(text: &str) -> Option<String> {
+    if let Some(ago) = parse_ago(text) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let at = now.saturating_sub(ago);
+        return Some(format_epoch(at.as_secs() as i64, at.subsec_millis()));
+    }
+    parse_absolute(text)
+}
+
+/// A span back from now: `N` and a unit (`s`, `m`, `h`, `d`, `w`), with or without a leading
+/// `-` (`--since 24h` and `@modified>-7d` both mean "since 24 hours / 7 days ago").
+pub fn parse_ago(text: &str) -> Option<std::time::Duration> {
+    let t = text.trim();
+    let t = t.strip_prefix('-').unwrap_or(t);
+    let unit = t.chars().last()?;
+    let n: u64 = t[..t.len() - unit.len_utf8()].parse().ok()?;
+    let secs = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        'w' => 7 * 86_400,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(n.checked_mul(secs)?))
+}
+
+fn parse_absolute(text: &str) -> Option<String> {
     let t = text.trim();
     let t = t
         .strip_suffix('Z')

@@ -12,8 +12,9 @@ use rusqlite::ToSql;
 use crate::error::{Error, Result};
 use crate::keys::{KeyOrder, KeyRange};
 use crate::model::{ChangeKind, timefmt};
-use crate::read::output::{Format, RowWriter};
+use crate::read::output::{Format, RowWriter, TableStyle};
 use crate::store::{db, json};
+use serde_json::Value;
 
 const COLUMNS: [&str; 17] = [
     "change_id",
@@ -62,8 +63,15 @@ pub struct ChangesOptions {
     pub since: Option<String>,
     pub kind: Option<ChangeKind>,
     pub limit: Option<i64>,
+    /// Print the number of matching changes only.
+    pub count: bool,
     pub format: Option<Format>,
+    pub table: TableStyle,
 }
+
+/// The columns of the table a person reads: when, what kind, which key, and what changed in
+/// words (`owner: alice→zoe, +reviewed, −draft`); the other formats carry every column.
+const TABLE: [&str; 4] = ["at", "kind", "key", "change"];
 
 pub fn run(args: &ChangesOptions, out: &mut dyn Write, terminal: bool) -> Result<()> {
     let since = args.since.as_deref().map(parse_since).transpose()?;
@@ -100,6 +108,17 @@ pub fn run(args: &ChangesOptions, out: &mut dyn Write, terminal: bool) -> Result
         sql.push_str(" AND c.kind = :kind");
         params.push((":kind", k));
     }
+    if args.count {
+        let sql = sql.replacen(
+            &sql[sql.find("SELECT").unwrap_or(0)..sql.find("FROM changes").unwrap_or(0)],
+            "SELECT count(*) ",
+            1,
+        );
+        let n: i64 = conn
+            .query_row(&sql, params.as_slice(), |r| r.get(0))
+            .map_err(|e| Error::db(path, e))?;
+        return writeln!(out, "{n}").map_err(Error::Output);
+    }
     sql.push_str(" ORDER BY c.change_id");
     if let Some(n) = &args.limit {
         sql.push_str(" LIMIT :limit");
@@ -109,17 +128,146 @@ pub fn run(args: &ChangesOptions, out: &mut dyn Write, terminal: bool) -> Result
     let mut stmt = conn.prepare(&sql).map_err(dbe)?;
     let mut rows = stmt.query(params.as_slice()).map_err(dbe)?;
     let format = args.format.unwrap_or(Format::default_for(terminal));
-    let columns = COLUMNS.iter().map(|c| c.to_string()).collect();
-    let mut writer = RowWriter::new(format, columns, out);
+    let table = format == Format::Table;
+    let columns = match table {
+        true => TABLE.iter().map(|c| c.to_string()).collect(),
+        false => COLUMNS.iter().map(|c| c.to_string()).collect(),
+    };
+    // A key alone is ambiguous when the changes span buckets.
+    let buckets: i64 = match &args.bucket {
+        Some(_) => 1,
+        None => conn
+            .query_row("SELECT count(*) FROM buckets", [], |r| r.get(0))
+            .map_err(dbe)?,
+    };
+    let mut writer = RowWriter::new(format, columns, out).styled(args.table);
+    let mut values = Vec::with_capacity(COLUMNS.len());
     while let Some(row) = rows.next().map_err(dbe)? {
-        let mut values = Vec::with_capacity(COLUMNS.len());
+        values.clear();
         for i in 0..COLUMNS.len() {
             let v = row.get_ref(i).map_err(dbe)?;
             // Metadata and tags columns hold JSON objects: emitted as objects, not as strings.
             values.push(json::value(v, i >= 13));
         }
-        writer.write_row(&values).map_err(Error::Output)?;
+        if table {
+            let c =
+                |name: &str| &values[COLUMNS.iter().position(|c| *c == name).expect("a column")];
+            let key = match (buckets > 1, c("bucket").as_str(), c("key").as_str()) {
+                (true, Some(b), Some(k)) => format!("{b}/{k}"),
+                (_, _, k) => k.unwrap_or_default().to_string(),
+            };
+            let at = c("at").as_str().unwrap_or_default();
+            let row = [
+                Value::from(at.replace('T', " ").trim_end_matches('Z').to_string()),
+                c("kind").clone(),
+                Value::from(key),
+                Value::from(describe(&values)),
+            ];
+            writer.write_row(&row).map_err(Error::Output)?;
+        } else {
+            writer.write_row(&values).map_err(Error::Output)?;
+        }
     }
     writer.finish().map_err(Error::Output)?;
     Ok(())
+}
+
+/// What a change row changed, in words: `size 10 B→1.2 KiB, etag`, `owner: alice→zoe,
+/// +reviewed, −draft`, `tag team: core→web`. `row` holds `COLUMNS`' values.
+fn describe(row: &[Value]) -> String {
+    let c = |name: &str| &row[COLUMNS.iter().position(|c| *c == name).expect("a column")];
+    let mut parts = Vec::new();
+    if c("kind") == "deleted" {
+        // What was lost is in the old_* columns of the other formats; the kind says it all.
+        return String::new();
+    }
+    let (old_size, new_size) = (c("old_size").as_u64(), c("new_size").as_u64());
+    let bytes = crate::model::words::bytes;
+    match (old_size, new_size) {
+        (Some(a), Some(b)) if a != b => parts.push(format!("size {}→{}", bytes(a), bytes(b))),
+        (None, Some(b)) => parts.push(format!("size {}", bytes(b))),
+        _ => {}
+    }
+    if !c("old_etag").is_null() && !c("new_etag").is_null() && c("old_etag") != c("new_etag") {
+        parts.push("etag".to_string());
+    }
+    pairs_diff(c("old_metadata"), c("new_metadata"), "", &mut parts);
+    pairs_diff(c("old_tags"), c("new_tags"), "tag ", &mut parts);
+    parts.join(", ")
+}
+
+/// `name: old→new` for a changed value, `+name` for an added one, `−name` for a removed one.
+fn pairs_diff(old: &Value, new: &Value, label: &str, parts: &mut Vec<String>) {
+    let empty = serde_json::Map::new();
+    let (Some(o), Some(n)) = (
+        old.as_object().or(new.as_object().map(|_| &empty)),
+        new.as_object().or(old.as_object().map(|_| &empty)),
+    ) else {
+        return;
+    };
+    let text = |v: &Value| crate::read::output::escape_controls(v.as_str().unwrap_or_default());
+    for (name, value) in n {
+        match o.get(name) {
+            Some(before) if before != value => parts.push(format!(
+                "{label}{}: {}→{}",
+                crate::read::output::escape_controls(name),
+                text(before),
+                text(value)
+            )),
+            Some(_) => {}
+            None => parts.push(format!(
+                "+{label}{}",
+                crate::read::output::escape_controls(name)
+            )),
+        }
+    }
+    for name in o.keys().filter(|k| !n.contains_key(*k)) {
+        parts.push(format!(
+            "−{label}{}",
+            crate::read::output::escape_controls(name)
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn row(pairs: &[(&str, Value)]) -> Vec<Value> {
+        COLUMNS
+            .iter()
+            .map(|c| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| n == c)
+                    .map_or(Value::Null, |(_, v)| v.clone())
+            })
+            .collect()
+    }
+
+    /// Issue 18: the table says what changed, not fifteen columns of JSON.
+    #[test]
+    fn describes_what_changed() {
+        let metadata = row(&[
+            ("old_metadata", json!({"owner": "alice", "draft": "1"})),
+            ("new_metadata", json!({"owner": "zoe", "reviewed": "yes"})),
+        ]);
+        assert_eq!(describe(&metadata), "owner: alice→zoe, +reviewed, −draft");
+        let modified = row(&[
+            ("old_size", json!(10)),
+            ("new_size", json!(1_258_291)),
+            ("old_etag", json!("a")),
+            ("new_etag", json!("b")),
+        ]);
+        assert_eq!(describe(&modified), "size 10 B→1.2 MiB, etag");
+        let created = row(&[("new_size", json!(5)), ("new_metadata", json!({"k": "v"}))]);
+        assert_eq!(describe(&created), "size 5 B, +k");
+        let tags = row(&[
+            ("old_tags", json!({"team": "core"})),
+            ("new_tags", json!({"team": "web"})),
+        ]);
+        assert_eq!(describe(&tags), "tag team: core→web");
+        assert_eq!(describe(&row(&[])), "");
+    }
 }

@@ -11,3 +11,4 @@ pub mod names;
 pub mod output;
 pub mod query;
 pub mod status;
+pub mod unfinished;

@@ -11,7 +11,7 @@ use std::io::Write;
 use rusqlite::Connection;
 use serde_json::Value;
 
-use super::output::{Format, RowWriter};
+use super::output::{Format, RowWriter, TableStyle};
 use super::query::{Plan, Scope, Selection};
 use crate::error::{Error, Result};
 use crate::store::db;
@@ -79,8 +79,11 @@ pub struct NamesOptions {
     pub bucket: Option<String>,
     pub prefix: Option<String>,
     pub format: Option<Format>,
+    pub table: TableStyle,
     /// The tag keys (`--tags`) instead of the metadata names.
     pub tags: bool,
+    /// At most this many names (the first in name order).
+    pub limit: Option<u64>,
 }
 
 pub fn run(args: &NamesOptions, out: &mut dyn Write, terminal: bool) -> Result<()> {
@@ -88,7 +91,7 @@ pub fn run(args: &NamesOptions, out: &mut dyn Write, terminal: bool) -> Result<(
     let path = args.db.as_path();
     let conn = db::open_ro(path)?;
     let cut = (format == Format::Table).then_some(TABLE_SAMPLE_CHARS);
-    let mut w = RowWriter::new(format, COLUMNS.map(String::from).to_vec(), out);
+    let mut w = RowWriter::new(format, COLUMNS.map(String::from).to_vec(), out).styled(args.table);
     let scope = Scope {
         bucket: args.bucket.clone(),
         prefix: args.prefix.clone(),
@@ -96,7 +99,15 @@ pub fn run(args: &NamesOptions, out: &mut dyn Write, terminal: bool) -> Result<(
         versions: false,
     };
     let sel = Selection::new(&scope, &[], Plan::Index);
-    let mut emit = |s: &NameStats| w.write_row(&s.row(cut)).map_err(Error::Output);
+    let mut left = args.limit.unwrap_or(u64::MAX);
+    let mut emit = |s: &NameStats| {
+        if left == 0 {
+            return Ok(false);
+        }
+        left -= 1;
+        w.write_row(&s.row(cut)).map_err(Error::Output)?;
+        Ok(left > 0)
+    };
     let source = if args.tags {
         Source::Tags
     } else {
@@ -114,12 +125,12 @@ enum Source {
     Tags,
 }
 
-/// Calls `emit` with each name's totals, in name order.
+/// Calls `emit` with each name's totals, in name order, until it answers `false`.
 fn each_name(
     conn: &Connection,
     sel: &Selection,
     source: Source,
-    emit: &mut dyn FnMut(&NameStats) -> Result<()>,
+    emit: &mut dyn FnMut(&NameStats) -> Result<bool>,
     db: &dyn Fn(rusqlite::Error) -> Error,
 ) -> Result<()> {
     let (conds, params) = sel.render();
@@ -137,8 +148,10 @@ fn each_name(
     let mut current: Option<NameStats> = None;
     while let Some(row) = rows.next().map_err(db)? {
         let name: String = row.get(0).map_err(db)?;
-        if let Some(done) = current.take_if(|c| c.name != name) {
-            emit(&done)?;
+        if let Some(done) = current.take_if(|c| c.name != name)
+            && !emit(&done)?
+        {
+            return Ok(());
         }
         current
             .get_or_insert_with(|| NameStats {

@@ -31,18 +31,7 @@ pub enum DocFormat {
     Json,
 }
 
-/// `1234567` as `1,234,567`, for people.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+pub use crate::model::words::thousands;
 
 /// Rows a table reads before it fixes its column widths; later rows that are wider overflow.
 const TABLE_SAMPLE: usize = 1000;
@@ -58,6 +47,19 @@ impl Format {
     }
 }
 
+/// How a table is drawn for a person (the other formats ignore it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableStyle {
+    /// The terminal's width: columns are narrowed, and long cells cut with `…`, to fit it.
+    /// `None`: as wide as the cells (a pipe or a file).
+    pub width: Option<usize>,
+    /// Sizes (columns named `size` or ending in `_size`) in binary units: `1.2 MiB`.
+    pub human: bool,
+}
+
+/// No column is narrowed below this many cells (or its header's width) to fit a terminal.
+const MIN_COLUMN: usize = 8;
+
 /// Writes rows in one format; call `finish` at the end.
 pub struct RowWriter<W: Write> {
     format: Format,
@@ -67,11 +69,18 @@ pub struct RowWriter<W: Write> {
     /// Table rows held back until the widths are known; `None` once the header is out.
     pending: Option<Vec<Vec<String>>>,
     widths: Vec<usize>,
+    style: TableStyle,
+    /// The columns `style.human` writes as sizes.
+    sizes: Vec<bool>,
 }
 
 impl<W: Write> RowWriter<W> {
     pub fn new(format: Format, columns: Vec<String>, out: W) -> RowWriter<W> {
         let widths = columns.iter().map(|c| c.width()).collect();
+        let sizes = columns
+            .iter()
+            .map(|c| c == "size" || c.ends_with("_size"))
+            .collect();
         RowWriter {
             format,
             columns,
@@ -79,7 +88,19 @@ impl<W: Write> RowWriter<W> {
             rows: 0,
             pending: Some(Vec::new()),
             widths,
+            style: TableStyle::default(),
+            sizes,
         }
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Draws tables in `style`.
+    pub fn styled(mut self, style: TableStyle) -> RowWriter<W> {
+        self.style = style;
+        self
     }
 
     /// Writes one row; `row` has one value per column, in column order.
@@ -138,7 +159,15 @@ impl<W: Write> RowWriter<W> {
     }
 
     fn table_row(&mut self, row: &[Value]) -> io::Result<()> {
-        let cells: Vec<String> = row.iter().map(table_cell).collect();
+        let human = self.style.human;
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&self.sizes)
+            .map(|(v, size)| match (v.as_u64(), human && *size) {
+                (Some(n), true) => crate::model::words::bytes(n),
+                _ => table_cell(v),
+            })
+            .collect();
         match &mut self.pending {
             Some(pending) => {
                 for (w, c) in self.widths.iter_mut().zip(&cells) {
@@ -150,7 +179,12 @@ impl<W: Write> RowWriter<W> {
                 }
                 Ok(())
             }
-            None => write_table_line(&mut self.out, &self.widths, &cells),
+            None => write_table_line(
+                &mut self.out,
+                &self.widths,
+                &cells,
+                self.style.width.is_some(),
+            ),
         }
     }
 
@@ -159,21 +193,80 @@ impl<W: Write> RowWriter<W> {
         let Some(pending) = self.pending.take() else {
             return Ok(());
         };
-        write_table_line(&mut self.out, &self.widths, &self.columns)?;
+        if let Some(width) = self.style.width {
+            let floors: Vec<usize> = self
+                .columns
+                .iter()
+                .map(|c| c.width().max(MIN_COLUMN))
+                .collect();
+            fit(&mut self.widths, &floors, width);
+        }
+        let fitted = self.style.width.is_some();
+        write_table_line(&mut self.out, &self.widths, &self.columns, fitted)?;
         for cells in &pending {
-            write_table_line(&mut self.out, &self.widths, cells)?;
+            write_table_line(&mut self.out, &self.widths, cells, fitted)?;
         }
         Ok(())
     }
 }
 
-fn write_table_line(out: &mut impl Write, widths: &[usize], cells: &[String]) -> io::Result<()> {
+/// Narrows the widest columns, one cell at a time, until the line (columns and their two-blank
+/// gaps) fits `total`, or every column is at its floor (then the line overflows).
+fn fit(widths: &mut [usize], floors: &[usize], total: usize) {
+    let gaps = 2 * widths.len().saturating_sub(1);
+    while widths.iter().sum::<usize>() + gaps > total {
+        let widest = widths
+            .iter()
+            .zip(floors)
+            .enumerate()
+            .filter(|(_, (w, f))| w > f)
+            .max_by_key(|(_, (w, _))| **w)
+            .map(|(i, _)| i);
+        match widest {
+            Some(i) => widths[i] -= 1,
+            None => break,
+        }
+    }
+}
+
+/// `s` cut to `width` display cells, its end replaced by `…` when cut.
+fn cut(s: &str, width: usize) -> std::borrow::Cow<'_, str> {
+    if s.width() <= width {
+        return s.into();
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in s.chars() {
+        let w = unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+        if used + w + 1 > width {
+            break;
+        }
+        out.push(c);
+        used += w;
+    }
+    out.push('…');
+    out.into()
+}
+
+/// One table line; with `fitted`, cells wider than their column are cut (without, a cell wider
+/// than the sample's widest overflows its column).
+fn write_table_line(
+    out: &mut impl Write,
+    widths: &[usize],
+    cells: &[String],
+    fitted: bool,
+) -> io::Result<()> {
     let mut line = String::new();
     for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
-        if i + 1 == cells.len() {
-            line.push_str(cell);
+        let cell = if fitted {
+            cut(cell, *width)
         } else {
-            line.push_str(cell);
+            cell.into()
+        };
+        if i + 1 == cells.len() {
+            line.push_str(&cell);
+        } else {
+            line.push_str(&cell);
             line.extend(std::iter::repeat_n(
                 ' ',
                 width.saturating_sub(cell.width()) + 2,
@@ -304,6 +397,40 @@ mod tests {
              é🎉\n"
         );
         assert_eq!(render(Format::Table, &[]), "key  size  metadata\n");
+    }
+
+    /// Issue 18: a table fits the terminal: the widest columns narrow, long cells end in `…`.
+    #[test]
+    fn table_fits_the_width() {
+        let cols = vec!["key".to_string(), "size".into(), "metadata".into()];
+        let style = TableStyle {
+            width: Some(40),
+            human: true,
+        };
+        let mut w = RowWriter::new(Format::Table, cols, Vec::new()).styled(style);
+        let long_key = "photos/2026/01/a-very-long-file-name-indeed.jpg";
+        w.write_row(&[
+            json!(long_key),
+            json!(1_258_291),
+            json!({"owner": "alice", "project": "apollo-with-a-long-name"}),
+        ])
+        .unwrap();
+        w.write_row(&[json!("k"), json!(12), json!(null)]).unwrap();
+        let text = String::from_utf8(w.finish().unwrap()).unwrap();
+        for line in text.lines() {
+            assert!(line.width() <= 40, "{line:?} is {} wide", line.width());
+        }
+        assert!(text.contains("1.2 MiB") && text.contains("12 B"), "{text}");
+        assert!(
+            text.lines().nth(1).unwrap().starts_with("photos/2026/"),
+            "{text}"
+        );
+        assert!(text.contains('…'), "{text}");
+        // Without a width nothing is cut.
+        let mut w = RowWriter::new(Format::Table, vec!["key".into()], Vec::new());
+        w.write_row(&[json!(long_key)]).unwrap();
+        let text = String::from_utf8(w.finish().unwrap()).unwrap();
+        assert!(text.contains(long_key));
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub struct Report {
     pub errors: Vec<ObjectError>,
     /// How many objects are in error in all (may exceed `errors.len()`).
     pub errors_total: i64,
+    /// Scans recorded but not in `scans`: older than the latest `--last` of their target (and
+    /// finished).
+    pub scans_hidden: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -103,6 +106,8 @@ pub struct StatusOptions {
     pub format: DocFormat,
     /// Objects in error listed at most (the total is always given).
     pub errors: u64,
+    /// The latest scans of each target shown, at most (0: all); unfinished ones always are.
+    pub last: u64,
 }
 
 pub fn run(args: &StatusOptions, out: &mut dyn Write) -> Result<()> {
@@ -111,7 +116,8 @@ pub fn run(args: &StatusOptions, out: &mut dyn Write) -> Result<()> {
     let probe = lock::probe(path);
     let conn = db::open_ro(path)?;
     let live = || probe.liveness.clone();
-    let report = read(&conn, path, args.errors, &live).map_err(|e| Error::db(path, e))?;
+    let mut report = read(&conn, path, args.errors, &live).map_err(|e| Error::db(path, e))?;
+    report.keep_last(args.last);
     match args.format {
         DocFormat::Json => serde_json::to_writer_pretty(&mut *out, &report)
             .map_err(std::io::Error::from)
@@ -119,6 +125,38 @@ pub fn run(args: &StatusOptions, out: &mut dyn Write) -> Result<()> {
         DocFormat::Table => write_table(&report, &mut *out),
     }
     .map_err(Error::Output)
+}
+
+impl Report {
+    /// Keeps the latest `n` scans of each target (0: all), and every unfinished one.
+    pub fn keep_last(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let mut seen = std::collections::HashMap::new();
+        let mut keep = vec![false; self.scans.len()];
+        for (i, s) in self.scans.iter().enumerate().rev() {
+            let target = (
+                &s.store,
+                &s.bucket,
+                &s.prefix,
+                &s.start_after,
+                &s.end_key,
+                s.versions,
+                s.follow,
+            );
+            let shown = seen.entry(target).or_insert(0u64);
+            let unfinished = matches!(s.state, ScanState::Running | ScanState::Interrupted);
+            if *shown < n || unfinished {
+                keep[i] = true;
+                *shown += 1;
+            }
+        }
+        let before = self.scans.len();
+        let mut keep = keep.into_iter();
+        self.scans.retain(|_| keep.next().unwrap_or(true));
+        self.scans_hidden += (before - self.scans.len()) as u64;
+    }
 }
 
 /// Reads the report; `live` says whether a scan process holds the lock (asked only when a
@@ -198,6 +236,7 @@ pub fn read(
         scans,
         errors,
         errors_total,
+        scans_hidden: 0,
     })
 }
 
@@ -258,6 +297,13 @@ fn error_row(r: &Row<'_>) -> rusqlite::Result<ObjectError> {
 fn write_table(r: &Report, out: &mut dyn Write) -> std::io::Result<()> {
     if r.scans.is_empty() {
         writeln!(out, "{}: no scans yet", r.database)?;
+    }
+    if r.scans_hidden > 0 {
+        writeln!(
+            out,
+            "{} not shown (older than the latest of their target; --last 0 shows every scan)",
+            crate::model::words::count_as(r.scans_hidden, "older scan", "older scans")
+        )?;
     }
     for s in &r.scans {
         write_scan(s, out)?;

@@ -26,7 +26,7 @@ use crate::model::stats::{Snapshot, Stats};
 use crate::model::{HeadJob, Mode, ScanState, TagsMode, Target, WriterMsg};
 use crate::s3::client::S3;
 use crate::s3::head::HeadPool;
-use crate::s3::list::{Lister, Order};
+use crate::s3::list::{FirstPage, Lister, Order};
 use crate::s3::rate::RateLimit;
 use crate::s3::retry::Policy;
 use crate::s3::wire::HeadTarget;
@@ -119,6 +119,14 @@ pub async fn run(
     let started = Instant::now();
     // Before anything is written: a bucket s3meta cannot address is bad input, not a scan.
     let heads = s3.head_target(&cfg.target.bucket).await?;
+    let mut first = FirstPage::default();
+    if !db_path.exists() {
+        // A scan that would create its database sends its first LIST before: a missing
+        // bucket, refused credentials or a dead endpoint then leave no new file behind
+        // (nothing is ever unlinked: another process may hold a file it opened, lock.rs).
+        // The listing takes that page instead of asking for it again.
+        first = prefetch(cfg, &s3, &cancel, &stats).await?;
+    }
     let (_lock, conn, plan) = begin(cfg, db_path).await?;
     if plan.resumed && (plan.tags, plan.trust_tag_count) != (cfg.tags, cfg.trust_tag_count) {
         tracing::warn!(
@@ -148,14 +156,27 @@ pub async fn run(
     let work = cancel.child_token();
     let order = Arc::new(order_of(cfg, &plan));
     let fatal = run_pipeline(
-        cfg, s3.client, heads, db_path, &plan, &conn, &work, &stats, &order,
+        cfg, s3.client, heads, db_path, &plan, &conn, &work, &stats, &order, first,
     )
     .await;
     let keys = cfg.target.keys(order.current());
     let message = fatal.as_ref().err().map(|e| e.to_string());
     let (plan2, path) = (plan.clone(), db_path.to_path_buf());
+    // A new scan that failed before anything was listed (bucket missing, credentials refused)
+    // was never under way: it leaves no scan row for `status` to show as interrupted.
+    let never_started = fatal.is_err() && !plan.resumed && stats.snapshot().listed == 0;
     let finished = conn
         .call(move |c| {
+            if never_started
+                && scans::discard_unstarted(c, &plan2).map_err(|e| Error::db(&path, e))?
+            {
+                let state = ScanState::Interrupted;
+                return Ok(scans::Finished {
+                    state,
+                    due: 0,
+                    errors: 0,
+                });
+            }
             scans::finish(c, &plan2, &keys, message.as_deref()).map_err(|e| Error::db(&path, e))
         })
         .await
@@ -207,6 +228,32 @@ pub async fn run(
         due: finished.due,
         elapsed: started.elapsed(),
     })
+}
+
+/// The first page of the target's listing, fetched into `first` (`Lister::prefetch`).
+async fn prefetch(
+    cfg: &ScanConfig,
+    s3: &S3,
+    cancel: &CancellationToken,
+    stats: &Arc<Stats>,
+) -> Result<FirstPage, Error> {
+    let lister = Lister {
+        client: s3.client.clone(),
+        store: cfg.target.store.clone(),
+        bucket: cfg.target.bucket.clone(),
+        prefix: cfg.target.prefix.clone(),
+        page_size: cfg.page_size,
+        policy: cfg.policy.clone(),
+        stats: stats.clone(),
+        cancel: cancel.clone(),
+        rate: None,
+        order: Arc::new(Order::new(None)),
+        witnesses: Default::default(),
+        versions: cfg.target.versions,
+        first: Default::default(),
+    };
+    lister.prefetch().await?;
+    Ok(lister.first.hand_over())
 }
 
 /// Takes the database's lock, opens (and migrates) it and begins or resumes the scan: on a
@@ -274,6 +321,7 @@ async fn run_pipeline(
     work: &CancellationToken,
     stats: &Arc<Stats>,
     order: &Arc<Order>,
+    first: FirstPage,
 ) -> Result<(), Error> {
     let ctx = Arc::new(WriterCtx {
         scan_id: plan.scan_id,
@@ -328,10 +376,22 @@ async fn run_pipeline(
         order: order.clone(),
         witnesses: Default::default(),
         versions: cfg.target.versions,
+        first,
     });
     let produced = produce(cfg, plan, conn, db_path, lister, writer_tx, jobs_tx, work).await;
     if produced.is_err() {
         work.cancel();
+    } else {
+        // What is left is HEADs only: count them once, on the writer's connection (a second
+        // connection's close would drop the writer's locks, lock.rs), for the progress line.
+        let headed_then = stats.headed.load(Relaxed);
+        let (plan, keys) = (plan.clone(), cfg.target.keys(order.current()));
+        let owed = conn
+            .call(move |c| Ok::<_, rusqlite::Error>(scans::due(c, &plan, &keys)))
+            .await;
+        if let Ok(Ok(n)) = owed {
+            let _ = stats.after_listing.set((n.max(0) as u64, headed_then));
+        }
     }
     let headed = heads
         .await

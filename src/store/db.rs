@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../schema/0003_whole_object.sql"),
     include_str!("../../schema/0004_versions.sql"),
     include_str!("../../schema/0005_follow.sql"),
+    include_str!("../../schema/0006_pending.sql"),
 ];
 
 /// The schema version this build writes.

@@ -488,6 +488,32 @@ pub struct Finished {
     pub errors: i64,
 }
 
+/// The objects of the keyspace still owed a HEAD or a tags read (committed state).
+pub fn due(conn: &Connection, plan: &ScanPlan, keys: &KeyRange) -> rusqlite::Result<i64> {
+    let (frag, mut args) = keys.sql("o.key");
+    args.push((":b", &plan.bucket_id));
+    let mut due = 0;
+    for work in [Work::Head, Work::Tags] {
+        let mut args = args.clone();
+        if work == Work::Tags {
+            args.push((":scan", &plan.scan_id));
+        }
+        due += conn.query_row(
+            &tables(
+                plan.versions,
+                &format!(
+                    "SELECT count(*) FROM objects o INDEXED BY {} WHERE o.bucket_id = :b AND o.{}{frag}",
+                    due_index(work, keys.order),
+                    due_test(work),
+                ),
+            ),
+            args.as_slice(),
+            |r| r.get::<_, i64>(0),
+        )?;
+    }
+    Ok(due)
+}
+
 /// Records the end of this run: `complete` if everything is listed and HEADed, else
 /// `interrupted` (resumable), with the fatal error if there was one.
 pub fn finish(
@@ -505,27 +531,9 @@ pub fn finish(
         [plan.scan_id],
         |r| r.get(0),
     )?;
+    let due = due(&tx, plan, keys)?;
     let (frag, mut args) = keys.sql("o.key");
     args.push((":b", &plan.bucket_id));
-    let mut due = 0;
-    for work in [Work::Head, Work::Tags] {
-        let mut args = args.clone();
-        if work == Work::Tags {
-            args.push((":scan", &plan.scan_id));
-        }
-        due += tx.query_row(
-            &tables(
-                plan.versions,
-                &format!(
-                    "SELECT count(*) FROM objects o INDEXED BY {} WHERE o.bucket_id = :b AND o.{}{frag}",
-                    due_index(work, keys.order),
-                    due_test(work),
-                ),
-            ),
-            args.as_slice(),
-            |r| r.get::<_, i64>(0),
-        )?;
-    }
     // CROSS JOIN: object_errors stays the outer loop (one row per object in error, usually a
     // few; the planner chose to walk every object of the bucket instead).
     let errors: i64 = tx.query_row(
@@ -555,6 +563,37 @@ pub fn finish(
     )?;
     tx.commit()?;
     Ok(Finished { state, due, errors })
+}
+
+/// Removes the row of a scan that began in this run and failed before listing anything
+/// (nothing was written under it), and its bucket's row when nothing else names the bucket.
+/// Returns false, changing nothing, when something was written under the scan after all.
+pub fn discard_unstarted(conn: &mut Connection, plan: &ScanPlan) -> rusqlite::Result<bool> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let listed: i64 = tx.query_row(
+        "SELECT objects_listed + heads_ok + objects_gone FROM scans WHERE scan_id = ?1",
+        [plan.scan_id],
+        |r| r.get(0),
+    )?;
+    let changes: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM changes WHERE scan_id = ?1)",
+        [plan.scan_id],
+        |r| r.get(0),
+    )?;
+    if listed > 0 || changes {
+        return Ok(false);
+    }
+    tx.execute("DELETE FROM scan_ranges WHERE scan_id = ?1", [plan.scan_id])?;
+    tx.execute("DELETE FROM scans WHERE scan_id = ?1", [plan.scan_id])?;
+    tx.execute(
+        "DELETE FROM buckets WHERE bucket_id = ?1
+           AND NOT EXISTS (SELECT 1 FROM scans WHERE bucket_id = ?1)
+           AND NOT EXISTS (SELECT 1 FROM objects WHERE bucket_id = ?1)
+           AND NOT EXISTS (SELECT 1 FROM versions WHERE bucket_id = ?1)",
+        [plan.bucket_id],
+    )?;
+    tx.commit()?;
+    Ok(true)
 }
 
 /// A `follow` session: the scans row its change rows name.

@@ -44,6 +44,16 @@ pub enum MetaTest {
     Lacks,
 }
 
+impl MetaTest {
+    /// The value or glob tested, if any.
+    pub fn value(&self) -> Option<&str> {
+        match self {
+            MetaTest::Eq(v) | MetaTest::Ne(v) | MetaTest::Glob(v) => Some(v),
+            MetaTest::Has | MetaTest::Lacks => None,
+        }
+    }
+}
+
 /// The fields `@` filters reach, as `v_objects` shows them (HEAD's value, else the listing's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
@@ -213,6 +223,36 @@ pub enum Operand {
 }
 
 impl Filter {
+    /// A reason to doubt that the filter says what its writer meant, for a warning: a value
+    /// starting with `=` (`owner==alice` tests for the value `=alice`), or with blanks at either
+    /// end (HTTP trims them from header values, so a stored value never has them).
+    pub fn doubt(&self) -> Option<String> {
+        let (value, kind) = match self {
+            Filter::Meta { test, .. } => (test.value()?, "metadata"),
+            Filter::Tag { test, .. } => (test.value()?, "tag"),
+            Filter::Field {
+                value: Operand::Text(v),
+                field,
+                ..
+            } if *field != Field::Key => (v.as_str(), "field"),
+            _ => return None,
+        };
+        if let Some(rest) = value.strip_prefix('=') {
+            let accepted = self
+                .to_string()
+                .replacen(&format!("={value}"), &format!("={rest}"), 1);
+            return Some(format!(
+                "`{self}` compares with the value {value:?} (the operator is the first `=`); for {rest:?} write `{accepted}`"
+            ));
+        }
+        if value.trim() != value && kind != "tag" {
+            return Some(format!(
+                "the value {value:?} in `{self}` has blanks at its start or end; stored {kind} values never do (HTTP trims header values), so it likely matches nothing"
+            ));
+        }
+        None
+    }
+
     pub fn parse(expr: &str) -> Result<Filter, FilterError> {
         let fail = |reason: String| FilterError {
             expr: expr.to_string(),
@@ -344,7 +384,9 @@ fn operand(field: Field, text: &str) -> Result<Operand, String> {
             .map(Operand::Int)
             .ok_or_else(|| format!("`{text}` is not a size in bytes (e.g. 1048576, 10MB, 2GiB)")),
         Kind::Time => parse_time(text).ok_or_else(|| {
-            format!("`{text}` is not a UTC time (YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS[.fff]][Z])")
+            format!(
+                "`{text}` is not a UTC time (YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS[.fff]][Z]) or a time ago (-7d, -24h, -30m)"
+            )
         }),
         Kind::Text if field == Field::State => match ObjectState::parse(text) {
             Some(state) => Ok(Operand::Text(state.as_str().into())),
@@ -382,6 +424,13 @@ fn parse_size(text: &str) -> Option<i64> {
 
 fn parse_time(text: &str) -> Option<Operand> {
     let at = crate::model::timefmt::parse_user_time(text)?;
+    if crate::model::timefmt::parse_ago(text).is_some() {
+        // `-7d` is an instant (now minus 7 days), compared as such.
+        return Some(Operand::Time {
+            at,
+            precision: Precision::Milli,
+        });
+    }
     let time = text.trim().split_once(['T', 't', ' ']).map(|(_, t)| t);
     let precision = match time {
         None => Precision::Day,

@@ -20,7 +20,7 @@ use rusqlite::{Connection, ErrorCode, ToSql};
 use crate::error::{Error, Result};
 use crate::keys::{KeyOrder, KeyRange};
 use crate::model::ObjectState;
-use crate::read::output::{Format, RowWriter};
+use crate::read::output::{Format, RowWriter, TableStyle};
 use crate::store::{db, for_versions, json};
 use filter::{Field, Filter, MetaTest, Op, Operand};
 
@@ -40,9 +40,11 @@ pub const RECORD: [(&str, &str); 44] = [
         "COALESCE(o.storage_class, o.list_storage_class)",
     ),
     ("content_type", "o.content_type"),
+    // Unknown (NULL) until a HEAD has read it: an object listed but not read has no metadata
+    // rows because nobody has asked, not because it has none.
     (
         "metadata",
-        "(SELECT json_group_object(m.name, m.value) FROM metadata m WHERE m.object_id = o.object_id)",
+        "CASE WHEN o.headed_scan IS NULL THEN NULL ELSE (SELECT json_group_object(m.name, m.value) FROM metadata m WHERE m.object_id = o.object_id) END",
     ),
     ("store", "b.store"),
     ("state", "o.state"),
@@ -143,6 +145,7 @@ pub struct QueryOptions {
     pub sql: Option<String>,
     /// `None`: a table at a terminal, else JSON lines.
     pub format: Option<Format>,
+    pub table: TableStyle,
     pub limit: Option<u64>,
     pub count: bool,
     pub include_gone: bool,
@@ -299,7 +302,10 @@ impl Selection {
             "EXISTS (SELECT 1 FROM {table} p WHERE p.object_id = o.object_id AND p.{column} = {name}{cond})"
         );
         match (test, self.plan, pairs) {
-            (MetaTest::Lacks, _, Pairs::Metadata) => format!("NOT {per_object}"),
+            // Only an object whose metadata was read can lack a name.
+            (MetaTest::Lacks, _, Pairs::Metadata) => {
+                format!("(o.headed_scan IS NOT NULL AND NOT {per_object})")
+            }
             (MetaTest::Lacks, _, Pairs::Tags) => {
                 format!("(o.tags_scan IS NOT NULL AND NOT {per_object})")
             }
@@ -429,7 +435,7 @@ pub fn run(args: &QueryOptions, out: &mut dyn Write, terminal: bool) -> Result<(
     let path = args.db.as_path();
     let conn = db::open_ro(path)?;
     if let Some(sql) = &args.sql {
-        return run_sql(&conn, sql, args.limit, format, out);
+        return run_sql(&conn, sql, args.limit, format, args.table, out);
     }
     let scope = Scope {
         bucket: args.bucket.clone(),
@@ -479,7 +485,7 @@ pub fn run(args: &QueryOptions, out: &mut dyn Write, terminal: bool) -> Result<(
         &sel,
         args.limit,
         &shown,
-        RowWriter::new(format, names, out),
+        RowWriter::new(format, names, out).styled(args.table),
     )
 }
 
@@ -504,13 +510,19 @@ fn write_records<W: Write>(
     let mut stmt = conn.prepare(&records_sql(sel, limit)).map_err(db)?;
     let mut rows = stmt.query(params.as_slice()).map_err(db)?;
     let mut values = Vec::with_capacity(shown.len());
+    let table = w.format() == Format::Table;
     while let Some(row) = rows.next().map_err(db)? {
         values.clear();
         for &i in shown {
-            values.push(json::value(
+            let value = json::value(
                 row.get_ref(i).map_err(db)?,
                 matches!(fields[i].0, "metadata" | "tags"),
-            ));
+            );
+            // A table tells unknown metadata from none (an empty cell).
+            values.push(match (value, fields[i].0) {
+                (serde_json::Value::Null, "metadata") if table => NOT_READ.into(),
+                (v, _) => v,
+            });
         }
         w.write_row(&values).map_err(Error::Output)?;
     }
@@ -518,12 +530,16 @@ fn write_records<W: Write>(
     Ok(())
 }
 
+/// What a table shows for metadata not read yet (JSON and CSV: null, an empty field).
+pub const NOT_READ: &str = "(not read)";
+
 /// Runs one read-only statement; its column names are the output's columns.
 fn run_sql(
     conn: &Connection,
     sql: &str,
     limit: Option<u64>,
     format: Format,
+    style: TableStyle,
     out: &mut dyn Write,
 ) -> Result<()> {
     let mut stmt = conn.prepare(sql).map_err(sql_error)?;
@@ -532,7 +548,7 @@ fn run_sql(
     }
     let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
     let n = columns.len();
-    let mut w = RowWriter::new(format, columns, out);
+    let mut w = RowWriter::new(format, columns, out).styled(style);
     let mut rows = stmt.query([]).map_err(sql_error)?;
     let mut written = 0u64;
     while limit.is_none_or(|l| written < l) {

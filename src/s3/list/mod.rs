@@ -53,6 +53,35 @@ pub struct Lister {
     /// A ranges' pages are ListObjectVersions pages (`--all-versions`); probes and `Pages`
     /// list current keys (ListObjectsV2) in any case: a cut only needs a key.
     pub versions: bool,
+    /// A page fetched before the scan began (`Lister::prefetch`), served once to the request
+    /// it answers instead of sending that request again.
+    pub first: FirstPage,
+}
+
+/// The answer to the first request of a listing, fetched before the database was created
+/// (so that a scan which cannot list creates nothing) and handed to the scan's listing.
+#[derive(Debug, Default)]
+pub struct FirstPage(std::sync::Mutex<Option<(Cursor, Page)>>);
+
+impl FirstPage {
+    /// The page, if it answers `cursor` (taken: it is served once).
+    fn take(&self, cursor: &Cursor) -> Option<Page> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.take() {
+            Some((c, page)) if c == *cursor => Some(page),
+            other => {
+                *slot = other;
+                None
+            }
+        }
+    }
+
+    /// Moves the page into a new holder (for the scan's own lister).
+    pub fn hand_over(&self) -> FirstPage {
+        FirstPage(std::sync::Mutex::new(
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).take(),
+        ))
+    }
 }
 
 /// Keys that probes saw, so each range cut from them knows one key it must list.
@@ -76,7 +105,7 @@ impl Witnesses {
 }
 
 /// Where the next ListObjectsV2 request starts.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cursor {
     pub token: Option<String>,
     /// Sent as is (see `KeyOrder::start_after` for what to send).
@@ -386,6 +415,19 @@ impl Lister {
         Ok(page.entries.into_iter().next().map(|o| o.key))
     }
 
+    /// Sends the first request of the listing now and keeps its answer for the listing to
+    /// take (`FirstPage`): the store answers, the bucket exists, the credentials may list it —
+    /// else the listing's own error, after its retries.
+    pub async fn prefetch(&self) -> Result<(), Error> {
+        let cursor = Cursor::default();
+        let page = self
+            .fetch_page(cursor.clone())
+            .await
+            .map_err(|e| self.fatal(e))?;
+        *self.first.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((cursor, page));
+        Ok(())
+    }
+
     /// One ListObjectsV2 page as the store sent it, its order not checked (a versions scan's
     /// check that every current key was recorded needs only membership).
     pub async fn fetch_current(&self, cursor: Cursor) -> Result<Page, Error> {
@@ -400,6 +442,9 @@ impl Lister {
     /// The next page of the target's listing: ListObjectsV2, or ListObjectVersions in a
     /// versions scan.
     async fn fetch_page(&self, cursor: Cursor) -> Result<Page, ListError> {
+        if let Some(page) = self.first.take(&cursor) {
+            return Ok(page);
+        }
         if self.versions {
             self.fetch_versions(cursor).await
         } else {

@@ -254,3 +254,52 @@ fn parses_the_new_header_fields() {
     }
     assert!(Filter::parse("@parts_count>1MB").is_err());
 }
+
+/// Issue 18: `owner==alice` and `owner=alice ` are legal but almost surely mistakes.
+#[test]
+fn doubtful_values_are_named() {
+    let doubt = |e: &str| Filter::parse(e).unwrap().doubt();
+    let eq = doubt("owner==alice").unwrap();
+    assert!(
+        eq.contains("\"=alice\"") && eq.contains("`owner=alice`"),
+        "{eq}"
+    );
+    let ne = doubt("owner!==alice").unwrap();
+    assert!(ne.contains("`owner!=alice`"), "{ne}");
+    assert!(doubt("owner=alice ").unwrap().contains("blanks"));
+    assert!(
+        doubt("@content_type= text/plain")
+            .unwrap()
+            .contains("blanks")
+    );
+    assert_eq!(doubt("owner=alice"), None);
+    assert_eq!(doubt("owner"), None);
+    assert_eq!(doubt("@key~ a*"), None, "keys may start with a blank");
+    assert_eq!(
+        doubt("tag:note=a b "),
+        None,
+        "tag values are XML, not headers"
+    );
+}
+
+/// Issue 18: `@modified>-7d` is an instant seven days ago.
+#[test]
+fn relative_times_are_instants() {
+    let Filter::Field {
+        value: Operand::Time { at, precision },
+        ..
+    } = Filter::parse("@modified>-7d").unwrap()
+    else {
+        panic!("a time");
+    };
+    assert_eq!(precision, Precision::Milli);
+    let week_ago = crate::model::timefmt::parse_user_time("7d").unwrap();
+    assert!(at <= week_ago && at.len() == 24, "{at} {week_ago}");
+    assert!(Filter::parse("@modified>-7x").is_err());
+    assert_eq!(
+        crate::model::timefmt::parse_ago("24h"),
+        Some(std::time::Duration::from_secs(86_400))
+    );
+    assert_eq!(crate::model::timefmt::parse_ago("2026-01-01"), None);
+    assert_eq!(crate::model::timefmt::parse_ago("h"), None);
+}

@@ -132,6 +132,7 @@ pub enum Command {
     Check(CheckArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions {
+        /// The shell to write the script for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -319,8 +320,9 @@ pub struct EstimateArgs {
     /// What a scan would cover: s3://BUCKET or s3://BUCKET/PREFIX.
     #[arg(value_name = "S3_URL")]
     pub url: String,
-    #[command(flatten)]
-    pub db: DbArgs,
+    /// The database a rescan would read (opened read-only; missing: the next scan is a full scan).
+    #[arg(long, env = "S3META_DB", default_value = "s3meta.db")]
+    pub db: PathBuf,
     #[command(flatten)]
     pub conn: ConnectionArgs,
     /// What `scan --all-versions` would send: every version and delete marker
@@ -742,6 +744,23 @@ impl ConnectionArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 18: every option of every subcommand says what it does.
+    #[test]
+    fn every_option_has_a_description() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let mut missing = Vec::new();
+        for sub in cli.get_subcommands() {
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.get_help().is_none() && id != "help" && id != "version" {
+                    missing.push(format!("{} {id}", sub.get_name()));
+                }
+            }
+        }
+        assert_eq!(missing, Vec::<String>::new());
+    }
 
     /// Issue 13: clap's paragraphs become at most two lines.
     #[test]

@@ -313,7 +313,7 @@ pub async fn estimate(args: &EstimateArgs, cancel: CancellationToken) -> Result<
     let e = estimate::run(
         lister,
         &target,
-        &args.db.db,
+        &args.db,
         (args.list_price, args.head_price),
     )
     .await?;

@@ -331,25 +331,25 @@ fn estimate_text(url: &S3Url, e: &estimate::Estimate) -> String {
     let n = progress::thousands;
     let listed = if e.all_versions {
         format!(
-            "{} versions ({} of them delete markers)",
-            n(e.objects),
+            "{} ({} of them delete markers)",
+            words::count(e.objects, "version"),
             n(e.delete_markers)
         )
     } else {
-        format!("{} objects", n(e.objects))
+        words::count(e.objects, "object")
     };
     let mut out = format!(
-        "{url}: {listed} in {} LIST requests\nfull scan: {} LIST + {} HEAD requests, ${:.4}",
+        "{url}: {listed} in {}\nfull scan: {} LIST + {}, ${:.4}",
+        words::count(e.list_requests, "LIST request"),
         n(e.list_requests),
-        n(e.list_requests),
-        n(e.full_heads),
+        words::count(e.full_heads, "HEAD request"),
         e.full_cost_usd
     );
     match (e.rescan_heads, e.rescan_cost_usd) {
         (Some(heads), Some(cost)) => out.push_str(&format!(
-            "\nrescan:    {} LIST + {} HEAD requests, ${cost:.4}  (what `s3meta scan` would do now, split probes aside)",
+            "\nrescan:    {} LIST + {}, ${cost:.4}  (what `s3meta scan` would do now, split probes aside)",
             n(e.list_requests),
-            n(heads)
+            words::count(heads, "HEAD request")
         )),
         _ => out.push_str("\nno completed scan of this prefix in the database: the next scan is a full scan"),
     }

@@ -237,8 +237,29 @@ async fn prefetch(
     cancel: &CancellationToken,
     stats: &Arc<Stats>,
 ) -> Result<FirstPage, Error> {
-    let lister = Lister {
-        client: s3.client.clone(),
+    let lister = target_lister(
+        cfg,
+        s3.client.clone(),
+        stats,
+        cancel,
+        None,
+        Arc::new(Order::new(None)),
+    );
+    lister.prefetch().await?;
+    Ok(lister.first.hand_over())
+}
+
+/// The lister of the scan's target (its pages, probes and order).
+fn target_lister(
+    cfg: &ScanConfig,
+    client: aws_sdk_s3::Client,
+    stats: &Arc<Stats>,
+    cancel: &CancellationToken,
+    rate: Option<Arc<RateLimit>>,
+    order: Arc<Order>,
+) -> Lister {
+    Lister {
+        client,
         store: cfg.target.store.clone(),
         bucket: cfg.target.bucket.clone(),
         prefix: cfg.target.prefix.clone(),
@@ -246,14 +267,12 @@ async fn prefetch(
         policy: cfg.policy.clone(),
         stats: stats.clone(),
         cancel: cancel.clone(),
-        rate: None,
-        order: Arc::new(Order::new(None)),
+        rate,
+        order,
         witnesses: Default::default(),
         versions: cfg.target.versions,
         first: Default::default(),
-    };
-    lister.prefetch().await?;
-    Ok(lister.first.hand_over())
+    }
 }
 
 /// Takes the database's lock, opens (and migrates) it and begins or resumes the scan: on a
@@ -364,19 +383,8 @@ async fn run_pipeline(
     let heads = tokio::spawn(pool.run(jobs_rx, writer_tx.clone()));
 
     let lister = Arc::new(Lister {
-        client,
-        store: cfg.target.store.clone(),
-        bucket: cfg.target.bucket.clone(),
-        prefix: cfg.target.prefix.clone(),
-        page_size: cfg.page_size,
-        policy: cfg.policy.clone(),
-        stats: stats.clone(),
-        cancel: work.clone(),
-        rate,
-        order: order.clone(),
-        witnesses: Default::default(),
-        versions: cfg.target.versions,
         first,
+        ..target_lister(cfg, client, stats, work, rate, order.clone())
     });
     let produced = produce(cfg, plan, conn, db_path, lister, writer_tx, jobs_tx, work).await;
     if produced.is_err() {

@@ -212,6 +212,24 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("cannot write the Parquet file {path}: {source}")]
+    Parquet {
+        path: PathBuf,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+
+    /// An upload to S3 (`export --out s3://…`) that failed; its multipart upload was aborted.
+    #[error(
+        "uploading s3://{bucket}/{key} to {store} failed: {detail}: check the credentials and the permissions s3:PutObject and s3:AbortMultipartUpload on the export prefix"
+    )]
+    Upload {
+        bucket: String,
+        key: String,
+        store: String,
+        detail: String,
+    },
+
     #[error(transparent)]
     BadFilter(#[from] FilterError),
 

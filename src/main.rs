@@ -68,6 +68,7 @@ fn main() -> ExitCode {
             Command::Forget(ref a) => commands::forget(a, cli.quiet).await,
             Command::Check(ref a) => commands::check(a, cli.quiet).await,
             Command::Query(ref a) => commands::query(a),
+            Command::Export(ref a) => cli::export::export(a, cli.quiet, signals()).await,
             Command::Names(ref a) => commands::names(a),
             Command::Status(ref a) => commands::status(a),
         }

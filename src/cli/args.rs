@@ -120,6 +120,9 @@ pub enum Command {
     Status(StatusArgs),
     /// List what rescans noticed: created, modified, metadata changed, deleted objects.
     Changes(ChangesArgs),
+    /// Write the index (or its changes) as Parquet, JSON lines or CSV files, to a directory or
+    /// to s3:// (DuckDB, Athena, Trino and Spark read the Parquet as is).
+    Export(crate::cli::export::ExportArgs),
     /// List only (no HEAD) and report the requests, and their cost, of a scan or a rescan.
     Estimate(EstimateArgs),
     /// Cut a bucket or prefix into N key ranges (JSON lines) for `scan --range-json` on many machines.
@@ -254,6 +257,11 @@ pub struct ScanArgs {
     /// At the end (also after an interrupt or a fatal error) write a JSON summary to PATH, or `-` for stdout.
     #[arg(long, value_name = "PATH")]
     pub summary_json: Option<PathBuf>,
+    /// At the end of every run (also after an interrupt or a fatal error) write Prometheus
+    /// metrics for node_exporter's textfile collector to PATH (atomically); a directory gets
+    /// one file per target.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -278,6 +286,10 @@ pub struct FollowArgs {
     /// push endpoint); each is answered 200 only after what it carries is committed.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (with --listen, its address serves
+    /// /metrics too): events applied, lag, HEAD latency, queue depth.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Let --listen bind an address other than loopback (needs --auth-token).
     #[arg(long, requires = "listen")]
     pub allow_remote: bool,

@@ -41,6 +41,9 @@ pub async fn scan(args: &ScanArgs, quiet: bool, cancel: CancellationToken) -> Re
             source,
         })?;
     }
+    if let Some(path) = &args.metrics_file {
+        crate::cli::metrics::check(path)?;
+    }
     let mut target = None;
     let result = scan_once(args, quiet, cancel, &stats, &mut target).await;
     let code = match &result {
@@ -76,6 +79,19 @@ pub async fn scan(args: &ScanArgs, quiet: bool, cancel: CancellationToken) -> Re
                 source,
             })?;
         }
+    }
+    if let (Some(path), Some(target)) = (&args.metrics_file, &target) {
+        let run = s3meta::read::metrics::ScanRun {
+            target,
+            stats: stats.snapshot(),
+            duration: started.elapsed(),
+            exit_code: code,
+            ended_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+        };
+        crate::cli::metrics::write(path, &args.db.db, &run)?;
     }
     let report = result?;
     if !ui.json {
@@ -653,6 +669,13 @@ async fn follow_once(
     };
     let stats = Arc::new(Stats::default());
     let mut follower = Follower::start(cfg, &s3, &args.db.db, cancel.clone(), stats).await?;
+    let metrics_server = match args.metrics_addr {
+        Some(addr) => Some(
+            crate::cli::webhook::serve_metrics(addr, follower.metrics.clone(), cancel.clone())
+                .await?,
+        ),
+        None => None,
+    };
     let tick = |r: &scan::follow::FollowReport, depth: Option<u64>| {
         tracing::info!(
             "follow: {} events applied, {} stale, {} ignored, lag {}, queue depth {}",
@@ -672,6 +695,9 @@ async fn follow_once(
         }
         (None, None) => unreachable!("clap requires a source"),
     };
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
     let last_error = result.as_ref().err().map(ToString::to_string);
     let finished = follower.finish(last_error).await;
     match finished {

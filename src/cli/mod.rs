@@ -6,6 +6,8 @@
 
 mod args;
 pub mod commands;
+pub mod export;
+pub mod metrics;
 pub mod progress;
 pub mod summary;
 pub mod ui;

@@ -17,6 +17,7 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use s3meta::error::Error;
+use s3meta::scan::follow::metrics::FollowMetrics;
 use s3meta::scan::follow::{FollowReport, Follower};
 use tokio::sync::{mpsc, oneshot};
 
@@ -47,6 +48,7 @@ pub async fn serve(
     tracing::warn!("listening for S3 event POSTs on http://{bound}/");
     let (tx, mut rx) = mpsc::channel::<Posted>(QUEUED);
     let token = Arc::new(token);
+    let metrics = follower.metrics.clone();
     let cancel = follower.cancel_token();
     let accept = {
         let cancel = cancel.clone();
@@ -56,10 +58,10 @@ pub async fn serve(
                     _ = cancel.cancelled() => break,
                     s = listener.accept() => match s { Ok((s, _)) => s, Err(_) => continue },
                 };
-                let (tx, token) = (tx.clone(), token.clone());
+                let (tx, token, metrics) = (tx.clone(), token.clone(), metrics.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
-                        handle(req, tx.clone(), token.clone())
+                        handle(req, tx.clone(), token.clone(), metrics.clone())
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -84,6 +86,8 @@ pub async fn serve(
             }
         }
         commit(follower, posted).await?;
+        let waiting = rx.len() as u64;
+        follower.metrics.update(|l| l.waiting = Some(waiting));
         if last_tick.elapsed() >= std::time::Duration::from_secs(60) {
             tick(&follower.report, None);
             last_tick = std::time::Instant::now();
@@ -126,16 +130,70 @@ async fn commit(follower: &mut Follower, posted: Vec<Posted>) -> Result<(), Erro
     }
 }
 
+/// Serves `GET /metrics` alone on `addr` (`follow --metrics-addr`) until `cancel`.
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    metrics: FollowMetrics,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, Error> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::BadInput(format!("--metrics-addr {addr}: cannot bind ({e})")))?;
+    if let Ok(bound) = listener.local_addr() {
+        tracing::warn!("serving metrics on http://{bound}/metrics");
+    }
+    Ok(tokio::spawn(async move {
+        loop {
+            // Cancel safety: an accept not taken is a connection left in the backlog.
+            let stream = tokio::select! {
+                _ = cancel.cancelled() => break,
+                s = listener.accept() => match s { Ok((s, _)) => s, Err(_) => continue },
+            };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let m = metrics.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(match metrics_answer(&req, &m) {
+                            Some(r) => r,
+                            None => text(StatusCode::NOT_FOUND, "GET /metrics"),
+                        })
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }))
+}
+
+/// The exposition, for `GET /metrics`; `None` for any other request.
+fn metrics_answer<B>(req: &Request<B>, metrics: &FollowMetrics) -> Option<Response<Full<Bytes>>> {
+    if req.method() != http::Method::GET || req.uri().path() != "/metrics" {
+        return None;
+    }
+    let mut r = Response::new(Full::new(Bytes::from(metrics.render())));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Some(r)
+}
+
+fn text(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
+    *r.status_mut() = status;
+    r
+}
+
 async fn handle(
     req: Request<Incoming>,
     tx: mpsc::Sender<Posted>,
     token: Arc<Option<String>>,
+    metrics: FollowMetrics,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
-    let answer = |status: StatusCode, text: &str| {
-        let mut r = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
-        *r.status_mut() = status;
-        Ok(r)
-    };
+    let answer = |status: StatusCode, t: &str| Ok(text(status, t));
     if let Some(want) = token.as_deref() {
         let got = req
             .headers()
@@ -148,6 +206,10 @@ async fn handle(
                 "missing or wrong Authorization token",
             );
         }
+    }
+    // Behind the token too, when there is one (Prometheus sends it as `authorization`).
+    if let Some(r) = metrics_answer(&req, &metrics) {
+        return Ok(r);
     }
     if req.method() != http::Method::POST {
         return answer(StatusCode::METHOD_NOT_ALLOWED, "POST S3 event JSON here");

@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use crate::keys::{KeyOrder, KeyRange};
 
 pub mod event;
+pub mod metrics;
 pub mod plan;
 pub mod s3url;
 pub mod states;

@@ -8,6 +8,7 @@
 use std::io::Write;
 
 use rusqlite::ToSql;
+use rusqlite::types::{ToSqlOutput, Value as SqlValue};
 
 use crate::error::{Error, Result};
 use crate::keys::{KeyOrder, KeyRange};
@@ -16,7 +17,7 @@ use crate::read::output::{Format, RowWriter, TableStyle};
 use crate::store::{db, json};
 use serde_json::Value;
 
-const COLUMNS: [&str; 17] = [
+pub const COLUMNS: [&str; 17] = [
     "change_id",
     "scan_id",
     "at",
@@ -73,10 +74,15 @@ pub struct ChangesOptions {
 /// words (`owner: alice→zoe, +reviewed, −draft`); the other formats carry every column.
 const TABLE: [&str; 4] = ["at", "kind", "key", "change"];
 
-pub fn run(args: &ChangesOptions, out: &mut dyn Write, terminal: bool) -> Result<()> {
+/// The statement listing the changes `args` selects, with its bound parameters: the one
+/// selection behind `changes` and `export --changes`. `by_bucket`: in (store, bucket) order
+/// first, so an export writes one partition after the other (SQLite sorts, spilling to
+/// temporary files, not memory, past its cache).
+pub fn changes_sql(
+    args: &ChangesOptions,
+    by_bucket: bool,
+) -> Result<(String, Vec<(&'static str, SqlValue)>)> {
     let since = args.since.as_deref().map(parse_since).transpose()?;
-    let path = args.db.as_path();
-    let conn = db::open_ro(path)?;
     let mut sql = String::from(
         "SELECT c.change_id, c.scan_id, c.at, c.kind, b.store, b.name, o.key, c.old_etag,
                 c.old_size, c.old_modified, c.new_etag, c.new_size, c.new_modified,
@@ -84,47 +90,82 @@ pub fn run(args: &ChangesOptions, out: &mut dyn Write, terminal: bool) -> Result
          FROM changes c JOIN objects o USING (object_id) JOIN buckets b USING (bucket_id)
          WHERE 1",
     );
-    let mut params: Vec<(&str, &dyn ToSql)> = Vec::new();
-    match &since {
+    let mut params: Vec<(&'static str, SqlValue)> = Vec::new();
+    match since {
         Some(Since::Scan(id)) => {
             sql.push_str(" AND c.scan_id >= :since");
-            params.push((":since", id));
+            params.push((":since", id.into()));
         }
         Some(Since::Time(t)) => {
             sql.push_str(" AND c.at >= :since");
-            params.push((":since", t));
+            params.push((":since", t.into()));
         }
         None => {}
     }
     if let Some(b) = &args.bucket {
         sql.push_str(" AND b.name = :bucket");
-        params.push((":bucket", b));
+        params.push((":bucket", b.clone().into()));
     }
     let keys = KeyRange::prefix(KeyOrder::Byte, args.prefix.as_deref().unwrap_or(""));
     let (frag, key_params) = keys.sql("o.key");
     sql.push_str(&frag);
-    params.extend(key_params);
+    for (name, v) in key_params {
+        let v = match v.to_sql() {
+            Ok(ToSqlOutput::Borrowed(r)) => owned(r),
+            Ok(ToSqlOutput::Owned(v)) => v,
+            _ => {
+                return Err(Error::Internal(
+                    "a key range bound is not a plain value".into(),
+                ));
+            }
+        };
+        params.push((name, v));
+    }
     if let Some(k) = &args.kind {
         sql.push_str(" AND c.kind = :kind");
-        params.push((":kind", k));
+        params.push((":kind", k.as_str().to_string().into()));
     }
-    if args.count {
-        let sql = sql.replacen(
-            &sql[sql.find("SELECT").unwrap_or(0)..sql.find("FROM changes").unwrap_or(0)],
-            "SELECT count(*) ",
-            1,
-        );
-        let n: i64 = conn
-            .query_row(&sql, params.as_slice(), |r| r.get(0))
-            .map_err(|e| Error::db(path, e))?;
-        return writeln!(out, "{n}").map_err(Error::Output);
-    }
-    sql.push_str(" ORDER BY c.change_id");
+    sql.push_str(if by_bucket {
+        " ORDER BY b.store, b.name, c.change_id"
+    } else {
+        " ORDER BY c.change_id"
+    });
     if let Some(n) = &args.limit {
         sql.push_str(" LIMIT :limit");
-        params.push((":limit", n));
+        params.push((":limit", (*n).into()));
     }
+    Ok((sql, params))
+}
+
+/// A borrowed SQLite value as an owned one (for parameters that outlive their source).
+pub(crate) fn owned(r: rusqlite::types::ValueRef<'_>) -> SqlValue {
+    use rusqlite::types::ValueRef;
+    match r {
+        ValueRef::Null => SqlValue::Null,
+        ValueRef::Integer(i) => SqlValue::Integer(i),
+        ValueRef::Real(f) => SqlValue::Real(f),
+        ValueRef::Text(t) => SqlValue::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => SqlValue::Blob(b.to_vec()),
+    }
+}
+
+pub fn run(args: &ChangesOptions, out: &mut dyn Write, terminal: bool) -> Result<()> {
+    let (sql, params) = changes_sql(args, false)?;
+    let params: Vec<(&str, &dyn ToSql)> =
+        params.iter().map(|(n, v)| (*n, v as &dyn ToSql)).collect();
+    let path = args.db.as_path();
+    let conn = db::open_ro(path)?;
     let dbe = |e| Error::db(path, e);
+    if args.count {
+        let n: i64 = conn
+            .query_row(
+                &format!("SELECT count(*) FROM ({sql})"),
+                params.as_slice(),
+                |r| r.get(0),
+            )
+            .map_err(dbe)?;
+        return writeln!(out, "{n}").map_err(Error::Output);
+    }
     let mut stmt = conn.prepare(&sql).map_err(dbe)?;
     let mut rows = stmt.query(params.as_slice()).map_err(dbe)?;
     let format = args.format.unwrap_or(Format::default_for(terminal));

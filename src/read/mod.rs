@@ -7,6 +7,8 @@
 
 pub mod changes;
 pub mod estimate;
+pub mod export;
+pub mod metrics;
 pub mod names;
 pub mod output;
 pub mod query;

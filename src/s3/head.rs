@@ -61,6 +61,8 @@ pub struct HeadPool {
     /// SeaweedFS and moto send it on every tagged object the caller may read), so only
     /// tagged objects cost a GetObjectTagging. Off: a missing count is not known, and read.
     pub trust_tag_count: bool,
+    /// Each HEAD's time, retries included (`follow`'s `/metrics`).
+    pub latency: Option<Arc<crate::model::metrics::Histogram>>,
 }
 
 impl HeadPool {
@@ -216,6 +218,15 @@ impl HeadPool {
 
     /// HEADs one object with retries; `None` when cancelled before an answer.
     async fn head(&self, job: &HeadJob, limiter: &Limiter) -> Option<HeadResult> {
+        let started = std::time::Instant::now();
+        let result = self.head_untimed(job, limiter).await;
+        if let (Some(h), Some(_)) = (&self.latency, &result) {
+            h.observe(started.elapsed());
+        }
+        result
+    }
+
+    async fn head_untimed(&self, job: &HeadJob, limiter: &Limiter) -> Option<HeadResult> {
         let subject = format!("HEAD {:?}", job.key);
         let requests = &self.stats.head_requests;
         let mut outcome = self

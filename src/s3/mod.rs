@@ -19,4 +19,5 @@ pub(crate) mod rate;
 pub mod retry;
 pub(crate) mod rfc2047;
 pub mod tags;
+pub mod upload;
 pub mod wire;

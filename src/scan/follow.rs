@@ -16,6 +16,8 @@
 //! - a malformed message (not JSON, an unknown event name, a key that does not decode) is
 //!   logged, counted and never deleted: the queue's redrive policy decides its fate.
 
+pub mod metrics;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -88,6 +90,8 @@ pub struct Follower {
     session: Option<FollowSession>,
     flushed: Snapshot,
     pub report: FollowReport,
+    /// What `/metrics` shows, updated after each commit.
+    pub metrics: metrics::FollowMetrics,
 }
 
 /// One event a batch carries, reduced per key.
@@ -110,6 +114,9 @@ impl Follower {
         stats: Arc<Stats>,
     ) -> Result<Follower, Error> {
         let heads = s3.head_target(&cfg.target.bucket).await?;
+        let latency = Arc::new(crate::model::metrics::Histogram::new(
+            &crate::model::metrics::LATENCY_BUCKETS,
+        ));
         let pool = Arc::new(HeadPool {
             target: heads,
             concurrency: cfg.concurrency,
@@ -123,8 +130,14 @@ impl Follower {
             tags_refused: Default::default(),
             checksum_refused: Default::default(),
             trust_tag_count: cfg.trust_tag_count,
+            latency: Some(latency.clone()),
         });
         Ok(Follower {
+            metrics: metrics::FollowMetrics {
+                target: cfg.target.clone(),
+                live: Default::default(),
+                latency,
+            },
             report: FollowReport::default(),
             cfg,
             db_path: db_path.to_path_buf(),
@@ -306,6 +319,8 @@ impl Follower {
             if let Some(lag) = newest.as_deref().and_then(lag_secs) {
                 r.lag_secs = Some(lag);
             }
+            let report = r.clone();
+            self.metrics.update(|l| l.report = report);
             return Ok(());
         }
     }
@@ -371,6 +386,9 @@ impl Follower {
     }
 }
 
+/// How often `follow` reads the SQS queue's depth.
+const DEPTH_EVERY: Duration = Duration::from_secs(15);
+
 /// Follows an SQS queue until cancelled (or, `once`, until a receive finds it empty).
 pub async fn run_sqs(
     follower: &mut Follower,
@@ -381,6 +399,11 @@ pub async fn run_sqs(
 ) -> Result<(), Error> {
     let cancel = follower.cancel.clone();
     let mut last_tick = Instant::now();
+    // Read at the first pass, then every `DEPTH_EVERY` (one GetQueueAttributes each).
+    let mut last_depth = Instant::now()
+        .checked_sub(DEPTH_EVERY)
+        .unwrap_or_else(Instant::now);
+    let mut depth = None;
     loop {
         let wait = if once { wait_secs.min(1) } else { wait_secs };
         let mut received = tokio::select! {
@@ -419,9 +442,13 @@ pub async fn run_sqs(
                 );
             }
         }
+        if last_depth.elapsed() >= DEPTH_EVERY {
+            // The depth is for the log line and `/metrics`: a failure to read it stops nothing.
+            depth = queue.depth().await.ok().flatten();
+            follower.metrics.update(|l| l.queue_depth = depth);
+            last_depth = Instant::now();
+        }
         if last_tick.elapsed() >= Duration::from_secs(60) {
-            // The depth is for the log line only: a failure to read it stops nothing.
-            let depth = queue.depth().await.ok().flatten();
             tick(&follower.report, depth);
             last_tick = Instant::now();
         }

@@ -379,6 +379,7 @@ async fn run_pipeline(
         tags_refused: Default::default(),
         checksum_refused: Default::default(),
         trust_tag_count: plan.trust_tag_count,
+        latency: None,
     });
     let heads = tokio::spawn(pool.run(jobs_rx, writer_tx.clone()));
 

@@ -411,7 +411,8 @@ def scenario_moto(ctx):
     server = ctx.servers["moto"]
     rng = random.Random(16)
     model = moto_fixture(rng)
-    bucket_scenario(ctx, sc, server, "conf-moto", model, 10, new_sibling_keys(40) + ["/new-lead", "new\ttab", " x", "logs/", "dir2/"])
+    bucket_scenario(ctx, sc, server, "conf-moto", model, 10, new_sibling_keys(40) + ["/new-lead", "new\ttab", " x", "logs/", "dir2/"],
+                    hooks=[check_parquet_export])
     return sc.finish()
 
 
@@ -894,13 +895,108 @@ def sqs_fixture(server, bucket):
 
 
 def check_parquet_export(ctx, sc, server, bucket, db, tr):
-    """Issue 19 (a hook of the SeaweedFS scenario): `s3meta export --format parquet` of the
-    rescanned index, read with DuckDB: counts and a metadata filter equal `s3meta query`.
-    The run script installs duckdb once the binary has `export`."""
+    """Issue 19 (a hook of the SeaweedFS and moto scenarios): `s3meta export --format parquet`
+    of the rescanned index, read with DuckDB (`read_parquet(..., hive_partitioning=true)`):
+    the count, every key, the metadata of every object, a metadata filter and its count equal
+    `s3meta query`. Then the same export to `s3://` on the store itself (multipart uploads),
+    its `LATEST` pointer followed, and the files it names compared with the local export."""
     if not has_feature(ctx, "export", "parquet"):
         sc.note("parquet export: SKIP (no `s3meta export` yet, issue 19)")
         return
-    sc.step("parquet export read by DuckDB equals the index", ["not written yet: extend check_parquet_export"])
+    try:
+        import duckdb
+    except ImportError:
+        sc.step("parquet export read by DuckDB equals the index", ["python duckdb is not installed"])
+        return
+    env = server.env()
+    d = os.path.dirname(db)
+    log = os.path.join(d, "s3meta.log")
+    out = os.path.join(d, "export")
+    shutil.rmtree(out, ignore_errors=True)
+    t = time.time()
+    r = c.s3meta(ctx.bin, ["export", "--db", db, "--format", "parquet", "--out", out], env, log)
+    probs = [f"export: {r.brief()}"] if r.rc != 0 else []
+    rows = c.index_objects(ctx.bin, db, bucket, env)
+    got, names, filtered, n_filtered = {}, (), [], None
+    meta_name, meta_value = None, None
+    for row in rows.values():                      # a name and value some objects carry
+        for k, v in sorted((row.get("metadata") or {}).items()):
+            meta_name, meta_value = k, v
+            break
+        if meta_name:
+            break
+    if not probs:
+        con = duckdb.connect()
+        glob = os.path.join(out, "**", "*.parquet")
+        src = f"read_parquet('{glob}', hive_partitioning=true)"
+        names = tuple(x[0] for x in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall())
+        for key, bkt, meta in con.execute(f"SELECT key, bucket, metadata FROM {src}").fetchall():
+            if bkt != bucket:
+                probs.append(f"{key!r}: partition bucket={bkt!r}, not {bucket!r}")
+            if key in got:
+                probs.append(f"{key!r} twice in the export")
+            got[key] = dict(meta) if meta is not None else None
+        if meta_name is not None:
+            filtered = sorted(x[0] for x in con.execute(
+                f"SELECT key FROM {src} WHERE metadata[?] = ?", [meta_name, meta_value]).fetchall())
+            n_filtered = con.execute(
+                f"SELECT count(*) FROM {src} WHERE list_contains(map_keys(metadata), ?)", [meta_name]).fetchone()[0]
+    if not probs:
+        if set(got) != set(rows):
+            probs.append(f"keys: {len(set(rows) - set(got)):,} missing ({c._first(sorted(set(rows) - set(got)))}), "
+                         f"{len(set(got) - set(rows)):,} extra ({c._first(sorted(set(got) - set(rows)))})")
+        bad = [k for k in rows if k in got and got[k] != (rows[k].get("metadata"))]
+        if bad:
+            probs.append(f"metadata differs for {len(bad):,} objects: {c._first(sorted(bad))}")
+        if meta_name is not None:
+            q = c.s3meta(ctx.bin, ["query", "--db", db, "--bucket", bucket, "--format", "jsonl",
+                                   "--where", f"{meta_name}={meta_value}"], env, log)
+            want = sorted(json.loads(x)["key"] for x in q.out.splitlines() if x.strip())
+            if filtered != want:
+                probs.append(f"metadata[{meta_name!r}] = {meta_value!r}: DuckDB {len(filtered):,}, query {len(want):,}")
+            qc = c.s3meta(ctx.bin, ["query", "--db", db, "--bucket", bucket, "--count", "--where", meta_name], env, log)
+            if qc.out.strip() != str(n_filtered):
+                probs.append(f"objects with {meta_name!r}: DuckDB {n_filtered}, query {qc.out.strip()}")
+        if "bucket" not in names or "metadata" not in names:
+            probs.append(f"columns: {names}")
+    sc.step("parquet export read by DuckDB equals the index", probs,
+            f"{len(got):,} of {len(rows):,} rows, filter {meta_name}={meta_value!r}: {len(filtered):,} rows, "
+            f"{n_filtered} with the name, {time.time() - t:.1f}s")
+
+    # The same export to the store itself: multipart uploads, a run prefix, the pointer last.
+    s3 = server.client()
+    dest = f"{bucket}-export"
+    probs = []
+    try:
+        s3.create_bucket(Bucket=dest)
+    except Exception as e:                           # noqa: BLE001 (any store error is a problem)
+        probs.append(f"create bucket {dest}: {e}")
+    if not probs:
+        r = c.s3meta(ctx.bin, ["export", "--db", db, "--out", f"s3://{dest}/nightly",
+                               "--endpoint-url", server.endpoint], env, log)
+        if r.rc != 0:
+            probs.append(f"export to s3://: {r.brief()}")
+    if not probs:
+        pointer = s3.get_object(Bucket=dest, Key="nightly/LATEST")["Body"].read().decode().strip()
+        prefix = pointer.removeprefix(f"s3://{dest}/")
+        listed = sorted(o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=dest, Prefix=prefix)
+                        for o in page.get("Contents", []))
+        local = sorted(os.path.relpath(os.path.join(dp, f), out) for dp, _, fs in os.walk(out) for f in fs)
+        if [k.removeprefix(prefix) for k in listed] != local:
+            probs.append(f"{pointer}: {listed[:5]} vs local {local[:5]}")
+        for rel in local:
+            if rel.endswith(".parquet"):
+                body = s3.get_object(Bucket=dest, Key=prefix + rel)["Body"].read()
+                path = os.path.join(d, "from-s3.parquet")
+                with open(path, "wb") as f:
+                    f.write(body)
+                con = duckdb.connect()
+                n = con.execute(f"SELECT count(*) FROM read_parquet('{path}')").fetchone()[0]
+                m = con.execute(f"SELECT count(*) FROM read_parquet('{os.path.join(out, rel)}')").fetchone()[0]
+                if n != m:
+                    probs.append(f"{rel}: {n} rows from the store, {m} local")
+    sc.step("parquet export to s3:// on the store, found through LATEST", probs,
+            f"pointer {'written' if not probs else 'checked'}")
 
 
 # ---- raw protocol facts (informational) --------------------------------------------------------

@@ -1,6 +1,6 @@
 //! The S3 operations (the `s3s::S3` trait) over the in-memory [`State`]: CreateBucket,
 //! HeadBucket, GetBucketLocation, PutObject, HeadObject, GetObject, ListObjectsV2,
-//! DeleteObject, CopyObject, Get/Put/DeleteObjectTagging. Anything else is answered 501 NotImplemented by s3s.
+//! DeleteObject, CopyObject, Get/Put/DeleteObjectTagging, and multipart uploads (`multipart`). Anything else is answered 501 NotImplemented by s3s.
 //!
 //! Receives requests already authenticated and parsed by s3s; returns s3s outputs.
 //! Invariants: answers look like AWS's — metadata names lower-case, non-ASCII metadata
@@ -18,15 +18,17 @@ use bytes::BytesMut;
 use futures::StreamExt as _;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use s3s::dto::{
-    CommonPrefix, CopyObjectInput, CopyObjectOutput, CopyObjectResult, CopySource,
-    CreateBucketInput, CreateBucketOutput, DeleteObjectInput, DeleteObjectOutput,
+    AbortMultipartUploadInput, AbortMultipartUploadOutput, CommonPrefix,
+    CompleteMultipartUploadInput, CompleteMultipartUploadOutput, CopyObjectInput, CopyObjectOutput,
+    CopyObjectResult, CopySource, CreateBucketInput, CreateBucketOutput,
+    CreateMultipartUploadInput, CreateMultipartUploadOutput, DeleteObjectInput, DeleteObjectOutput,
     DeleteObjectTaggingInput, DeleteObjectTaggingOutput, ETag, EncodingType,
     GetBucketLocationInput, GetBucketLocationOutput, GetObjectInput, GetObjectOutput,
     GetObjectTaggingInput, GetObjectTaggingOutput, HeadBucketInput, HeadBucketOutput,
     HeadObjectInput, HeadObjectOutput, ListObjectsV2Input, ListObjectsV2Output, Metadata,
     MetadataDirective, Object, ObjectStorageClass, PutObjectInput, PutObjectOutput,
     PutObjectTaggingInput, PutObjectTaggingOutput, StorageClass, StreamingBlob, Tag, Timestamp,
-    TimestampFormat,
+    TimestampFormat, UploadPartInput, UploadPartOutput,
 };
 use s3s::{Body, S3, S3Error, S3Request, S3Response, S3Result, s3_error};
 
@@ -110,6 +112,106 @@ impl S3 for Backend {
             e_tag: Some(ETag::Strong(etag)),
             ..PutObjectOutput::default()
         }))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let input = req.input;
+        if !self.state.store.bucket_exists(&input.bucket) {
+            return Err(NoSuchBucket.into());
+        }
+        let id = self
+            .state
+            .uploads
+            .create(&input.bucket, &input.key, input.content_type);
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(id),
+            ..CreateMultipartUploadOutput::default()
+        }))
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        let mut input = req.input;
+        let body = read_body(input.body.take()).await?;
+        let etag = self
+            .state
+            .uploads
+            .part(
+                &input.upload_id,
+                &input.bucket,
+                &input.key,
+                input.part_number,
+                body,
+            )
+            .map_err(refusal)?;
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: Some(ETag::Strong(etag)),
+            ..UploadPartOutput::default()
+        }))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let input = req.input;
+        let listed: Vec<(i32, Option<String>)> = input
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| (p.part_number.unwrap_or(0), p.e_tag.map(ETag::into_value)))
+            .collect();
+        let done = self
+            .state
+            .uploads
+            .complete(&input.upload_id, &input.bucket, &input.key, &listed)
+            .map_err(refusal)?;
+        let details = Details {
+            body: Some(done.body.clone()),
+            meta: Vec::new(),
+            content_type: done
+                .content_type
+                .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_owned()),
+            cache_control: None,
+            content_encoding: None,
+            content_language: None,
+            content_disposition: None,
+            expires: None,
+            storage_class: None,
+            missing_meta: None,
+            tags: Vec::new(),
+            headers: Vec::new(),
+        };
+        let obj = Obj::with_details(done.body.len() as u64, done.etag.clone(), details);
+        self.state
+            .store
+            .put(&input.bucket, &input.key, obj, false)?;
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            e_tag: Some(ETag::Strong(done.etag)),
+            ..CompleteMultipartUploadOutput::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let input = req.input;
+        self.state
+            .uploads
+            .abort(&input.upload_id, &input.bucket, &input.key)
+            .map_err(refusal)?;
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
 
     async fn head_object(
@@ -393,6 +495,24 @@ impl Backend {
             start_after: input.start_after.map(enc),
             ..ListObjectsV2Output::default()
         }
+    }
+}
+
+fn refusal(r: crate::multipart::Refusal) -> S3Error {
+    use crate::multipart::Refusal;
+    match r {
+        Refusal::NoSuchUpload => s3_error!(
+            NoSuchUpload,
+            "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
+        ),
+        Refusal::InvalidPart(n) => s3_error!(
+            InvalidPart,
+            "One or more of the specified parts could not be found (part {n})."
+        ),
+        Refusal::InvalidPartOrder => s3_error!(
+            InvalidPartOrder,
+            "The list of parts was not in ascending order."
+        ),
     }
 }
 

@@ -39,6 +39,11 @@ pub enum Op {
     GetTagging,
     /// `GET /bucket?versions` (ListObjectVersions).
     ListVersions,
+    /// `PUT /bucket/key?partNumber=N&uploadId=…` (UploadPart).
+    UploadPart,
+    /// Create, Complete and AbortMultipartUpload (`POST ?uploads`, `POST ?uploadId`,
+    /// `DELETE ?uploadId`).
+    Multipart,
     /// SQS ReceiveMessage (`X-Amz-Target: AmazonSQS.ReceiveMessage`).
     SqsReceive,
     /// SQS DeleteMessage and DeleteMessageBatch.
@@ -49,7 +54,7 @@ pub enum Op {
     Other,
 }
 
-const OPS: usize = 13;
+const OPS: usize = 15;
 
 impl Op {
     /// Every op, in a stable order (the order of the admin JSON).
@@ -63,6 +68,8 @@ impl Op {
         Op::CreateBucket,
         Op::GetTagging,
         Op::ListVersions,
+        Op::UploadPart,
+        Op::Multipart,
         Op::SqsReceive,
         Op::SqsDelete,
         Op::SqsOther,
@@ -81,6 +88,8 @@ impl Op {
             Op::CreateBucket => "create_bucket",
             Op::GetTagging => "get_tagging",
             Op::ListVersions => "list_versions",
+            Op::UploadPart => "upload_part",
+            Op::Multipart => "multipart",
             Op::SqsReceive => "sqs_receive",
             Op::SqsDelete => "sqs_delete",
             Op::SqsOther => "sqs_other",

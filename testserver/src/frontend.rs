@@ -257,6 +257,8 @@ pub(crate) fn classify<B>(req: &Request<B>) -> RequestInfo {
     let sub = query.iter().any(|(k, _)| !is_plain_param(k));
     let tagging = query.iter().any(|(k, _)| k == "tagging");
     let versions = query.iter().any(|(k, _)| k == "versions");
+    let upload_id = query.iter().any(|(k, _)| k == "uploadId");
+    let uploads = query.iter().any(|(k, _)| k == "uploads");
     let sqs = req
         .headers()
         .get("x-amz-target")
@@ -269,6 +271,10 @@ pub(crate) fn classify<B>(req: &Request<B>) -> RequestInfo {
             _ => Op::SqsOther,
         },
         (&Method::GET, true, true, true) if tagging => Op::GetTagging,
+        (&Method::PUT, true, true, true) if upload_id => Op::UploadPart,
+        (&Method::POST | &Method::DELETE, true, true, true) if upload_id || uploads => {
+            Op::Multipart
+        }
         (&Method::GET, true, false, true) if versions => Op::ListVersions,
         (&Method::GET, true, false, false) => Op::List,
         (&Method::HEAD, true, true, false) => Op::Head,

@@ -2,7 +2,7 @@
 //!
 //! [`TestServer::start`] binds `127.0.0.1:0` and serves path-style S3 (CreateBucket,
 //! HeadBucket, GetBucketLocation, PutObject, HeadObject, GetObject, ListObjectsV2,
-//! DeleteObject, CopyObject)
+//! DeleteObject, CopyObject, multipart uploads)
 //! signed with [`ACCESS_KEY`]/[`SECRET_KEY`], plus an unsigned `GET /__admin/stats`.
 //! Tests seed data, inject faults ([`Fault`], latency, slowdown, holds) and read request
 //! counters through the shared [`State`], without HTTP.
@@ -23,6 +23,7 @@ mod backend;
 mod control;
 mod frontend;
 mod listing;
+mod multipart;
 mod server;
 mod sqs;
 mod state;

@@ -27,6 +27,7 @@ pub struct State {
     lossy_version_pages: AtomicBool,
     token_epoch: AtomicU64,
     signatures: Mutex<BTreeMap<Signature, u64>>,
+    pub(crate) uploads: crate::multipart::Uploads,
 }
 
 /// How a request was signed, as [`State::signatures`] counts them.
@@ -51,6 +52,7 @@ impl State {
             lossy_version_pages: AtomicBool::new(false),
             token_epoch: AtomicU64::new(0),
             signatures: Mutex::new(BTreeMap::new()),
+            uploads: crate::multipart::Uploads::default(),
         })
     }
 
@@ -169,6 +171,26 @@ impl State {
     /// about 100 MB.
     pub fn fill(&self, bucket: &str, n: usize, seed: u64) {
         self.store.fill(bucket, n, seed);
+    }
+
+    /// Multipart uploads: (in progress, completed, aborted).
+    pub fn multipart_counts(&self) -> (usize, u64, u64) {
+        self.uploads.counts()
+    }
+
+    /// An object's body and ETag (`None` if it does not exist).
+    pub fn object_body(&self, bucket: &str, key: &str) -> Option<(Vec<u8>, String)> {
+        let obj = self.store.get(bucket, key).ok()??;
+        Some((obj.body().to_vec(), obj.etag().into_owned()))
+    }
+
+    /// The keys of `bucket`, in order.
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        self.store
+            .with_bucket(bucket, |objects| {
+                objects.keys().map(|k| k.to_string()).collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Number of objects in `bucket` (0 if it does not exist).

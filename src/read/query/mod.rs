@@ -414,6 +414,11 @@ pub fn count_sql(sel: &Selection) -> String {
 }
 
 impl Selection {
+    /// Whether the selection reads versions (`--all-versions`).
+    pub fn versions(&self) -> bool {
+        self.versions
+    }
+
     /// `sql`, written for the current objects' tables, for the selection's.
     fn tables(&self, sql: String) -> String {
         if self.versions {
@@ -427,42 +432,21 @@ impl Selection {
 /// Runs `s3meta query`, writing to `out` (a terminal gets a table unless `--format` says).
 pub fn run(args: &QueryOptions, out: &mut dyn Write, terminal: bool) -> Result<()> {
     let format = args.format.unwrap_or(Format::default_for(terminal));
-    let filters = args
-        .filters
-        .iter()
-        .map(|f| Filter::parse(f))
-        .collect::<Result<Vec<_>, _>>()?;
+    let filters = parse_filters(&args.filters)?;
     let path = args.db.as_path();
     let conn = db::open_ro(path)?;
     if let Some(sql) = &args.sql {
         return run_sql(&conn, sql, args.limit, format, args.table, out);
     }
-    let scope = Scope {
-        bucket: args.bucket.clone(),
-        prefix: args.prefix.clone(),
-        include_gone: args.include_gone,
-        versions: args.all_versions,
-    };
-    let version_only = filters.iter().find_map(|f| match f {
-        Filter::Field {
-            field: field @ (Field::IsLatest | Field::DeleteMarker),
-            ..
-        } if !args.all_versions => Some(field.name()),
-        _ => None,
-    });
-    if let Some(name) = version_only {
-        return Err(Error::BadInput(format!(
-            "@{name} is a field of versions: add --all-versions (versions recorded by `s3meta scan --all-versions`)"
-        )));
-    }
+    check_version_fields(args, &filters)?;
     let db = |e| Error::db(path, e);
     if args.count {
         // No order to keep: the planner may start from whichever index it likes.
-        let n = count(&conn, &Selection::new(&scope, &filters, Plan::Index)).map_err(db)?;
+        let sel = Selection::new(&scope_of(args), &filters, Plan::Index);
+        let n = count(&conn, &sel).map_err(db)?;
         return writeln!(out, "{n}").map_err(Error::Output);
     }
-    let plan = choose_plan_in(&conn, &filters, args.all_versions).map_err(db)?;
-    let sel = Selection::new(&scope, &filters, plan);
+    let sel = selection(&conn, args, &filters)?;
     let fields = record(args.all_versions);
     let table: &[&str] = if filters.contains(&Filter::Error) {
         &TABLE_ERRORS
@@ -487,6 +471,50 @@ pub fn run(args: &QueryOptions, out: &mut dyn Write, terminal: bool) -> Result<(
         &shown,
         RowWriter::new(format, names, out).styled(args.table),
     )
+}
+
+fn scope_of(args: &QueryOptions) -> Scope {
+    Scope {
+        bucket: args.bucket.clone(),
+        prefix: args.prefix.clone(),
+        include_gone: args.include_gone,
+        versions: args.all_versions,
+    }
+}
+
+/// `@is_latest` and `@delete_marker` are fields of versions only.
+fn check_version_fields(args: &QueryOptions, filters: &[Filter]) -> Result<()> {
+    let version_only = filters.iter().find_map(|f| match f {
+        Filter::Field {
+            field: field @ (Field::IsLatest | Field::DeleteMarker),
+            ..
+        } if !args.all_versions => Some(field.name()),
+        _ => None,
+    });
+    match version_only {
+        Some(name) => Err(Error::BadInput(format!(
+            "@{name} is a field of versions: add --all-versions (versions recorded by `s3meta scan --all-versions`)"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The records `query` lists for these options (`--where` parsed into `filters`): the one
+/// selection behind `query` and `export`, so both select the same objects.
+pub fn selection(conn: &Connection, args: &QueryOptions, filters: &[Filter]) -> Result<Selection> {
+    check_version_fields(args, filters)?;
+    let plan = choose_plan_in(conn, filters, args.all_versions)
+        .map_err(|e| Error::db(args.db.as_path(), e))?;
+    Ok(Selection::new(&scope_of(args), filters, plan))
+}
+
+/// Parses `--where` expressions.
+pub fn parse_filters(exprs: &[String]) -> Result<Vec<Filter>> {
+    exprs
+        .iter()
+        .map(|f| Filter::parse(f))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Into::into)
 }
 
 /// The number of objects a selection matches.

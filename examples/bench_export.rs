@@ -1,0 +1,128 @@
+//! Export benchmark (issue 19; a measurement, not a test: it prints figures and asserts nothing).
+//!
+//! Builds an N-object database directly with SQL (as `bench_query`: one bucket, every object
+//! with an `owner`, 70% with a `project`, a third with a `checksum`), then exports it through the
+//! library (`s3meta::read::export::run`, as the binary calls it) as Parquet and as JSON lines,
+//! and prints rows/s, bytes per object of each output next to the SQLite file's, and the peak
+//! RSS of the process. Run with
+//! `cargo run --release --example bench_export [OBJECTS]` (default 1,000,000); BENCH_DB=PATH
+//! keeps the database between runs.
+
+use std::time::Instant;
+
+use s3meta::read::export::{self, ExportFormat, ExportOptions, parquet::RowGroupLimits};
+
+const DEFAULT_OBJECTS: u64 = 1_000_000;
+
+fn main() -> anyhow::Result<()> {
+    let n: u64 = match std::env::args().nth(1) {
+        Some(a) => a.parse()?,
+        None => DEFAULT_OBJECTS,
+    };
+    let dir = tempfile::tempdir()?;
+    let path = std::env::var_os("BENCH_DB").map_or(dir.path().join("bench.db"), Into::into);
+    let t = Instant::now();
+    if !path.exists() {
+        build(&path, n)?;
+    }
+    let db_size = std::fs::metadata(&path)?.len();
+    println!(
+        "database: {n} objects, {:.1} MB, {:.0} bytes/object (built in {:.1} s)",
+        db_size as f64 / 1e6,
+        db_size as f64 / n as f64,
+        t.elapsed().as_secs_f64()
+    );
+    for format in [ExportFormat::Parquet, ExportFormat::Jsonl] {
+        let out = dir.path().join(format!("{format:?}"));
+        let opts = ExportOptions {
+            db: path.clone(),
+            out: out.clone(),
+            format,
+            changes: false,
+            bucket: None,
+            prefix: None,
+            filters: Vec::new(),
+            include_gone: false,
+            all_versions: false,
+            since: None,
+            row_group: RowGroupLimits {
+                max_rows: export::ROW_GROUP_ROWS,
+                max_bytes: export::ROW_GROUP_BYTES,
+            },
+            file_rows: export::FILE_ROWS,
+            cancel: Default::default(),
+        };
+        let t = Instant::now();
+        let report = export::run(&opts)?;
+        let secs = t.elapsed().as_secs_f64();
+        let bytes: u64 = report.files.iter().map(|f| f.bytes).sum();
+        println!(
+            "export {format:?}: {} rows in {secs:.2} s = {:.0} rows/s, {} file(s), {:.1} MB = {:.1} bytes/object ({:.1}% of the SQLite file)",
+            report.rows,
+            report.rows as f64 / secs,
+            report.files.len(),
+            bytes as f64 / 1e6,
+            bytes as f64 / report.rows.max(1) as f64,
+            100.0 * bytes as f64 / db_size as f64
+        );
+        std::fs::remove_dir_all(&out)?;
+    }
+    let r = s3meta::model::stats::resources();
+    println!(
+        "peak RSS of the process {:.1} MB (database build included)",
+        r.peak_rss_bytes as f64 / 1e6
+    );
+    Ok(())
+}
+
+fn build(path: &std::path::Path, n: u64) -> anyhow::Result<()> {
+    let mut conn = s3meta::store::db::open_rw(path)?;
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO buckets (bucket_id, store, name) VALUES (1, 'http://bench', 'bench')",
+        [],
+    )?;
+    {
+        let mut obj = tx.prepare(
+            "INSERT INTO objects (object_id, bucket_id, key, state, list_etag, list_size, list_modified,
+                 list_storage_class, etag, size, last_modified, content_type, listed_scan, headed_scan, headed_at)
+             VALUES (?1, 1, ?2, 'ok', ?3, ?4, ?5, 'STANDARD', ?3, ?4, ?5, 'application/octet-stream', 1, 1, ?5)",
+        )?;
+        let mut meta =
+            tx.prepare("INSERT INTO metadata (object_id, name, value) VALUES (?1, ?2, ?3)")?;
+        for i in 0..n {
+            let id = i as i64 + 1;
+            let key = format!("data/{:02}/obj-{i:08}", i % 100);
+            let etag = format!("{:032x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let modified =
+                s3meta::model::timefmt::format_epoch(1_767_225_600 + (i as i64 % 86_400) * 300, 0);
+            obj.execute(rusqlite::params![
+                id,
+                key,
+                etag,
+                (i as i64 * 37) % 5000,
+                modified
+            ])?;
+            meta.execute(rusqlite::params![id, "owner", format!("user{}", i % 200)])?;
+            if let Some(p) = project(i) {
+                meta.execute(rusqlite::params![id, "project", p])?;
+            }
+            if i % 3 == 0 {
+                meta.execute(rusqlite::params![id, "checksum", &etag])?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// 70% of objects: apollo 40%, gemini 1%, mercury 0.01%, and 29% over 290 other values.
+fn project(i: u64) -> Option<String> {
+    match i % 10_000 {
+        0 => Some("mercury".into()),
+        r if r % 100 == 1 => Some("gemini".into()),
+        r if r % 10 < 4 => Some("apollo".into()),
+        r if r % 10 < 7 => Some(format!("p{}", r % 290)),
+        _ => None,
+    }
+}

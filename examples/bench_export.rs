@@ -12,32 +12,23 @@ use std::time::Instant;
 
 #[path = "support/index.rs"]
 mod index;
-use index::build;
+use index::Bench;
 
 use s3meta::read::export::{self, ExportFormat, ExportOptions, parquet::RowGroupLimits};
 
 const DEFAULT_OBJECTS: u64 = 1_000_000;
 
 fn main() -> anyhow::Result<()> {
-    let n: u64 = match std::env::args().nth(1) {
-        Some(a) => a.parse()?,
-        None => DEFAULT_OBJECTS,
-    };
-    let dir = tempfile::tempdir()?;
-    let path = std::env::var_os("BENCH_DB").map_or(dir.path().join("bench.db"), Into::into);
-    let t = Instant::now();
-    if !path.exists() {
-        build(&path, n)?;
-    }
-    let db_size = std::fs::metadata(&path)?.len();
+    let bench = Bench::open(DEFAULT_OBJECTS)?;
+    let (dir, path, n) = (bench.dir(), bench.path.clone(), bench.objects);
     println!(
         "database: {n} objects, {:.1} MB, {:.0} bytes/object (built in {:.1} s)",
-        db_size as f64 / 1e6,
-        db_size as f64 / n as f64,
-        t.elapsed().as_secs_f64()
+        bench.bytes as f64 / 1e6,
+        bench.bytes as f64 / n as f64,
+        bench.built_in.as_secs_f64()
     );
     for format in [ExportFormat::Parquet, ExportFormat::Jsonl] {
-        let out = dir.path().join(format!("{format:?}"));
+        let out = dir.join(format!("{format:?}"));
         let opts = ExportOptions {
             db: path.clone(),
             out: out.clone(),
@@ -67,7 +58,7 @@ fn main() -> anyhow::Result<()> {
             report.files.len(),
             bytes as f64 / 1e6,
             bytes as f64 / report.rows.max(1) as f64,
-            100.0 * bytes as f64 / db_size as f64
+            100.0 * bytes as f64 / bench.bytes as f64
         );
         std::fs::remove_dir_all(&out)?;
     }

@@ -9,7 +9,7 @@
 
 #[path = "support/index.rs"]
 mod index;
-use index::build;
+use index::Bench;
 use std::time::{Duration, Instant};
 
 use s3meta::read::names::NamesOptions;
@@ -21,22 +21,12 @@ const DEFAULT_OBJECTS: u64 = 1_000_000;
 const RUNS: usize = 7;
 
 fn main() -> anyhow::Result<()> {
-    let n: u64 = match std::env::args().nth(1) {
-        Some(a) => a.parse()?,
-        None => DEFAULT_OBJECTS,
-    };
-    // BENCH_DB=PATH keeps the database (built once) between runs.
-    let dir = tempfile::tempdir()?;
-    let path = std::env::var_os("BENCH_DB").map_or(dir.path().join("bench.db"), Into::into);
-    let t = Instant::now();
-    if !path.exists() {
-        build(&path, n)?;
-    }
-    let size = std::fs::metadata(&path)?.len();
+    let bench = Bench::open(DEFAULT_OBJECTS)?;
+    let (path, n) = (bench.path.clone(), bench.objects);
     println!(
         "built {n} objects in {:.1}s ({} MB)",
-        t.elapsed().as_secs_f64(),
-        size / 1_000_000
+        bench.built_in.as_secs_f64(),
+        bench.bytes / 1_000_000
     );
     let conn = s3meta::store::db::open_ro(&path)?;
     for filters in [

@@ -1,6 +1,7 @@
 //! The synthetic index of the query and export benchmarks: N objects under `data/NN/`, every
 //! one with an `owner` (200 values), 70% with a `project` (skewed: see `project`), a third
-//! with a unique `checksum`. Included by `bench_query.rs` and `bench_export.rs`.
+//! with a unique `checksum`, and the command line both take (`[OBJECTS]`, `BENCH_DB=PATH`).
+//! Included by `bench_query.rs` and `bench_export.rs`.
 
 /// Writes the index into a new database at `path`, in one transaction.
 pub fn build(path: &std::path::Path, n: u64) -> anyhow::Result<()> {
@@ -41,7 +42,52 @@ pub fn build(path: &std::path::Path, n: u64) -> anyhow::Result<()> {
         }
     }
     tx.commit()?;
+    // Folds the WAL into the file, so its size is the database's.
+    s3meta::store::db::close_rw(conn, path)?;
     Ok(())
+}
+
+/// The benchmark's database: N objects (the first argument, else `default`), built in a
+/// temporary directory, or kept at `BENCH_DB=PATH` (built once, reused by later runs).
+pub struct Bench {
+    /// Holds the temporary directory (and the database in it) for the benchmark's run.
+    dir: tempfile::TempDir,
+    pub path: std::path::PathBuf,
+    pub objects: u64,
+    /// The file's size in bytes.
+    pub bytes: u64,
+    /// How long building it took (zero when `BENCH_DB` already held it).
+    pub built_in: std::time::Duration,
+}
+
+impl Bench {
+    /// A scratch directory for the benchmark's own output.
+    #[allow(dead_code)] // bench_query writes no files
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    pub fn open(default: u64) -> anyhow::Result<Bench> {
+        let objects: u64 = match std::env::args().nth(1) {
+            Some(a) => a.parse()?,
+            None => default,
+        };
+        let dir = tempfile::tempdir()?;
+        let path = std::env::var_os("BENCH_DB").map_or(dir.path().join("bench.db"), Into::into);
+        let t = std::time::Instant::now();
+        if !path.exists() {
+            build(&path, objects)?;
+        }
+        let built_in = t.elapsed();
+        let bytes = std::fs::metadata(&path)?.len();
+        Ok(Bench {
+            dir,
+            path,
+            objects,
+            bytes,
+            built_in,
+        })
+    }
 }
 
 /// 70% of objects: apollo 40%, gemini 1%, mercury 0.01%, and 29% over 290 other values.

@@ -257,20 +257,12 @@ impl PartWriter {
         for buf in &mut self.buffers {
             match buf {
                 Buffer::Text { values, defs } => {
-                    let mut col = rg.next_column().map_err(pq)?.ok_or_else(missing)?;
-                    col.typed::<ByteArrayType>()
-                        .write_batch(values, Some(defs), None)
-                        .map_err(pq)?;
-                    col.close().map_err(pq)?;
+                    write_column::<ByteArrayType>(&mut rg, values, defs, None).map_err(pq)?;
                     values.clear();
                     defs.clear();
                 }
                 Buffer::Int { values, defs } => {
-                    let mut col = rg.next_column().map_err(pq)?.ok_or_else(missing)?;
-                    col.typed::<Int64Type>()
-                        .write_batch(values, Some(defs), None)
-                        .map_err(pq)?;
-                    col.close().map_err(pq)?;
+                    write_column::<Int64Type>(&mut rg, values, defs, None).map_err(pq)?;
                     values.clear();
                     defs.clear();
                 }
@@ -281,16 +273,10 @@ impl PartWriter {
                     value_defs,
                     reps,
                 } => {
-                    let mut col = rg.next_column().map_err(pq)?.ok_or_else(missing)?;
-                    col.typed::<ByteArrayType>()
-                        .write_batch(keys, Some(key_defs), Some(reps))
+                    write_column::<ByteArrayType>(&mut rg, keys, key_defs, Some(reps))
                         .map_err(pq)?;
-                    col.close().map_err(pq)?;
-                    let mut col = rg.next_column().map_err(pq)?.ok_or_else(missing)?;
-                    col.typed::<ByteArrayType>()
-                        .write_batch(values, Some(value_defs), Some(reps))
+                    write_column::<ByteArrayType>(&mut rg, values, value_defs, Some(reps))
                         .map_err(pq)?;
-                    col.close().map_err(pq)?;
                     keys.clear();
                     values.clear();
                     key_defs.clear();
@@ -348,8 +334,18 @@ fn shrink(buf: &mut Buffer) {
     }
 }
 
-fn missing() -> Error {
-    Error::Internal("parquet: fewer column writers than columns".into())
+/// Writes the row group's next column from its buffered values and levels.
+fn write_column<T: parquet::data_type::DataType>(
+    rg: &mut parquet::file::writer::SerializedRowGroupWriter<'_, BufWriter<File>>,
+    values: &[T::T],
+    defs: &[i16],
+    reps: Option<&[i16]>,
+) -> std::result::Result<(), ParquetError> {
+    let mut col = rg
+        .next_column()?
+        .ok_or_else(|| ParquetError::General("fewer column writers than columns".into()))?;
+    col.typed::<T>().write_batch(values, Some(defs), reps)?;
+    col.close()
 }
 
 fn parquet_error(path: &Path, source: ParquetError) -> Error {

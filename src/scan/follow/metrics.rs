@@ -91,23 +91,17 @@ impl FollowMetrics {
             MetricType::Gauge,
         );
         e.sample(name, &labels, live.report.lag_secs.unwrap_or(f64::NAN));
-        if let Some(depth) = live.queue_depth {
+        // One family, whichever source follows: the queue's own count, or the webhook's.
+        let depth = live
+            .queue_depth
+            .map(|d| ("Approximate messages waiting in the SQS queue.", d))
+            .or(live
+                .waiting
+                .map(|w| ("Webhook requests waiting for a commit.", w)));
+        if let Some((help, depth)) = depth {
             let name = "s3meta_follow_queue_depth";
-            e.family(
-                name,
-                "Approximate messages waiting in the SQS queue.",
-                MetricType::Gauge,
-            )
-            .sample(name, &labels, depth as f64);
-        }
-        if let Some(waiting) = live.waiting {
-            let name = "s3meta_follow_queue_depth";
-            e.family(
-                name,
-                "Webhook requests waiting for a commit.",
-                MetricType::Gauge,
-            )
-            .sample(name, &labels, waiting as f64);
+            e.family(name, help, MetricType::Gauge)
+                .sample(name, &labels, depth as f64);
         }
         e.histogram(
             "s3meta_follow_head_duration_seconds",

@@ -351,3 +351,102 @@ async fn a_same_second_rewrite_is_found_by_the_next_rescan() {
     env.scan(&env.config("bkt", "")).await.unwrap();
     assert_eq!(state.requests(Op::Head), 0);
 }
+
+/// Issue 15: a small target (under 20 pages: its full scan records no order) is rescanned
+/// with its pages only — no probe for the store's order — when no stored key lies on
+/// different sides of a page's bounds in byte and path order; in both kinds of store, and
+/// the rescan records exactly the night's changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_rescan_sends_only_its_pages_in_either_order() {
+    for path_order in [false, true] {
+        let env = Env::new().await;
+        // 9 pages of 10 under three directories, names without `/`-adjacent ambiguity.
+        let keys: Vec<String> = (0..90)
+            .map(|i| format!("d{}/obj-{i:03}.bin", i % 3))
+            .collect();
+        put_all(env.state(), &keys);
+        let night1 = reference(&env, "ref1.db").await;
+        env.state().set_path_order(path_order);
+        let cfg = s3meta::scan::ScanConfig {
+            page_size: 10,
+            ..env.config("bkt", "")
+        };
+        env.state().reset_counters();
+        env.scan(&cfg).await.unwrap();
+        assert_eq!(env.state().requests(Op::List), 9, "full scan: 9 pages");
+        assert_same_db(&env.db, &night1);
+
+        for (i, key) in keys.iter().enumerate().filter(|(i, _)| i % 7 == 0) {
+            assert!(env.state().delete_object("bkt", key));
+            env.state()
+                .put_object("bkt", &format!("d{}/new-{i:03}", i % 3), b"n", &[]);
+        }
+        let night2 = env.dir.path().join("ref2.db");
+        std::fs::copy(&night1, &night2).unwrap();
+        reference(&env, "ref2.db").await;
+        env.state().set_path_order(path_order);
+        env.state().reset_counters();
+        let rescan = env.scan(&cfg).await.unwrap();
+        assert_eq!(rescan.mode, s3meta::model::Mode::Rescan);
+        assert_eq!(
+            env.state().requests(Op::List),
+            9,
+            "rescan of 9 pages (path order: {path_order})"
+        );
+        assert_same_db(&env.db, &night2);
+        assert_eq!(
+            count(&env.db, "SELECT count(*) FROM objects WHERE state = 'gone'"),
+            13
+        );
+    }
+}
+
+/// Issue 15: a rescan whose stored key lies before a page's last key in one order and after
+/// it in the other (`k000/x` and `k000.y`) learns the store's order before committing that
+/// page. Committed in the guessed byte order, the deleted `k000/x` would fall in no page's
+/// window on a path-order store once the next page showed the order (`k001/a` before
+/// `k001.b`), and the index would keep it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_key_across_a_page_bound_makes_the_rescan_learn_the_order() {
+    for path_order in [true, false] {
+        let env = Env::new().await;
+        let night1: Vec<String> = ["a/0", "k000/x", "k001/a"].map(String::from).to_vec();
+        put_all(env.state(), &night1);
+        let ref1 = reference(&env, "ref1.db").await;
+        env.state().set_path_order(path_order);
+        let cfg = s3meta::scan::ScanConfig {
+            page_size: 2,
+            ..env.config("bkt", "")
+        };
+        env.scan(&cfg).await.unwrap();
+        assert_same_db(&env.db, &ref1);
+        assert_eq!(
+            column(
+                &env.db,
+                "SELECT coalesce(key_order, 'unknown') FROM buckets"
+            ),
+            ["unknown"],
+            "no pair of these keys shows the order"
+        );
+
+        assert!(env.state().delete_object("bkt", "k000/x"));
+        env.state().put_object("bkt", "k000.y", b"n", &[]);
+        env.state().put_object("bkt", "k001.b", b"n", &[]);
+        let ref2 = env.dir.path().join("ref2.db");
+        std::fs::copy(&ref1, &ref2).unwrap();
+        reference(&env, "ref2.db").await;
+        env.state().set_path_order(path_order);
+        env.state().reset_counters();
+        env.scan(&cfg).await.unwrap();
+        assert_same_db(&env.db, &ref2);
+        assert_eq!(
+            column(&env.db, "SELECT state FROM objects WHERE key = 'k000/x'"),
+            ["gone"],
+            "path order: {path_order}"
+        );
+        assert!(
+            env.state().requests(Op::List) > 2,
+            "2 pages and the order's probe"
+        );
+    }
+}

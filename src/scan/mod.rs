@@ -26,7 +26,7 @@ use crate::model::stats::{Snapshot, Stats};
 use crate::model::{HeadJob, Mode, ScanState, TagsMode, Target, WriterMsg};
 use crate::s3::client::S3;
 use crate::s3::head::HeadPool;
-use crate::s3::list::{FirstPage, Lister, Order};
+use crate::s3::list::{FirstPage, Lister, Order, StoredKeys};
 use crate::s3::rate::RateLimit;
 use crate::s3::retry::Policy;
 use crate::s3::wire::HeadTarget;
@@ -154,7 +154,7 @@ pub async fn run(
     let _ = stats.scan.set((plan.scan_id, plan.mode));
     let conn = tokio_rusqlite::Connection::from(conn);
     let work = cancel.child_token();
-    let order = Arc::new(order_of(cfg, &plan));
+    let order = Arc::new(order_of(cfg, &plan, &conn, db_path));
     let fatal = run_pipeline(
         cfg, s3.client, heads, db_path, &plan, &conn, &work, &stats, &order, first,
     )
@@ -301,9 +301,14 @@ async fn begin(
 }
 
 /// What the scan knows of the store's order at its start (see `list::Order`): the bucket's
-/// recorded order, whether pages need it established, a stored key to probe with, and the
-/// cuts to check against it.
-fn order_of(cfg: &ScanConfig, plan: &ScanPlan) -> Order {
+/// recorded order, the index's stored keys to check pages' windows against, a stored key to
+/// probe with, and the cuts to check against it.
+fn order_of(
+    cfg: &ScanConfig,
+    plan: &ScanPlan,
+    conn: &tokio_rusqlite::Connection,
+    db_path: &Path,
+) -> Order {
     let facts = &plan.order;
     let target = &cfg.target;
     let own = [&target.start_after, &target.end_key];
@@ -320,12 +325,38 @@ fn order_of(cfg: &ScanConfig, plan: &ScanPlan) -> Order {
             }
         }
     }
-    let needed = facts.stored || !cuts.is_empty();
     // A plan line says the order its plan established (and the listing then confirms it).
     let known = facts
         .known
         .or(cfg.bounds_order.filter(|_| target.is_bounded()));
-    Order::for_scan(known, needed, facts.anchor.clone(), cuts)
+    let stored = facts
+        .stored
+        .then(|| stored_keys(conn, db_path, plan, &target.prefix));
+    Order::for_scan(known, stored, facts.anchor.clone(), cuts)
+}
+
+/// The index's answer to whether a page's window depends on the order (`scans::stored_across`),
+/// on the scan's connection.
+fn stored_keys(
+    conn: &tokio_rusqlite::Connection,
+    db_path: &Path,
+    plan: &ScanPlan,
+    prefix: &str,
+) -> StoredKeys {
+    let (conn, path) = (conn.clone(), db_path.to_path_buf());
+    let (versions, bucket_id, prefix) = (plan.versions, plan.bucket_id, prefix.to_string());
+    StoredKeys(Arc::new(move |bounds| {
+        let (conn, path, prefix) = (conn.clone(), path.clone(), prefix.clone());
+        Box::pin(async move {
+            let p = path.clone();
+            conn.call(move |c| {
+                scans::stored_across(c, versions, bucket_id, &prefix, &bounds)
+                    .map_err(|e| Error::db(&p, e))
+            })
+            .await
+            .map_err(|e| Error::from_async_db(&path, e))
+        })
+    }))
 }
 
 /// Starts every stage and waits for all of them; returns the first fatal error.
@@ -424,10 +455,11 @@ async fn run_pipeline(
 }
 
 /// Where a new rescan of a target starts cut: at quantiles of the keys it held at the last
-/// scan, one range per `PAGES_PER_EXTRA_RANGE` pages of them, at most `--list-parallelism`
-/// (issue 15: no probe, at most one partial page per extra range). Only with the store's
-/// order known (the rescan has just established it if its keys can show it), so the cuts
-/// are compared as the store lists.
+/// scan, one range per whole `PAGES_PER_EXTRA_RANGE` pages of them, at most
+/// `--list-parallelism` (issue 15: no probe, at most one partial page per extra range). Only
+/// in the store's order, so the cuts are compared as the store lists: a scan of 20 pages or
+/// more has recorded it (`Order::resolve_after_listing`); otherwise the rescan learns it
+/// first (two probes), and only if it is to be cut.
 async fn planned_cuts(
     cfg: &ScanConfig,
     plan: &ScanPlan,
@@ -439,25 +471,44 @@ async fn planned_cuts(
     // splitter cuts it as a full scan's.
     let fresh =
         plan.mode == Mode::Rescan && !plan.resumed && plan.ranges.len() == 1 && !plan.versions;
-    let (Some(order), true) = (lister.order.known(), fresh && !cfg.target.is_bounded()) else {
+    if !fresh || cfg.target.is_bounded() {
         return Ok(None);
-    };
+    }
     let range_plan = scans::RangePlan {
         max_ranges: cfg.list_parallelism,
         keys_per_range: cfg.page_size.max(1) as u64 * PAGES_PER_EXTRA_RANGE,
     };
-    let (bucket_id, prefix, path) = (
-        plan.bucket_id,
-        cfg.target.prefix.clone(),
-        db_path.to_path_buf(),
-    );
-    let cuts = conn
-        .call(move |c| {
-            scans::stored_quantiles(c, bucket_id, &prefix, order, range_plan)
-                .map_err(|e| Error::db(&path, e))
-        })
-        .await
-        .map_err(|e| Error::from_async_db(db_path, e))?;
+    let quantiles = |order: KeyOrder| {
+        let (bucket_id, prefix, path) = (
+            plan.bucket_id,
+            cfg.target.prefix.clone(),
+            db_path.to_path_buf(),
+        );
+        async move {
+            conn.call(move |c| {
+                scans::stored_quantiles(c, bucket_id, &prefix, order, range_plan)
+                    .map_err(|e| Error::db(&path, e))
+            })
+            .await
+            .map_err(|e| Error::from_async_db(db_path, e))
+        }
+    };
+    let order = match lister.order.known() {
+        Some(order) => order,
+        None => {
+            // Cut only in the store's order: learn it first, if the target is large enough
+            // to be cut at all (the count does not depend on the order).
+            if quantiles(KeyOrder::Byte).await?.is_empty() {
+                return Ok(None);
+            }
+            lister.order.resolve_anchor(lister).await?;
+            match lister.order.known() {
+                Some(order) => order,
+                None => return Ok(None),
+            }
+        }
+    };
+    let cuts = quantiles(order).await?;
     Ok((!cuts.is_empty()).then_some((order, cuts)))
 }
 
@@ -532,9 +583,13 @@ async fn produce(
     jobs_tx: mpsc::Sender<HeadJob>,
     work: &CancellationToken,
 ) -> Result<(), Error> {
-    // The order first: the owed HEADs are found by key ranges, and the cuts are checked.
+    // The order first where ranges have bounds: the owed HEADs are found by key ranges, and
+    // the cuts are checked. An unbounded target learns it only if a page needs it (`settle`)
+    // or its rescan is cut (`planned_cuts`).
     lister.order.check_cuts(&lister)?;
-    lister.order.resolve_anchor(&lister).await?;
+    if lister.order.bounded {
+        lister.order.resolve_anchor(&lister).await?;
+    }
     // A new rescan starts cut where the stored keys say; otherwise parallel listing starts
     // from the scan's ranges as they are, and `Listing` splits large ones within its budget.
     let ranges = match planned_cuts(cfg, plan, conn, db_path, &lister).await? {

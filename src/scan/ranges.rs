@@ -253,6 +253,24 @@ impl Listing {
             // A probe showed the order: the cuts were compared in another. Cut afresh.
             return Ok(Vec::new());
         }
+        // Cuts in a guessed order are made where both orders agree on the listed keys
+        // (`probe`), but a stored key may still lie on different sides of one in the two:
+        // then the order is learnt first (cut afresh), or the range is left whole.
+        let prefix = &self.lister.prefix;
+        if known.is_none()
+            && self
+                .lister
+                .order
+                .stored_across(prefix, cuts.iter().map(String::as_str))
+                .await?
+        {
+            self.lister.order.resolve_anchor(&self.lister).await?;
+            if self.lister.order.known().is_none() {
+                let mut c = victim.lock().await;
+                c.split_tried_at = Some(c.pages);
+            }
+            return Ok(Vec::new());
+        }
         let order = self.lister.order.current();
         let seen = self.lister.witnesses.take();
         let mut c = victim.lock().await;

@@ -267,6 +267,59 @@ pub struct StoredCut {
     pub next: String,
 }
 
+/// Bound positions a stored key is compared at before the answer is "maybe" (a probe for
+/// the order, two LISTs, costs less than thousands of index seeks).
+const MAX_ACROSS_POSITIONS: usize = 64;
+
+/// Whether a stored (not gone) key of the target lies on one side of one of `bounds` in S3's
+/// byte order and on the other in path-component order. The two orders differ on a pair of
+/// keys exactly where, after their common head, one has `/` and the other a byte below it;
+/// so for each position of a bound holding `/`, the keys that share its head and continue
+/// below `/`, and for each position holding a byte below `/`, the keys that share its head
+/// and continue with `/` — one index seek each (bounded: `MAX_ACROSS_POSITIONS`).
+pub fn stored_across(
+    conn: &Connection,
+    versions: bool,
+    bucket_id: i64,
+    prefix: &str,
+    bounds: &[String],
+) -> rusqlite::Result<bool> {
+    // Keys sharing `head` that continue below `/`: (head, head + "/"); keys under `head/`:
+    // [head + "/", head + "0") ('0' follows '/').
+    let exists = |cmp: &str| {
+        tables(
+            versions,
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM objects WHERE bucket_id = ?1 AND key {cmp} ?2
+                   AND key < ?3 AND state != {})",
+                ObjectState::Gone.sql()
+            ),
+        )
+    };
+    let (below, under) = (exists(">"), exists(">="));
+    let mut seeks = 0;
+    for bound in bounds {
+        for (at, &b) in bound.as_bytes().iter().enumerate().skip(prefix.len()) {
+            // `/` and the bytes below it are ASCII: `head` ends on a character boundary.
+            let head = &bound[..at];
+            let (sql, low, high) = match b {
+                b'/' => (&below, head.to_string(), format!("{head}/")),
+                b if b < b'/' => (&under, format!("{head}/"), format!("{head}0")),
+                _ => continue,
+            };
+            seeks += 1;
+            if seeks > MAX_ACROSS_POSITIONS {
+                return Ok(true);
+            }
+            let mut stmt = conn.prepare_cached(sql)?;
+            if stmt.query_row(params![bucket_id, low, high], |r| r.get::<_, bool>(0))? {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
 /// Increasing stored keys of the target's prefix that cut it into `plan`'s number of ranges
 /// of about as many stored keys each, compared in `order`: one pass over the target's index
 /// entries. Deleted objects (`gone`) are not counted: the store no longer lists them.
@@ -290,7 +343,14 @@ pub fn stored_quantiles(
     let stored: i64 = conn.query_row(&format!("SELECT count(*) {live}"), args.as_slice(), |r| {
         r.get(0)
     })?;
-    let ranges = (stored as u64 / plan.keys_per_range.max(1)).saturating_add(1);
+    // A target under two `keys_per_range` is listed whole: a second stream would save little
+    // (well under a second of round trips), and cutting needs the store's order, which only
+    // a scan of 20 pages or more records (`Order::resolve_after_listing`).
+    let per = plan.keys_per_range.max(1);
+    let ranges = match stored as u64 / per {
+        0 | 1 => 1,
+        n => n + 1,
+    };
     let ranges = ranges.min(plan.max_ranges as u64) as i64;
     if ranges <= 1 {
         return Ok(Vec::new());

@@ -30,7 +30,7 @@ mod xml;
 pub use decode::VersionMarker;
 pub use decode::url_decode;
 use decode::{decode_keys, decode_page, decode_versions};
-pub use order::Order;
+pub use order::{Order, StoredKeys};
 pub(crate) use xml::entity;
 
 /// What every range of one scan lists with.
@@ -225,10 +225,10 @@ impl<'a> Pages<'a> {
 
 impl Lister {
     /// Drops what a StartAfter listed up to the key meant, checks the page's order (learning
-    /// the store's from it), and establishes the order before a page that needs it commits:
-    /// one holding a key with `/` after the prefix (or the first page, when a stored key
-    /// has one) while the target held objects before or has bounds — unless the page is the
-    /// whole range, whose window is everything.
+    /// the store's from it), and establishes the order before a page that needs it commits
+    /// (`Order::page_needs_order`: the target has bounds, or a stored key lies on different
+    /// sides of the page's bounds in the two orders) — unless the page is the whole range,
+    /// whose window is everything.
     pub async fn settle(
         &self,
         page: &mut Page,
@@ -265,7 +265,12 @@ impl Lister {
         if let Some(o) = listed {
             self.order.remember(&o.key);
         }
-        if !self.order.needed || (first && !page.truncated) {
+        if first && !page.truncated {
+            return Ok(()); // the whole range: its window is everything
+        }
+        let last = page.entries.last().map(|o| o.key.as_str());
+        let bounds = [prev, last.filter(|_| page.truncated)];
+        if !self.order.page_needs_order(&self.prefix, bounds).await? {
             return Ok(());
         }
         if let Some(o) = listed {

@@ -10,7 +10,9 @@
 //! order, which agrees with path order on every key seen so far — and the scan asks for the
 //! order (`resolve`) before committing anything whose meaning would differ (see `Lister::settle`, called by `scan::lister::run`).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
 
 use crate::error::Error;
 use crate::keys::{KeyOrder, path_cmp};
@@ -23,9 +25,13 @@ pub struct Order {
     known: Mutex<Option<KeyOrder>>,
     /// Serializes probes: ranges needing the order wait for one resolution.
     probing: tokio::sync::Mutex<()>,
-    /// Pages must not be committed under a guessed order when they hold a key with `/` after
-    /// the prefix: the target held objects before (deletion windows) or has bounds.
-    pub needed: bool,
+    /// The target has bounds (its own, or ranges cut at its start): a page holding a key with
+    /// `/` after the prefix is not committed under a guessed order, since where a bound
+    /// clips it would differ.
+    pub bounded: bool,
+    /// The target held objects before: a page's deletion window is then read in the order,
+    /// and must not be read under a guessed one where that would change what it holds.
+    pub stored: Option<StoredKeys>,
     /// A stored key with `/` after the prefix, to probe with before the first page commits.
     pub anchor: Mutex<Option<String>>,
     /// The bounds of the scan's key ranges (its own, from a plan line, and its splits) with
@@ -35,6 +41,21 @@ pub struct Order {
     /// A listed key with `/` after the prefix, kept while the order is not known: the probe
     /// at the end of a large scan (`resolve_after_listing`) starts from it.
     seen: Mutex<Option<String>>,
+}
+
+/// Asks the index whether a stored key of the target lies on one side of a bound in byte
+/// order and on the other in path order (`store::scans::stored_across`): only then does a
+/// page's deletion window depend on the order. Given the bounds, answers `true` if one does.
+#[derive(Clone)]
+pub struct StoredKeys(
+    #[allow(clippy::type_complexity)]
+    pub  Arc<dyn Fn(Vec<String>) -> BoxFuture<'static, Result<bool, Error>> + Send + Sync>,
+);
+
+impl std::fmt::Debug for StoredKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoredKeys")
+    }
 }
 
 /// What a probe found out.
@@ -56,12 +77,13 @@ impl Order {
     /// What a scan starts with: see the fields.
     pub fn for_scan(
         known: Option<KeyOrder>,
-        needed: bool,
+        stored: Option<StoredKeys>,
         anchor: Option<String>,
         cuts: Vec<(KeyOrder, String)>,
     ) -> Order {
         Order {
-            needed,
+            bounded: !cuts.is_empty(),
+            stored,
             anchor: Mutex::new(anchor),
             cuts,
             ..Order::new(known)
@@ -154,6 +176,48 @@ impl Order {
             prev = Some(key);
         }
         Ok(())
+    }
+
+    /// Whether a page between `bounds` (the key before it, and its last key unless it ends
+    /// the listing) must wait for the order before it commits: while the order is unknown,
+    /// when the target is bounded, or when a stored key lies between the bounds in one order
+    /// and not in the other. A page whose window holds the same stored keys in both orders
+    /// commits the same rows in both (its listed keys are in both orders, `observe`), so a
+    /// rescan of a small target never probes for the order unless its stored keys need it.
+    pub async fn page_needs_order(
+        &self,
+        prefix: &str,
+        bounds: [Option<&str>; 2],
+    ) -> Result<bool, Error> {
+        if self.known().is_some() {
+            return Ok(false);
+        }
+        if self.bounded {
+            return Ok(true);
+        }
+        self.stored_across(prefix, bounds.into_iter().flatten())
+            .await
+    }
+
+    /// Whether a stored key lies on one side of one of `bounds` in byte order and on the
+    /// other in path order (`StoredKeys`); `false` when the target held nothing before.
+    pub async fn stored_across<'b>(
+        &self,
+        prefix: &str,
+        bounds: impl IntoIterator<Item = &'b str>,
+    ) -> Result<bool, Error> {
+        let Some(stored) = &self.stored else {
+            return Ok(false);
+        };
+        let bounds: Vec<String> = bounds
+            .into_iter()
+            .filter(|b| !KeyOrder::is_neutral(b.get(prefix.len()..).unwrap_or(b)))
+            .map(str::to_string)
+            .collect();
+        if bounds.is_empty() {
+            return Ok(false);
+        }
+        (stored.0)(bounds).await
     }
 
     /// Keeps the first listed key with `/` after the prefix while the order is not known.

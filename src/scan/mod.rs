@@ -26,7 +26,7 @@ use crate::model::stats::{Snapshot, Stats};
 use crate::model::{HeadJob, Mode, ScanState, TagsMode, Target, WriterMsg};
 use crate::s3::client::S3;
 use crate::s3::head::HeadPool;
-use crate::s3::list::{FirstPage, Lister, Order, StoredKeys};
+use crate::s3::list::{FirstPage, Lister, Order, StoredAcross};
 use crate::s3::rate::RateLimit;
 use crate::s3::retry::Policy;
 use crate::s3::wire::HeadTarget;
@@ -331,21 +331,21 @@ fn order_of(
         .or(cfg.bounds_order.filter(|_| target.is_bounded()));
     let stored = facts
         .stored
-        .then(|| stored_keys(conn, db_path, plan, &target.prefix));
+        .then(|| stored_across(conn, db_path, plan, &target.prefix));
     Order::for_scan(known, stored, facts.anchor.clone(), cuts)
 }
 
 /// The index's answer to whether a page's window depends on the order (`scans::stored_across`),
 /// on the scan's connection.
-fn stored_keys(
+fn stored_across(
     conn: &tokio_rusqlite::Connection,
     db_path: &Path,
     plan: &ScanPlan,
     prefix: &str,
-) -> StoredKeys {
+) -> StoredAcross {
     let (conn, path) = (conn.clone(), db_path.to_path_buf());
     let (versions, bucket_id, prefix) = (plan.versions, plan.bucket_id, prefix.to_string());
-    StoredKeys(Arc::new(move |bounds| {
+    StoredAcross(Arc::new(move |bounds| {
         let (conn, path, prefix) = (conn.clone(), path.clone(), prefix.clone());
         Box::pin(async move {
             let p = path.clone();
@@ -493,23 +493,22 @@ async fn planned_cuts(
             .map_err(|e| Error::from_async_db(db_path, e))
         }
     };
-    let order = match lister.order.known() {
-        Some(order) => order,
-        None => {
-            // Cut only in the store's order: learn it first, if the target is large enough
-            // to be cut at all (the count does not depend on the order).
-            if quantiles(KeyOrder::Byte).await?.is_empty() {
-                return Ok(None);
-            }
-            lister.order.resolve_anchor(lister).await?;
-            match lister.order.known() {
-                Some(order) => order,
-                None => return Ok(None),
-            }
-        }
-    };
-    let cuts = quantiles(order).await?;
-    Ok((!cuts.is_empty()).then_some((order, cuts)))
+    if let Some(order) = lister.order.known() {
+        let cuts = quantiles(order).await?;
+        return Ok((!cuts.is_empty()).then_some((order, cuts)));
+    }
+    // Cut only in the store's order: learn it first, if the target is large enough to be
+    // cut at all (the count does not depend on the order).
+    let byte = quantiles(KeyOrder::Byte).await?;
+    if byte.is_empty() {
+        return Ok(None);
+    }
+    lister.order.resolve_anchor(lister).await?;
+    match lister.order.known() {
+        Some(KeyOrder::Byte) => Ok(Some((KeyOrder::Byte, byte))),
+        Some(order) => Ok(Some((order, quantiles(order).await?))),
+        None => Ok(None),
+    }
 }
 
 /// A versions scan's check of the store: every current object ListObjectsV2 lists has a

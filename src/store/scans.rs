@@ -59,8 +59,8 @@ pub struct OrderFacts {
     /// The order this scan's ranges were cut in (`None`: uncut, or cut assuming byte order
     /// by an older release).
     pub cut_in: Option<KeyOrder>,
-    /// The target held objects before this run: each page's deletion window then depends on
-    /// the order, which must be known before the first page that could tell the two apart.
+    /// The target held objects before this run: a page's deletion window then depends on the
+    /// order where a stored key lies across one of its bounds (`stored_across`).
     pub stored: bool,
     /// A stored key of the target with `/` after the prefix, to probe the order with when
     /// it is not known.

@@ -169,7 +169,7 @@ impl Frontend {
             prefix,
             markers,
             max_keys,
-            self.state.lossy_version_pages(),
+            (self.state.lossy_version_pages(), self.state.path_order()),
         ) {
             Err(_) => error_response(404, info, false, false),
             Ok(page) => {

@@ -129,7 +129,7 @@ pub(crate) fn list_page_by_path(objects: &Bucket, req: &ListRequest<'_>) -> Page
 }
 
 /// Byte order with `/` below every other byte: path components compared one by one.
-fn path_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+pub(crate) fn path_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     let rank = |b: &u8| if *b == b'/' { 0 } else { u16::from(*b) + 1 };
     a.as_bytes()
         .iter()

@@ -209,7 +209,8 @@ impl State {
 
     /// `true`: list as SeaweedFS does — keys in path-component order (`/` before every other
     /// character: `a, a/b, a!x, a.c, a0`), and StartAfter=S skipping the keys under `S/`
-    /// unless S ends with `/` (see `listing::list_page_by_path`). Default `false` (S3).
+    /// unless S ends with `/` (see `listing::list_page_by_path`); ListObjectVersions pages
+    /// list their keys in path order too. Default `false` (S3).
     pub fn set_path_order(&self, on: bool) {
         self.path_order.store(on, Ordering::SeqCst);
     }

@@ -406,13 +406,14 @@ impl Store {
         prefix: &str,
         markers: (Option<&str>, Option<&str>),
         max_keys: usize,
-        lossy: bool,
+        lossy_by_path: (bool, bool),
     ) -> Result<crate::versions::VersionsPage, NoSuchBucket> {
         let buckets = self.read();
         let objects = buckets.get(bucket).ok_or(NoSuchBucket)?;
         let history = self.read_history();
-        let page =
-            |h: &History| crate::versions::page(h, prefix, markers.0, markers.1, max_keys, lossy);
+        let page = |h: &History| {
+            crate::versions::page(h, prefix, markers.0, markers.1, max_keys, lossy_by_path)
+        };
         Ok(match history.get(bucket) {
             Some(h) => page(h),
             None => {

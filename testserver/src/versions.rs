@@ -40,7 +40,7 @@ pub(crate) fn page(
     key_marker: Option<&str>,
     version_marker: Option<&str>,
     max_keys: usize,
-    lossy: bool,
+    (lossy, by_path): (bool, bool),
 ) -> VersionsPage {
     let mut page = VersionsPage::default();
     // `State::set_lossy_version_pages`: a continued page drops the first key it reaches.
@@ -56,10 +56,26 @@ pub(crate) fn page(
         Bound::Unbounded => Bound::Included(prefix),
         other => other,
     };
-    for (key, versions) in history.range::<str, _>((lower, Bound::Unbounded)) {
-        if !key.starts_with(prefix) {
-            break;
-        }
+    let keys: Vec<(&Box<str>, &Vec<Version>)> = if by_path {
+        // `State::set_path_order`: the keys in path-component order, as SeaweedFS lists.
+        let mut keys: Vec<_> = history
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, _)| match lower {
+                Bound::Included(m) => crate::listing::path_cmp(m, k).is_le(),
+                Bound::Excluded(m) => crate::listing::path_cmp(m, k).is_lt(),
+                Bound::Unbounded => true,
+            })
+            .collect();
+        keys.sort_by(|a, b| crate::listing::path_cmp(&a.0[..], &b.0[..]));
+        keys
+    } else {
+        history
+            .range::<str, _>((lower, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .collect()
+    };
+    for (key, versions) in keys {
         if drop_next_key && key_marker != Some(&**key) {
             drop_next_key = false;
             continue;

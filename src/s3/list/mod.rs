@@ -30,7 +30,7 @@ mod xml;
 pub use decode::VersionMarker;
 pub use decode::url_decode;
 use decode::{decode_keys, decode_page, decode_versions};
-pub use order::{Order, StoredKeys};
+pub use order::{Order, StoredAcross};
 pub(crate) use xml::entity;
 
 /// What every range of one scan lists with.
@@ -265,19 +265,41 @@ impl Lister {
         if let Some(o) = listed {
             self.order.remember(&o.key);
         }
-        if first && !page.truncated {
+        if first && !page.truncated && (prev.is_none() || self.order.bounded) {
             return Ok(()); // the whole range: its window is everything
         }
+        // The window's end is the last complete key (a versions page can end inside a key,
+        // `Page::partial`); the last listed one is checked too.
         let last = page.entries.last().map(|o| o.key.as_str());
-        let bounds = [prev, last.filter(|_| page.truncated)];
-        if !self.order.page_needs_order(&self.prefix, bounds).await? {
+        let complete = page
+            .entries
+            .iter()
+            .rev()
+            .map(|o| o.key.as_str())
+            .find(|k| page.partial.as_deref() != Some(*k));
+        let ends = [last, complete].map(|k| k.filter(|_| page.truncated));
+        if !self
+            .order
+            .page_needs_order(&self.prefix, [prev, ends[0], ends[1]])
+            .await?
+        {
             return Ok(());
         }
+        // Around a key with `/`: one this page lists (it exists), else the key before the
+        // page, one listed earlier, or a stored one (each may be gone: two probes).
         if let Some(o) = listed {
             return self.order.resolve(self, &o.key, true).await;
         }
-        self.order.resolve_anchor(self).await?;
-        Ok(())
+        let earlier = prev
+            .filter(|p| order::directory_of(p, from).is_some())
+            .map(str::to_string);
+        for key in [earlier, self.order.seen_key()].into_iter().flatten() {
+            self.order.resolve(self, &key, false).await?;
+            if self.order.known().is_some() {
+                return Ok(());
+            }
+        }
+        self.order.resolve_anchor(self).await
     }
 
     /// Establishes the store's order from the first page or, when it does not show it, a

@@ -25,14 +25,13 @@ pub struct Order {
     known: Mutex<Option<KeyOrder>>,
     /// Serializes probes: ranges needing the order wait for one resolution.
     probing: tokio::sync::Mutex<()>,
-    /// The target has bounds (its own, or ranges cut at its start): a page holding a key with
-    /// `/` after the prefix is not committed under a guessed order, since where a bound
-    /// clips it would differ.
+    /// The target has bounds (its own, or ranges cut at its start): no page but a whole range
+    /// is committed under a guessed order, since where a bound clips would differ.
     pub bounded: bool,
     /// The target held objects before: a page's deletion window is then read in the order,
     /// and must not be read under a guessed one where that would change what it holds.
-    pub stored: Option<StoredKeys>,
-    /// A stored key with `/` after the prefix, to probe with before the first page commits.
+    pub stored: Option<StoredAcross>,
+    /// A stored key with `/` after the prefix, to probe with when nothing listed has one.
     pub anchor: Mutex<Option<String>>,
     /// The bounds of the scan's key ranges (its own, from a plan line, and its splits) with
     /// the order each was cut in: a cut made in another order than the store's is refused,
@@ -47,14 +46,14 @@ pub struct Order {
 /// order and on the other in path order (`store::scans::stored_across`): only then does a
 /// page's deletion window depend on the order. Given the bounds, answers `true` if one does.
 #[derive(Clone)]
-pub struct StoredKeys(
+pub struct StoredAcross(
     #[allow(clippy::type_complexity)]
     pub  Arc<dyn Fn(Vec<String>) -> BoxFuture<'static, Result<bool, Error>> + Send + Sync>,
 );
 
-impl std::fmt::Debug for StoredKeys {
+impl std::fmt::Debug for StoredAcross {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StoredKeys")
+        f.write_str("StoredAcross")
     }
 }
 
@@ -77,7 +76,7 @@ impl Order {
     /// What a scan starts with: see the fields.
     pub fn for_scan(
         known: Option<KeyOrder>,
-        stored: Option<StoredKeys>,
+        stored: Option<StoredAcross>,
         anchor: Option<String>,
         cuts: Vec<(KeyOrder, String)>,
     ) -> Order {
@@ -178,16 +177,16 @@ impl Order {
         Ok(())
     }
 
-    /// Whether a page between `bounds` (the key before it, and its last key unless it ends
-    /// the listing) must wait for the order before it commits: while the order is unknown,
-    /// when the target is bounded, or when a stored key lies between the bounds in one order
-    /// and not in the other. A page whose window holds the same stored keys in both orders
+    /// Whether a page between `bounds` (the key before it, and its last keys unless it ends
+    /// the listing) must wait for the order before it commits, which is unknown yet: when the
+    /// target is bounded, or when a stored key lies between the bounds in one order and not
+    /// in the other. A page whose window holds the same stored keys in both orders
     /// commits the same rows in both (its listed keys are in both orders, `observe`), so a
     /// rescan of a small target never probes for the order unless its stored keys need it.
     pub async fn page_needs_order(
         &self,
         prefix: &str,
-        bounds: [Option<&str>; 2],
+        bounds: [Option<&str>; 3],
     ) -> Result<bool, Error> {
         if self.known().is_some() {
             return Ok(false);
@@ -200,7 +199,7 @@ impl Order {
     }
 
     /// Whether a stored key lies on one side of one of `bounds` in byte order and on the
-    /// other in path order (`StoredKeys`); `false` when the target held nothing before.
+    /// other in path order (`StoredAcross`); `false` when the target held nothing before.
     pub async fn stored_across<'b>(
         &self,
         prefix: &str,
@@ -228,10 +227,15 @@ impl Order {
         }
     }
 
+    /// The listed key `remember` kept, if any.
+    pub fn seen_key(&self) -> Option<String> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// After a scan listed `pages` pages without the order showing: establishes it with a
     /// probe around a listed key when that costs at most a tenth of the pages (two one-key
     /// LISTs, so from `ORDER_PROBE_MIN_PAGES`), so the target's next rescan — which needs the
-    /// order as soon as it holds stored keys — sends none. Returns the order if it was learnt
+    /// order to be cut (`scan::planned_cuts`) — sends none. Returns the order if it was learnt
     /// now.
     pub async fn resolve_after_listing(
         &self,

@@ -424,3 +424,52 @@ async fn a_rescan_starts_cut_at_stored_keys_and_equals_a_single_stream() {
         3 * 3 + 4
     );
 }
+
+/// HEAD answers waiting for a busy writer count against the pool's bound: with a writer that
+/// takes one answer and no more, the pool sends `IN_PROGRESS_PER_SLOT × concurrency` + 1
+/// HEADs and stops (it used to go on through every queued job, holding each answer: 111 MB at
+/// a million objects when 16 listing streams outran the writer). The half second only bounds
+/// how long a HEAD that must not come is waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_waiting_for_the_writer_bound_the_heads_sent() {
+    let env = Env::new().await;
+    fill(env.state(), "bkt", "", 200);
+    let cancel = CancellationToken::new();
+    let pool = Arc::new(s3meta::s3::head::HeadPool {
+        target: env.s3().head_target("bkt").await.unwrap(),
+        concurrency: 2,
+        policy: env.config("bkt", "").policy,
+        stats: Arc::new(Stats::default()),
+        cancel: cancel.clone(),
+        rate: None,
+        grace: std::time::Duration::from_millis(10),
+        read_tags: false,
+        tags_refused: Default::default(),
+        checksum_refused: Default::default(),
+        trust_tag_count: false,
+        latency: None,
+    });
+    let (jobs_tx, jobs_rx) = tokio::sync::mpsc::channel(200);
+    for i in 0..200 {
+        let job = s3meta::model::HeadJob {
+            object_id: i + 1,
+            key: format!("obj-{i:05}"),
+            version_id: None,
+            work: s3meta::model::Work::Head,
+        };
+        jobs_tx.send(job).await.unwrap();
+    }
+    let (results_tx, _unread) = tokio::sync::mpsc::channel(1);
+    let run = tokio::spawn(pool.run(jobs_rx, results_tx));
+    let bound = 2 * 4 + 1;
+    env.state().wait_for_requests(Some(Op::Head), bound).await;
+    let more = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        env.state().wait_for_requests(Some(Op::Head), bound + 1),
+    )
+    .await;
+    assert!(more.is_err(), "a HEAD beyond the bound was sent");
+    cancel.cancel();
+    run.await.unwrap();
+    assert_eq!(env.state().requests(Op::Head), bound);
+}

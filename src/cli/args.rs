@@ -156,6 +156,14 @@ pub struct DbArgs {
     pub db: PathBuf,
 }
 
+/// The database of `forget`, which changes one but never creates it.
+#[derive(Debug, Args)]
+pub struct EditDbArgs {
+    /// The SQLite database to change (written by `s3meta scan`; it must exist).
+    #[arg(long, env = "S3META_DB", default_value = "s3meta.db")]
+    pub db: PathBuf,
+}
+
 /// The database of commands that only read it: it must exist.
 #[derive(Debug, Args)]
 pub struct ReadDbArgs {
@@ -446,7 +454,7 @@ pub struct ForgetArgs {
     #[arg(value_name = "S3_URL")]
     pub url: Option<String>,
     #[command(flatten)]
-    pub db: DbArgs,
+    pub db: EditDbArgs,
     /// The store the bucket was scanned at, resolved as `scan` does (flag, AWS_ENDPOINT_URL_S3,
     /// AWS_ENDPOINT_URL, the profile's endpoint). Default: AWS.
     #[arg(long, value_name = "URL")]

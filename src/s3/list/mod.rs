@@ -293,7 +293,7 @@ impl Lister {
         let earlier = prev
             .filter(|p| order::directory_of(p, from).is_some())
             .map(str::to_string);
-        for key in [earlier, self.order.seen_key()].into_iter().flatten() {
+        for key in [earlier, self.order.take_seen()].into_iter().flatten() {
             self.order.resolve(self, &key, false).await?;
             if self.order.known().is_some() {
                 return Ok(());

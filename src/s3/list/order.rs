@@ -227,9 +227,10 @@ impl Order {
         }
     }
 
-    /// The listed key `remember` kept, if any.
-    pub fn seen_key(&self) -> Option<String> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Takes the listed key `remember` kept, if any (to probe around it once; the next key
+    /// with `/` listed is kept in its place).
+    pub fn take_seen(&self) -> Option<String> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// After a scan listed `pages` pages without the order showing: establishes it with a
@@ -245,8 +246,7 @@ impl Order {
         if self.known().is_some() || pages < ORDER_PROBE_MIN_PAGES {
             return Ok(None);
         }
-        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let Some(key) = seen else {
+        let Some(key) = self.take_seen() else {
             return Ok(None);
         };
         self.resolve(lister, &key, false).await?;

@@ -461,8 +461,13 @@ async fn answers_waiting_for_the_writer_bound_the_heads_sent() {
     }
     let (results_tx, _unread) = tokio::sync::mpsc::channel(1);
     let run = tokio::spawn(pool.run(jobs_rx, results_tx));
-    let bound = 2 * 4 + 1;
-    env.state().wait_for_requests(Some(Op::Head), bound).await;
+    let bound = 2 * s3meta::s3::head::IN_PROGRESS_PER_SLOT as u64 + 1;
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        env.state().wait_for_requests(Some(Op::Head), bound),
+    )
+    .await
+    .expect("the pool sent fewer HEADs than its bound allows");
     let more = tokio::time::timeout(
         std::time::Duration::from_millis(500),
         env.state().wait_for_requests(Some(Op::Head), bound + 1),

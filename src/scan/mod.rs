@@ -52,8 +52,9 @@ pub enum Splits {
 pub const WRITER_QUEUE: usize = 1024;
 
 /// A rescan starts with one key range per this many pages of stored keys (at most
-/// `--list-parallelism`): each range past the first costs at most one partial page, so the
-/// rescan's LIST requests stay within 1.1× the bucket's pages.
+/// `--list-parallelism`; a target of fewer than twice as many is listed whole): each range
+/// past the first costs at most one partial page, so the rescan's LIST requests stay within
+/// 1.1× the bucket's pages.
 pub const PAGES_PER_EXTRA_RANGE: u64 = 10;
 
 #[derive(Debug, Clone)]
@@ -609,6 +610,7 @@ async fn produce(
         lister,
         parallelism: cfg.list_parallelism,
         splits: cfg.splits,
+        gradual: plan.mode == Mode::Full,
         writer: writer_tx,
         heads: jobs_tx,
         cancel: work.clone(),

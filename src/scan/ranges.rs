@@ -102,6 +102,8 @@ pub struct Listing {
     pub lister: Arc<Lister>,
     pub parallelism: usize,
     pub splits: Splits,
+    /// A full scan: `auto` grows its streams gradually (see `run`).
+    pub gradual: bool,
     pub writer: mpsc::Sender<WriterMsg>,
     pub heads: mpsc::Sender<HeadJob>,
     pub cancel: CancellationToken,
@@ -138,14 +140,14 @@ impl Listing {
                 },
                 _ = listed.notified() => {}
             }
-            // The free streams and the range being split share the tail. With `auto`, a split
-            // at most doubles the streams: a full scan whose HEADs wait for keys only now and
-            // then grows by the streams it needs, not by all at once (each holds a page and
-            // its HEAD jobs: 16 at a million objects once peaked 9 MB above one).
+            // The free streams and the range being split share the tail. A full scan under
+            // `auto` at most doubles its streams per split: one whose HEADs wait for keys only
+            // now and then grows by the streams it needs, not by all at once (each holds a
+            // page and its HEAD jobs). A rescan, whose streams hold few jobs, takes them all.
             let free = (self.parallelism + 1).saturating_sub(tasks.len());
-            let pieces = match self.splits {
-                Splits::Always => free,
-                _ => free.min(tasks.len().max(1) + 1),
+            let pieces = match (self.splits, self.gradual) {
+                (Splits::WhenListingBound, true) => free.min(tasks.len().max(1) + 1),
+                _ => free,
             };
             let idle = self.parallelism > 1
                 && !self.cancel.is_cancelled()

@@ -17,7 +17,8 @@ use crate::model::{
 use crate::store::{db, for_versions};
 
 /// How many ranges a new rescan starts with: one per `keys_per_range` keys the database holds
-/// for the target, at most `max_ranges`. Each range past the first can cost one partial page
+/// for the target, at most `max_ranges`, and none under two of them (the target is then listed
+/// whole). Each range past the first can cost one partial page
 /// more, so one per ten pages' worth of keys keeps a rescan's LIST requests within 1.1× the
 /// bucket's pages (issue 15).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -37,8 +37,9 @@ pub struct Order {
     /// the order each was cut in: a cut made in another order than the store's is refused,
     /// unless it means the same in both (`KeyOrder::is_neutral`).
     pub cuts: Vec<(KeyOrder, String)>,
-    /// A listed key with `/` after the prefix, kept while the order is not known: the probe
-    /// at the end of a large scan (`resolve_after_listing`) starts from it.
+    /// A listed key with `/` after the prefix, kept while the order is not known: a page that
+    /// needs the order and lists no such key (`Lister::settle`) or the probe at the end of a
+    /// large scan (`resolve_after_listing`) takes it.
     seen: Mutex<Option<String>>,
 }
 

@@ -478,3 +478,33 @@ async fn answers_waiting_for_the_writer_bound_the_heads_sent() {
     run.await.unwrap();
     assert_eq!(env.state().requests(Op::Head), bound);
 }
+
+/// A listing-bound full scan under `--split-ranges auto` grows its streams by doubling: its
+/// first split, affordable after about 490 pages, adds one stream rather than fifteen (each
+/// stream holds a page and its HEAD jobs), and the result equals one stream's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_scan_split_under_auto_adds_one_stream_at_first() {
+    let env = Env::new().await;
+    populate(env.state(), "uniform", 8000);
+    let single = env.dir.path().join("single.db");
+    let mut one = env.config("bkt", "");
+    one.page_size = 10;
+    env.scan_into(&one, &single).await.unwrap();
+    // 800 pages; each LIST slower than its 10 HEADs: the listing is the bottleneck.
+    env.state()
+        .set_latency(Some(Op::List), std::time::Duration::from_millis(2));
+    let cfg = s3meta::scan::ScanConfig {
+        list_parallelism: 16,
+        ..one.clone()
+    };
+    let report = env.scan(&cfg).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Complete);
+    assert_eq!(dump(&env.db), dump(&single));
+    // Here it splits once, into 2 (all at once, it made 5); 1 if a loaded machine's HEADs
+    // fell behind the listing and no split was due.
+    let ranges = count(&env.db, "SELECT count(*) FROM scan_ranges");
+    assert!(
+        ranges <= 3,
+        "{ranges} ranges: the first split of a full scan doubles its one stream"
+    );
+}

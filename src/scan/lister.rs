@@ -204,15 +204,13 @@ async fn hand_over(
     if let Some(o) = page.entries.last() {
         range_ctl.position = Some(o.key.clone());
     }
-    // A versions page can end inside a key; the checkpoint's key is the last complete one.
-    let partial = if done { None } else { page.partial.take() };
-    let last_key = page
-        .entries
-        .iter()
-        .rev()
-        .map(|o| &o.key)
-        .find(|k| partial.as_ref() != Some(*k))
-        .cloned();
+    // A versions page can end inside a key; the checkpoint's key is the last complete one
+    // (the range's last page lists its last key completely).
+    if done {
+        page.partial = None;
+    }
+    let last_key = page.last_complete().map(str::to_string);
+    let partial = page.partial.take();
     range_ctl.pages += 1;
     range_ctl.done = done;
     let msg = PageMsg {

@@ -141,6 +141,17 @@ pub struct Page {
 }
 
 impl Page {
+    /// The last key whose entries the page lists completely: a versions page can end inside
+    /// a key (`partial`), whose other versions come on the next page.
+    pub fn last_complete(&self) -> Option<&str> {
+        let partial = self.partial.as_deref();
+        self.entries
+            .iter()
+            .rev()
+            .map(|o| o.key.as_str())
+            .find(|k| partial != Some(*k))
+    }
+
     /// Drops the keys past the range's end; returns the token of the next page, or `None`
     /// once the range is fully listed. A truncated page without a token cannot be followed.
     pub fn clip(&mut self, keys: &KeyRange) -> Result<Option<String>, Error> {
@@ -214,10 +225,8 @@ impl<'a> Pages<'a> {
             ..Cursor::default()
         });
         // A versions page can end inside a key: the next page lists it again.
-        let partial = page.partial.take();
-        let last_complete = page.entries.iter().rev().map(|o| &o.key);
-        if let Some(last) = last_complete.clone().find(|k| partial.as_ref() != Some(*k)) {
-            self.prev = Some(last.clone());
+        if let Some(last) = page.last_complete() {
+            self.prev = Some(last.to_string());
         }
         Ok(Some(page.entries))
     }
@@ -271,13 +280,7 @@ impl Lister {
         // The window's end is the last complete key (a versions page can end inside a key,
         // `Page::partial`); the last listed one is checked too.
         let last = page.entries.last().map(|o| o.key.as_str());
-        let complete = page
-            .entries
-            .iter()
-            .rev()
-            .map(|o| o.key.as_str())
-            .find(|k| page.partial.as_deref() != Some(*k));
-        let ends = [last, complete].map(|k| k.filter(|_| page.truncated));
+        let ends = [last, page.last_complete()].map(|k| k.filter(|_| page.truncated));
         if !self
             .order
             .page_needs_order(&self.prefix, [prev, ends[0], ends[1]])

@@ -209,11 +209,13 @@ impl Order {
         let Some(stored) = &self.stored else {
             return Ok(false);
         };
-        let bounds: Vec<String> = bounds
+        let mut bounds: Vec<String> = bounds
             .into_iter()
             .filter(|b| !KeyOrder::is_neutral(b.get(prefix.len()..).unwrap_or(b)))
             .map(str::to_string)
             .collect();
+        // A page's last key is usually its last complete one too: seek once.
+        bounds.dedup();
         if bounds.is_empty() {
             return Ok(false);
         }
